@@ -1,0 +1,95 @@
+"""Decomposer: breaks a question into sub-questions, each with its SQL, and writes the final SQL.
+
+Simple questions get the SQL directly (MAC-SQL decomposes only what needs it). The reply format is plain
+text a small model can learn: numbered sub-questions with fenced SQL, then `Final SQL:` and a fenced query.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from macsql.agents.parsing import extract_sql
+from macsql.agents.prompting import messages, question_block, trace_entry
+from macsql.errors import NoSQLError
+from macsql.llm import LLM, Messages
+
+TASK = """Task: write one SQLite query that answers the question, using only the tables and columns above.
+If the question is complex, first break it into numbered sub-questions, each followed by its SQL.
+End with "Final SQL:" and the final query in a ```sql block.
+
+{question}"""
+
+DIRECT_TASK = """Task: write one SQLite query that answers the question, using only the tables and columns
+above. Answer with the query in a ```sql block.
+
+{question}"""
+
+_SUBQ = re.compile(r"(?m)^\s*(?:Sub-question\s*)?(\d+)[.):]\s+(.+?)\s*$")
+
+
+@dataclass
+class Decomposition:
+    sql: str  # "" when the reply had no SQL (the Refiner gets the error)
+    sub_questions: list[dict] = field(default_factory=list)  # [{"question": ..., "sql": ...}]
+    error: str | None = None
+    trace: list[dict] = field(default_factory=list)
+
+
+def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False) -> Messages:
+    task = DIRECT_TASK if direct else TASK
+    return messages(schema_text, task.format(question=question_block(question, evidence)))
+
+
+def format_target(sql: str, sub_questions: list[dict] | None = None) -> str:
+    """The reply the Decomposer should give (used to build training data)."""
+    parts = []
+    for i, sq in enumerate(sub_questions or [], 1):
+        parts.append(f"{i}. {sq['question']}\n```sql\n{sq['sql']}\n```")
+    parts.append(f"Final SQL:\n```sql\n{sql.strip()}\n```")
+    return "\n".join(parts)
+
+
+def parse_reply(reply: str) -> tuple[str, list[dict]]:
+    """(final SQL, sub-questions). Raises NoSQLError when the reply holds no query."""
+    text = reply or ""
+    final_at = text.lower().rfind("final sql")
+    final = extract_sql(text[final_at:]) if final_at != -1 and _has_sql(text[final_at:]) else extract_sql(text)
+    body = text[:final_at] if final_at != -1 else ""
+    subs = []
+    matches = list(_SUBQ.finditer(body))
+    for i, m in enumerate(matches):
+        chunk = body[m.end():matches[i + 1].start() if i + 1 < len(matches) else len(body)]
+        try:
+            subs.append({"question": m.group(2), "sql": extract_sql(chunk)})
+        except NoSQLError:
+            subs.append({"question": m.group(2), "sql": ""})
+    return final, subs
+
+
+def _has_sql(text: str) -> bool:
+    try:
+        extract_sql(text)
+        return True
+    except NoSQLError:
+        return False
+
+
+def decompose(question: str, schema_text: str, *, llm: LLM, evidence: str = "", direct: bool = False,
+              max_new_tokens: int = 512) -> Decomposition:
+    prompt = build_prompt(question, schema_text, evidence, direct=direct)
+    gen = llm.generate([prompt], agent="decomposer", max_new_tokens=max_new_tokens)[0]
+    try:
+        sql, subs = parse_reply(gen.text)
+        error = None
+    except NoSQLError as exc:
+        sql, subs, error = "", [], str(exc)
+    entry = trace_entry("decomposer", prompt, gen, sql=sql, sub_questions=subs)
+    return Decomposition(sql=sql, sub_questions=subs, error=error, trace=[entry])
+
+
+def node(state, runtime) -> dict:
+    ctx = runtime.context
+    out = decompose(state["question"], state["schema_text"], llm=ctx.llm, evidence=state.get("evidence", ""),
+                    direct=not ctx.use_decomposer, max_new_tokens=ctx.max_new_tokens)
+    return {"sql": out.sql, "sub_questions": out.sub_questions, "parse_error": out.error, "trace": out.trace}

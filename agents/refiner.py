@@ -1,0 +1,78 @@
+"""Refiner: given SQL and what went wrong when it ran, asks the model for a corrected query.
+
+"Wrong" means an SQLite error, a reply with no SQL, an empty result, or a result of only NULLs (MAC-SQL
+refines on errors and empty results; NULL-only rows usually mean a wrong join or column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from macsql.agents.parsing import extract_sql
+from macsql.agents.prompting import messages, question_block, trace_entry
+from macsql.errors import NoSQLError
+from macsql.llm import LLM, Messages
+from macsql.sqlexec import ExecResult
+
+TASK = """Task: the SQLite query below was written for the question, but it has a problem. Fix it, using only
+the tables and columns above. Answer with the corrected query in a ```sql block.
+
+{question}
+Query:
+```sql
+{sql}
+```
+Problem: {problem}"""
+
+
+@dataclass
+class Refinement:
+    sql: str  # "" when the reply held no SQL
+    error: str | None = None
+    trace: list[dict] = field(default_factory=list)
+
+
+def problem_with(result: ExecResult | None, parse_error: str | None = None) -> str | None:
+    """What is wrong with an execution, in words the model can act on; None when nothing is."""
+    if parse_error:
+        return f"{parse_error}; write a complete SQLite query"
+    if result is None:
+        return "the query was not executed"
+    if result.timed_out:
+        return f"{result.error}; write a simpler, faster query"
+    if result.error:
+        return f"SQLite error: {result.error}"
+    if not result.rows:
+        return "the query ran but returned no rows; check the filter values, joins and column names"
+    if all(all(v is None for v in row) for row in result.rows):
+        return "the query returned only NULL values; check the columns and joins"
+    return None
+
+
+def build_prompt(question: str, schema_text: str, sql: str, problem: str, evidence: str = "") -> Messages:
+    return messages(schema_text, TASK.format(question=question_block(question, evidence),
+                                             sql=sql.strip() or "(none)", problem=problem))
+
+
+def format_target(sql: str) -> str:
+    return f"```sql\n{sql.strip()}\n```"
+
+
+def refine(question: str, schema_text: str, sql: str, problem: str, *, llm: LLM, evidence: str = "",
+           round_: int = 1, max_new_tokens: int = 512) -> Refinement:
+    prompt = build_prompt(question, schema_text, sql, problem, evidence)
+    gen = llm.generate([prompt], agent="refiner", max_new_tokens=max_new_tokens)[0]
+    try:
+        fixed, error = extract_sql(gen.text), None
+    except NoSQLError as exc:
+        fixed, error = "", str(exc)
+    return Refinement(fixed, error, [trace_entry("refiner", prompt, gen, round_, sql=fixed, problem=problem)])
+
+
+def node(state, runtime) -> dict:
+    ctx = runtime.context
+    round_ = state.get("rounds", 0) + 1
+    problem = problem_with(state.get("result"), state.get("parse_error")) or "the result looks wrong"
+    out = refine(state["question"], state["schema_text"], state.get("sql", ""), problem, llm=ctx.llm,
+                 evidence=state.get("evidence", ""), round_=round_, max_new_tokens=ctx.max_new_tokens)
+    return {"sql": out.sql, "parse_error": out.error, "rounds": round_, "trace": out.trace}

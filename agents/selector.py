@@ -1,0 +1,111 @@
+"""Selector: prunes a large schema to the tables and columns a question needs.
+
+Small schemas are kept whole without a model call (pruning them saves few tokens and risks dropping what
+the question needs). The model answers with a JSON object {table: [columns] | "keep_all"}; tables it does
+not name are dropped. Whatever the model says, keys that the kept columns need stay: each kept table keeps
+its primary key and the foreign keys that link it to other kept tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from macsql.agents.parsing import extract_json_object
+from macsql.agents.prompting import messages, question_block, trace_entry
+from macsql.llm import LLM, Messages
+from macsql.schema import Schema, Selection, render_schema
+
+# Prune only when the schema is big enough for pruning to matter (MAC-SQL prunes large BIRD schemas).
+MIN_TABLES = 4
+MIN_COLUMNS = 30
+
+TASK = """Task: choose the tables and columns needed to write an SQL query for the question.
+Answer with one JSON object only. Each key is a table name; the value is the list of needed column names,
+or "keep_all" to keep every column. Leave out tables that are not needed.
+
+{question}
+Answer:"""
+
+
+@dataclass
+class SelectorOutput:
+    selection: Selection
+    pruned: bool  # False when the whole schema was kept without asking the model
+    trace: list[dict] = field(default_factory=list)
+
+
+def needs_selection(schema: Schema) -> bool:
+    return len(schema.tables) >= MIN_TABLES and schema.n_columns >= MIN_COLUMNS
+
+
+def build_prompt(question: str, schema: Schema, evidence: str = "") -> Messages:
+    return messages(render_schema(schema), TASK.format(question=question_block(question, evidence)))
+
+
+def format_target(selection: Selection, schema: Schema) -> str:
+    """The reply the Selector should give for `selection` (used to build training data)."""
+    import json
+
+    out = {}
+    for table in schema.tables:
+        if table.name in selection:
+            cols = selection[table.name]
+            out[table.name] = "keep_all" if len(cols) == len(table.columns) else cols
+    return json.dumps(out)
+
+
+def parse_reply(reply: str, schema: Schema) -> Selection | None:
+    """Map a reply onto the schema (case-insensitive); None when nothing usable is in it."""
+    obj = extract_json_object(reply)
+    if not obj:
+        return None
+    chosen: Selection = {}
+    for key, value in obj.items():
+        table = schema.table(str(key))
+        if table is None or value in ("drop_all", None, False):
+            continue
+        if isinstance(value, str):  # "keep_all" or anything else that is not a list
+            chosen[table.name] = [c.name for c in table.columns]
+            continue
+        cols = {c.name for v in value if isinstance(v, str) and (c := table.column(v.split(".")[-1]))}
+        chosen[table.name] = [c.name for c in table.columns if c.name in cols]
+    return chosen or None
+
+
+def close_over_keys(selection: Selection, schema: Schema) -> Selection:
+    """Add the primary keys of kept tables and both ends of foreign keys between kept tables."""
+    keep = {t: set(cols) for t, cols in selection.items()}
+    for table in schema.tables:
+        if table.name not in keep:
+            continue
+        keep[table.name].update(table.primary_key)
+        for fk in table.foreign_keys:
+            ref = schema.table(fk.ref_table)
+            if ref is not None and ref.name in keep:
+                keep[table.name].add(fk.column)
+                keep[ref.name].add(ref.column(fk.ref_column).name if ref.column(fk.ref_column) else fk.ref_column)
+    return {t.name: [c.name for c in t.columns if c.name in keep[t.name]] for t in schema.tables
+            if t.name in keep}
+
+
+def select_schema(question: str, schema: Schema, *, llm: LLM, evidence: str = "",
+                  force: bool = False, max_new_tokens: int = 256) -> SelectorOutput:
+    """Prune `schema` for `question`. Falls back to the full schema when the reply is unusable."""
+    if not force and not needs_selection(schema):
+        return SelectorOutput(schema.full_selection(), pruned=False)
+    prompt = build_prompt(question, schema, evidence)
+    gen = llm.generate([prompt], agent="selector", max_new_tokens=max_new_tokens)[0]
+    parsed = parse_reply(gen.text, schema)
+    selection = close_over_keys(parsed, schema) if parsed else schema.full_selection()
+    entry = trace_entry("selector", prompt, gen, parsed=parsed is not None,
+                        kept={t: len(c) for t, c in selection.items()})
+    return SelectorOutput(selection, pruned=parsed is not None, trace=[entry])
+
+
+def node(state, runtime) -> dict:
+    """LangGraph node: prune the schema unless the Selector is switched off."""
+    ctx = runtime.context
+    if not ctx.use_selector:
+        return {"selection": state["schema"].full_selection()}
+    out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""))
+    return {"selection": out.selection, "trace": out.trace}

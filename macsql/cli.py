@@ -1,0 +1,151 @@
+"""`macsql`: ask questions of a SQLite database, inspect schemas, evaluate and fine-tune the agents.
+
+A thin click layer over the library: heavy imports happen inside commands so `macsql --help` is instant, and
+every `MacSQLError` becomes one line `Error: ...` with exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from macsql.errors import MacSQLError
+
+BACKEND_CHOICES = ["auto", "hf", "llamacpp", "openai"]
+
+
+class MacSQLGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MacSQLError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            from macsql.errors import did_you_mean
+
+            if args and "No such command" in str(exc):
+                raise click.UsageError(f"no command {args[0]!r}{did_you_mean(args[0], self.commands)}; "
+                                       "see `macsql --help`", ctx) from None
+            raise
+
+
+@click.group(cls=MacSQLGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="macsql")
+def main():
+    """MAC-SQL: multi-agent text-to-SQL on SQLite.
+
+    \b
+    Quick start (the bundled demo database, the default model):
+      macsql ask "How many customers live in Spain?" --db demo
+      macsql schema --db demo
+    """
+
+
+def model_options(f):
+    """Options shared by every command that runs the agents."""
+    opts = [
+        click.option("--model", "-m", default=None, metavar="NAME_OR_PATH",
+                     help="Hugging Face id, local folder, .gguf file or alias "
+                          "(default: Qwen/Qwen2.5-Coder-1.5B-Instruct)."),
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+                     help="auto: llama.cpp for GGUF weights when installed, else transformers."),
+        click.option("--adapters", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Folder with a LoRA adapter per agent (from `macsql finetune`)."),
+        click.option("--base-url", default=None, help="OpenAI-compatible server URL for --backend openai "
+                                                      "(default $OPENAI_BASE_URL or http://localhost:8000/v1)."),
+        click.option("--device", default=None, help="torch device for --backend hf (default: cuda if present)."),
+        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+                     show_default=True, help="Weights dtype for --backend hf."),
+        click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(0, 10),
+                     help="Refiner rounds at most."),
+        click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
+                     help="Seconds a query may run before it is stopped."),
+        click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
+        click.option("--no-decomposer", is_flag=True, help="Ablation: ask for SQL directly."),
+        click.option("--no-refiner", is_flag=True, help="Ablation: do not repair failing SQL."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
+                   no_decomposer, no_refiner, **extra):
+    from macsql.pipeline import Pipeline
+    from macsql.weights import DEFAULT_MODEL
+
+    backend_options = {}
+    if backend == "openai" and base_url:
+        backend_options["base_url"] = base_url
+    if backend in ("hf", "auto"):
+        backend_options.update({k: v for k, v in {"device": device, "dtype": dtype}.items() if v})
+        if backend == "auto":
+            backend_options = {"device": device, "dtype": dtype} if (device or dtype != "auto") else {}
+    return Pipeline.from_pretrained(
+        model or DEFAULT_MODEL, backend=backend, adapters=adapters, backend_options=backend_options,
+        max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
+        use_decomposer=not no_decomposer, use_refiner=not no_refiner, **extra)
+
+
+@main.command()
+@click.argument("question")
+@click.option("--db", required=True, metavar="PATH|demo", help="SQLite database file, or `demo`.")
+@click.option("--evidence", default="", help="Extra knowledge for the question (BIRD's `evidence`).")
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: SQL, rows, columns, trace.")
+@click.option("--verbose", "-v", is_flag=True, help="Show the trace: schema kept, sub-questions, refine rounds.")
+@click.option("--show", default=20, show_default=True, help="Rows to print in the table.")
+def ask(question, db, evidence, as_json, verbose, show, **model_opts):
+    """Answer QUESTION about a SQLite database with SQL and its result rows.
+
+    \b
+    Examples:
+      macsql ask "How many customers live in Spain?" --db demo
+      macsql ask "Top 3 products by revenue" --db shop.sqlite --verbose
+      macsql ask "..." --db my.sqlite --model ./my-checkpoint --adapters runs/lora
+      macsql ask "..." --db my.sqlite --backend openai --base-url http://gpu:8000/v1 --model Qwen/Qwen2.5-Coder-7B-Instruct
+    """
+    from macsql.demo import resolve_db
+    from macsql.errors import InputError
+    from macsql.sqlexec import check_database
+
+    if not question.strip():
+        raise InputError('the question is empty; ask something, e.g. macsql ask "How many orders are there?" --db demo')
+    db_path = check_database(resolve_db(db))  # fail fast, before loading a model
+    pipe = build_pipeline(**model_opts)
+    answer = pipe.ask(question, db_path, evidence=evidence)
+    if as_json:
+        click.echo(json.dumps(answer.to_dict(), default=str, ensure_ascii=False))
+    else:
+        from macsql.display import print_answer
+
+        print_answer(answer, verbose=verbose, show=show)
+    if answer.error:
+        raise MacSQLError(f"no working SQL after {answer.rounds} refine round(s): {answer.error}")
+
+
+@main.command()
+@click.option("--db", required=True, metavar="PATH|demo", help="SQLite database file, or `demo`.")
+@click.option("--no-examples", is_flag=True, help="Leave out sampled values.")
+@click.option("--json", "as_json", is_flag=True, help="The introspected schema as JSON.")
+def schema(db, no_examples, as_json):
+    """Print the schema exactly as the agents see it."""
+    from macsql.demo import resolve_db
+    from macsql.schema import introspect, render_schema
+
+    s = introspect(resolve_db(db))
+    click.echo(json.dumps(s.to_dict(), indent=2) if as_json else render_schema(s, examples=not no_examples))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark loaders, the one result comparator, metrics, the runner and reports."""

@@ -1,0 +1,345 @@
+"""Model backends behind one small protocol: `generate(prompts, agent=...) -> list[Generation]`.
+
+A prompt is a list of chat messages (`{"role": ..., "content": ...}`); each backend turns it into what its
+model reads (a chat template, flat text for T5, an HTTP request). Backends are chosen by name from
+`BACKENDS`; `make_llm()` builds one from user options.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from macsql.errors import ModelError, did_you_mean
+
+Messages = list[dict[str, str]]
+AGENTS = ("selector", "decomposer", "refiner")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+class LLM(Protocol):
+    name: str
+
+    def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512
+                 ) -> list[Generation]: ...
+
+
+def flatten(messages: Messages) -> str:
+    """Plain-text form of a chat, for models without a chat template (T5, base LMs)."""
+    return "\n\n".join(m["content"] for m in messages)
+
+
+# --------------------------------------------------------------------------------------------- scripted
+class ScriptedLLM:
+    """Replies from a list or a function, for tests and dry runs. Records every prompt it sees."""
+
+    name = "scripted"
+
+    def __init__(self, replies: Sequence[str] | Callable[[Messages, str], str]):
+        self._replies = replies if callable(replies) else list(replies)
+        self.calls: list[tuple[str, Messages]] = []
+
+    def generate(self, prompts, *, agent="", max_new_tokens=512):
+        out = []
+        for messages in prompts:
+            self.calls.append((agent, messages))
+            if callable(self._replies):
+                text = self._replies(messages, agent)
+            elif self._replies:
+                text = self._replies.pop(0)
+            else:
+                raise ModelError("scripted backend ran out of replies")
+            out.append(Generation(text, len(flatten(messages).split()), len(text.split()), 0.0))
+        return out
+
+
+# ------------------------------------------------------------------------------------- transformers
+def _torch_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        # bf16 halves memory on GPU; on CPU float32 matmuls are usually faster unless the CPU has bf16 units.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+            "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _HFBase:
+    """Shared loading for the transformers backends: one base model, an optional LoRA adapter per agent."""
+
+    auto_class = "AutoModelForCausalLM"
+
+    def __init__(self, model: str | os.PathLike, *, adapters: dict[str, str | Path] | None = None,
+                 device: str | None = None, dtype: str = "auto", batch_size: int = 4):
+        import torch
+        import transformers
+        from transformers import AutoTokenizer
+
+        from macsql import weights
+
+        resolved = weights.resolve(model)
+        folder = weights.checkpoint_for_transformers(resolved)
+        self.name = resolved.name
+        self.device = device or _default_device()
+        self.batch_size = batch_size
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            cls = getattr(transformers, self.auto_class)
+            self.model = cls.from_pretrained(folder, dtype=_torch_dtype(dtype, self.device)).to(self.device)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load model from {folder}: {exc}") from exc
+        self.model.eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.adapters: set[str] = set()
+        if adapters:
+            self._load_adapters(adapters)
+        self._torch = torch
+
+    def _load_adapters(self, adapters: dict[str, str | Path]) -> None:
+        from peft import PeftModel
+
+        for agent, path in adapters.items():
+            if not (Path(path) / "adapter_config.json").exists():
+                raise ModelError(f"adapter for {agent!r} at {path} has no adapter_config.json")
+            if not isinstance(self.model, PeftModel):
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=agent)
+            else:
+                self.model.load_adapter(str(path), adapter_name=agent)
+            self.adapters.add(agent)
+        self.model.eval()
+
+    def _adapter_context(self, agent: str):
+        """Switch to the agent's adapter (cheap), or run the bare base model for agents without one."""
+        import contextlib
+
+        if not self.adapters:
+            return contextlib.nullcontext()
+        if agent in self.adapters:
+            self.model.set_adapter(agent)
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()
+
+
+class HFCausalLM(_HFBase):
+    """Decoder-only models (Qwen, LLaMA, SmolLM) through their chat template; batched greedy decoding."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(model, **kwargs)
+        self.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
+
+    def render(self, messages: Messages) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return flatten(messages) + "\n"
+
+    def generate(self, prompts, *, agent="", max_new_tokens=512):
+        out: list[Generation] = []
+        for i in range(0, len(prompts), self.batch_size):
+            out.extend(self._generate_batch([self.render(m) for m in prompts[i:i + self.batch_size]],
+                                            agent, max_new_tokens))
+        return out
+
+    def _generate_batch(self, texts, agent, max_new_tokens):
+        torch = self._torch
+        start = time.perf_counter()
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with torch.inference_mode(), self._adapter_context(agent):
+            ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        new = ids[:, enc["input_ids"].shape[1]:]
+        seconds = (time.perf_counter() - start) / len(texts)
+        gens = []
+        for row, mask in zip(new, enc["attention_mask"]):
+            n_out = _count_until_eos(row.tolist(), self._stop_ids())
+            text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
+            gens.append(Generation(text, int(mask.sum()), n_out, seconds))
+        return gens
+
+    def _stop_ids(self) -> set[int]:
+        stop = set()
+        for v in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id,
+                  self.tokenizer.pad_token_id):
+            if isinstance(v, int):
+                stop.add(v)
+            elif v:
+                stop.update(v)
+        return stop
+
+
+class HFSeq2SeqLM(_HFBase):
+    """Encoder-decoder models (T5 family): the flattened prompt in, the answer out."""
+
+    auto_class = "AutoModelForSeq2SeqLM"
+
+    def generate(self, prompts, *, agent="", max_new_tokens=512):
+        torch = self._torch
+        out: list[Generation] = []
+        for i in range(0, len(prompts), self.batch_size):
+            texts = [flatten(m) for m in prompts[i:i + self.batch_size]]
+            start = time.perf_counter()
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(self.device)
+            with torch.inference_mode(), self._adapter_context(agent):
+                ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+            seconds = (time.perf_counter() - start) / len(texts)
+            for row, mask in zip(ids, enc["attention_mask"]):
+                toks = [t for t in row.tolist() if t not in (self.tokenizer.pad_token_id,)]
+                text = self.tokenizer.decode(row, skip_special_tokens=True)
+                out.append(Generation(text, int(mask.sum()), len(toks), seconds))
+        return out
+
+
+def _count_until_eos(tokens: list[int], stop: set[int]) -> int:
+    for i, t in enumerate(tokens):
+        if t in stop:
+            return i
+    return len(tokens)
+
+
+def load_hf(model, **kwargs) -> _HFBase:
+    """Pick the causal or seq2seq class from the checkpoint's config."""
+    from transformers import AutoConfig
+
+    from macsql import weights
+
+    resolved = weights.resolve(model)
+    if resolved.is_gguf:
+        return HFCausalLM(model, **kwargs)
+    config = AutoConfig.from_pretrained(resolved.path)
+    cls = HFSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else HFCausalLM
+    return cls(model, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ llama.cpp
+class LlamaCppLLM:
+    """A GGUF file run by llama.cpp (`pip install llama-cpp-python`): no dequantisation, fast on CPU.
+
+    llama.cpp keeps the KV cache of the last prompt and reuses the longest common prefix, so the shared
+    system text and schema are not recomputed between the agents and refine rounds of one question.
+    """
+
+    def __init__(self, model, *, n_ctx: int = 8192, n_threads: int | None = None, seed: int = 0, **_ignored):
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise ModelError("the llama.cpp backend needs: pip install llama-cpp-python") from exc
+        from macsql import weights
+
+        resolved = weights.resolve(model)
+        if not resolved.is_gguf:
+            raise ModelError(f"the llama.cpp backend needs a .gguf model; {resolved.name!r} is a "
+                             "transformers checkpoint (use --backend hf)")
+        self.name = resolved.name
+        self.llama = Llama(model_path=str(resolved.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                           seed=seed, verbose=False)
+
+    def generate(self, prompts, *, agent="", max_new_tokens=512):
+        out = []
+        for messages in prompts:
+            start = time.perf_counter()
+            reply = self.llama.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
+                                                      temperature=0.0, top_k=1)
+            usage = reply.get("usage", {})
+            out.append(Generation(reply["choices"][0]["message"]["content"] or "",
+                                  usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                                  time.perf_counter() - start))
+        return out
+
+
+# ------------------------------------------------------------------------------------ OpenAI-compatible
+class OpenAICompatLLM:
+    """Any server speaking the OpenAI chat API: vLLM, SGLang, Ollama, llama.cpp server.
+
+    `models` maps an agent to the served model name, so one vLLM server with a LoRA adapter per agent
+    (`--lora-modules selector=... decomposer=...`) serves all three agents.
+    """
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 models: dict[str, str] | None = None, timeout_s: float = 120.0, workers: int = 8, **_ignored):
+        import httpx
+
+        self.name = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://localhost:8000/v1").rstrip("/")
+        self.models = models or {}
+        self.workers = workers
+        key = api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")
+        self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"})
+
+    def _one(self, messages: Messages, agent: str, max_new_tokens: int) -> Generation:
+        import httpx
+
+        start = time.perf_counter()
+        body = {"model": self.models.get(agent, self.name), "messages": messages,
+                "max_tokens": max_new_tokens, "temperature": 0.0}
+        try:
+            resp = self.client.post(f"{self.base_url}/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach the model server at {self.base_url}: {exc}; start it or pass "
+                             "--base-url") from exc
+        if resp.status_code != 200:
+            raise ModelError(f"model server at {self.base_url} answered {resp.status_code}: {resp.text[:200]}")
+        data = resp.json()
+        usage = data.get("usage") or {}
+        return Generation(data["choices"][0]["message"].get("content") or "", usage.get("prompt_tokens", 0),
+                          usage.get("completion_tokens", 0), time.perf_counter() - start)
+
+    def generate(self, prompts, *, agent="", max_new_tokens=512):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(prompts) == 1:
+            return [self._one(prompts[0], agent, max_new_tokens)]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda m: self._one(m, agent, max_new_tokens), prompts))
+
+
+# ----------------------------------------------------------------------------------------- choosing
+BACKENDS: dict[str, Callable[..., LLM]] = {
+    "hf": load_hf,
+    "llamacpp": LlamaCppLLM,
+    "openai": OpenAICompatLLM,
+}
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def make_llm(model: str, backend: str = "auto", *, adapters: dict[str, str | Path] | None = None,
+             **kwargs) -> LLM:
+    """Build a backend by name. `auto` runs a GGUF model on llama.cpp when it is installed and no LoRA
+    adapters are asked for (llama.cpp is several times faster on CPU); otherwise transformers."""
+    if backend == "auto":
+        backend = "hf"
+        if not adapters and llama_cpp_available():
+            from macsql import weights
+
+            if weights.resolve(model).is_gguf:
+                backend = "llamacpp"
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}{did_you_mean(backend, BACKENDS)}; "
+                         f"choose one of: auto, {', '.join(BACKENDS)}")
+    if adapters and backend != "hf":
+        raise ModelError("LoRA adapters run on the transformers backend; use --backend hf "
+                         "(or serve them with vLLM --lora-modules and --backend openai)")
+    if backend == "hf":
+        return load_hf(model, adapters=adapters, **kwargs)
+    return BACKENDS[backend](model, **kwargs)

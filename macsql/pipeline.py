@@ -1,0 +1,125 @@
+"""`Pipeline`: the Python entry point. Holds one backend and the compiled graph; `ask()` answers one question."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from macsql.errors import InputError
+from macsql.llm import LLM, make_llm
+from macsql.sqlexec import check_database
+from macsql.state import Context
+from macsql.weights import DEFAULT_MODEL
+
+MODEL_AGENTS = ("selector", "decomposer", "refiner")
+
+
+@dataclass
+class Answer:
+    question: str
+    sql: str
+    columns: list[str]
+    rows: list[list]
+    error: str | None
+    truncated: bool
+    sub_questions: list[dict]
+    selection: dict[str, list[str]]
+    rounds: int
+    trace: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def llm_calls(self) -> int:
+        return sum(1 for t in self.trace if t["agent"] in MODEL_AGENTS)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(t.get("prompt_tokens", 0) for t in self.trace if t["agent"] in MODEL_AGENTS)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(t.get("completion_tokens", 0) for t in self.trace if t["agent"] in MODEL_AGENTS)
+
+    @property
+    def model_seconds(self) -> float:
+        return sum(t.get("seconds", 0.0) for t in self.trace if t["agent"] in MODEL_AGENTS)
+
+    def to_dict(self, *, with_prompts: bool = True) -> dict:
+        trace = self.trace if with_prompts else [{k: v for k, v in t.items() if k != "prompt"} for t in self.trace]
+        return {
+            "question": self.question, "sql": self.sql, "columns": self.columns, "rows": self.rows,
+            "error": self.error, "truncated": self.truncated, "sub_questions": self.sub_questions,
+            "selection": self.selection, "refine_rounds": self.rounds, "llm_calls": self.llm_calls,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "model_seconds": round(self.model_seconds, 4), "seconds": round(self.seconds, 4), "trace": trace,
+        }
+
+
+class Pipeline:
+    """MAC-SQL over one backend. `Pipeline.from_pretrained().ask("How many ...?", "shop.sqlite")`."""
+
+    def __init__(self, llm: LLM, **options):
+        from macsql.graph import build_graph
+
+        self.llm = llm
+        self.options = options  # Context fields: max_rounds, timeout_s, use_selector, ...
+        self.graph = build_graph()
+
+    @classmethod
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, *, backend: str = "auto",
+                        adapters: dict[str, str] | str | Path | None = None, backend_options: dict | None = None,
+                        **options) -> Pipeline:
+        if isinstance(adapters, (str, Path)):
+            adapters = adapters_in(adapters)
+        return cls(make_llm(model, backend, adapters=adapters, **(backend_options or {})), **options)
+
+    def context(self, db: str | Path) -> Context:
+        return Context(llm=self.llm, db_path=check_database(db), **self.options)
+
+    def with_options(self, **options) -> Pipeline:
+        new = Pipeline.__new__(Pipeline)
+        new.llm, new.graph, new.options = self.llm, self.graph, {**self.options, **options}
+        return new
+
+    def ask(self, question: str, db: str | Path, *, evidence: str = "") -> Answer:
+        if not question or not question.strip():
+            raise InputError("the question is empty; ask something about the database, e.g. "
+                             '"How many customers are there?"')
+        ctx = self.context(db)
+        start = time.perf_counter()
+        state = self.graph.invoke({"question": question.strip(), "evidence": evidence or "", "rounds": 0},
+                                  context=ctx)
+        return to_answer(state, time.perf_counter() - start)
+
+
+def to_answer(state: dict, seconds: float) -> Answer:
+    final = state["final"]
+    result = final["result"]
+    error = None
+    if not final["sql"]:
+        error = state.get("parse_error") or "no SQL was produced"
+    elif result is not None and result.error:
+        error = result.error
+    return Answer(
+        question=state["question"], sql=final["sql"],
+        columns=list(result.columns) if result else [], rows=[list(r) for r in result.rows] if result else [],
+        error=error, truncated=bool(result and result.truncated), sub_questions=state.get("sub_questions", []),
+        selection=state.get("selection", {}), rounds=state.get("rounds", 0), trace=state.get("trace", []),
+        seconds=seconds,
+    )
+
+
+def adapters_in(folder: str | Path) -> dict[str, str]:
+    """Adapters saved by `macsql finetune`: <folder>/<agent>/adapter_config.json for each trained agent."""
+    root = Path(folder)
+    found = {a: str(root / a) for a in MODEL_AGENTS if (root / a / "adapter_config.json").exists()}
+    if not found and (root / "adapter_config.json").exists():
+        found = {a: str(root) for a in MODEL_AGENTS}  # one adapter shared by all agents
+    if not found:
+        raise InputError(f"no adapters in {str(root)!r}: expected <dir>/<agent>/adapter_config.json "
+                         "(selector, decomposer, refiner) or one adapter_config.json")
+    return found
+
+
+__all__ = ["Answer", "Pipeline", "adapters_in"]

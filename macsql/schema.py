@@ -1,0 +1,295 @@
+"""Schema introspection and THE schema renderer (used at inference and when building training prompts).
+
+`introspect(db)` reads tables, columns, types, keys, a few representative values per column and, when a BIRD
+`database_description/` folder sits beside the database, the column descriptions. Results are cached per
+database file (path + mtime + size) in memory and on disk, so a second `ask` on a big database costs
+milliseconds. Value sampling reads at most `SAMPLE_SCAN_ROWS` rows per column, so a multi-million-row table
+costs no more than a small one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from macsql.sqlexec import connect_readonly
+
+SAMPLE_SCAN_ROWS = 2000  # rows read per column when sampling values (bounded work on huge tables)
+MAX_EXAMPLES = 3
+MAX_EXAMPLE_CHARS = 40
+CACHE_VERSION = 3
+# Column names whose values carry no meaning for a prompt (identifiers, links, blobs).
+_NO_EXAMPLE_NAME = re.compile(r"(^id$|_id$|^id_|uuid|guid|url|uri|link|href|image|photo|blob|hash|token)", re.I)
+
+Selection = dict[str, list[str]]  # table -> kept columns, in schema order
+
+
+@dataclass
+class Column:
+    name: str
+    type: str = ""
+    examples: list[str] = field(default_factory=list)
+    description: str = ""
+    value_description: str = ""
+
+
+@dataclass
+class ForeignKey:
+    column: str
+    ref_table: str
+    ref_column: str
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    primary_key: list[str] = field(default_factory=list)
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+
+    def column(self, name: str) -> Column | None:
+        low = name.lower()
+        return next((c for c in self.columns if c.name.lower() == low), None)
+
+
+@dataclass
+class Schema:
+    db_id: str
+    tables: list[Table]
+
+    def table(self, name: str) -> Table | None:
+        low = name.lower().strip('`"[]')
+        return next((t for t in self.tables if t.name.lower() == low), None)
+
+    @property
+    def n_columns(self) -> int:
+        return sum(len(t.columns) for t in self.tables)
+
+    def full_selection(self) -> Selection:
+        return {t.name: [c.name for c in t.columns] for t in self.tables}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Schema:
+        tables = [
+            Table(
+                name=t["name"],
+                columns=[Column(**c) for c in t["columns"]],
+                primary_key=list(t.get("primary_key", [])),
+                foreign_keys=[ForeignKey(**fk) for fk in t.get("foreign_keys", [])],
+            )
+            for t in data["tables"]
+        ]
+        return cls(db_id=data["db_id"], tables=tables)
+
+
+_MEMORY_CACHE: dict[tuple, Schema] = {}
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MACSQL_CACHE") or Path.home() / ".cache" / "macsql"
+    return Path(root) / "schema"
+
+
+def introspect(db_path: str | Path, *, cache: bool = True) -> Schema:
+    """The schema of a SQLite database, with sampled values and BIRD descriptions when present."""
+    path = Path(db_path).resolve()
+    conn = connect_readonly(path)  # validates the path before anything is cached
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, CACHE_VERSION)
+    if cache and key in _MEMORY_CACHE:
+        conn.close()
+        return _MEMORY_CACHE[key]
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+    disk = _cache_dir() / f"{path.stem}-{digest}.json"
+    if cache and disk.exists():
+        try:
+            schema = Schema.from_dict(json.loads(disk.read_text()))
+            conn.close()
+            _MEMORY_CACHE[key] = schema
+            return schema
+        except (ValueError, KeyError, TypeError):
+            pass  # stale or corrupt cache file: rebuild it
+    try:
+        schema = _read_schema(conn, path)
+    finally:
+        conn.close()
+    _add_descriptions(schema, path.parent / "database_description")
+    if cache:
+        _MEMORY_CACHE[key] = schema
+        try:
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            tmp = disk.with_suffix(".tmp")
+            tmp.write_text(json.dumps(schema.to_dict()))
+            tmp.replace(disk)
+        except OSError:
+            pass  # a read-only home still works, just without the disk cache
+    return schema
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _read_schema(conn, path: Path) -> Schema:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    tables = []
+    for name in db.table_names():
+        if name.startswith("sqlite_"):
+            continue
+        t = db.table(name)
+        columns = [Column(name=c.name, type=(c.type or "").upper()) for c in t.columns]
+        pks = [c.name for c in t.columns if c.is_pk]
+        fks = [ForeignKey(fk.column, fk.other_table, fk.other_column) for fk in t.foreign_keys]
+        table = Table(name=name, columns=columns, primary_key=pks, foreign_keys=fks)
+        for col in columns:
+            if _NO_EXAMPLE_NAME.search(col.name) or "BLOB" in col.type:
+                continue
+            col.examples = _sample_values(conn, name, col.name)
+        tables.append(table)
+    return Schema(db_id=path.stem, tables=tables)
+
+
+def _sample_values(conn, table: str, column: str) -> list[str]:
+    """Up to MAX_EXAMPLES distinct, most frequent non-empty values among the first rows of the table."""
+    sql = (
+        f"SELECT v, COUNT(*) AS n FROM (SELECT {_quote(column)} AS v FROM {_quote(table)} "
+        f"LIMIT {SAMPLE_SCAN_ROWS}) WHERE v IS NOT NULL AND TRIM(CAST(v AS TEXT)) != '' "
+        f"GROUP BY v ORDER BY n DESC, v LIMIT {MAX_EXAMPLES}"
+    )
+    try:
+        values = [row[0] for row in conn.execute(sql)]
+    except Exception:  # noqa: BLE001 - odd column types must not break introspection
+        return []
+    out = []
+    for v in values:
+        if isinstance(v, bytes):
+            continue
+        text = str(v)
+        if len(text) > MAX_EXAMPLE_CHARS:
+            continue  # long free text wastes tokens and rarely helps
+        out.append(text)
+    return out
+
+
+def _read_csv_rows(path: Path) -> list[dict]:
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            with path.open(encoding=encoding, newline="") as fh:
+                return list(csv.DictReader(fh))
+        except UnicodeDecodeError:
+            continue
+    return []
+
+
+def _add_descriptions(schema: Schema, folder: Path) -> None:
+    """Attach BIRD `database_description/<table>.csv` texts to their columns."""
+    if not folder.is_dir():
+        return
+    for csv_path in folder.glob("*.csv"):
+        table = schema.table(csv_path.stem)
+        if table is None:
+            continue
+        for row in _read_csv_rows(csv_path):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            col = table.column(row.get("original_column_name", ""))
+            if col is None:
+                continue
+            desc = row.get("column_description", "")
+            if desc and desc.lower() != col.name.lower():
+                col.description = " ".join(desc.split())
+            col.value_description = " ".join(row.get("value_description", "").split())
+
+
+def schema_from_tables_json(entry: dict) -> Schema:
+    """A Schema (without sampled values) from one Spider/BIRD `tables.json` entry."""
+    names = entry.get("table_names_original") or entry["table_names"]
+    cols = entry.get("column_names_original") or entry["column_names"]
+    types = entry.get("column_types", [])
+    tables = [Table(name=n, columns=[]) for n in names]
+    flat: list[tuple[int, str]] = []
+    for i, (ti, cname) in enumerate(cols):
+        flat.append((ti, cname))
+        if ti >= 0:
+            tables[ti].columns.append(Column(name=cname, type=(types[i] if i < len(types) else "").upper()))
+    for pk in entry.get("primary_keys", []):
+        for idx in pk if isinstance(pk, list) else [pk]:
+            ti, cname = flat[idx]
+            tables[ti].primary_key.append(cname)
+    for a, b in entry.get("foreign_keys", []):
+        (ta, ca), (tb, cb) = flat[a], flat[b]
+        tables[ta].foreign_keys.append(ForeignKey(ca, tables[tb].name, cb))
+    return Schema(db_id=entry["db_id"], tables=tables)
+
+
+def _render_identifier(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"`{name}`"
+
+
+def render_schema(
+    schema: Schema,
+    selection: Selection | None = None,
+    *,
+    examples: bool = True,
+    descriptions: bool = True,
+) -> str:
+    """Render (part of) a schema as compact CREATE TABLE statements with value examples as comments.
+
+    DDL is what code models have seen most; comments carry the examples and BIRD descriptions so a small
+    model can match question words to values. The same text is used for inference and for training.
+    """
+    blocks = []
+    for table in schema.tables:
+        if selection is not None and table.name not in selection:
+            continue
+        keep = set(selection[table.name]) if selection is not None else None
+        lines = []
+        for col in table.columns:
+            if keep is not None and col.name not in keep:
+                continue
+            line = f"  {_render_identifier(col.name)} {col.type or 'TEXT'}".rstrip()
+            if table.primary_key == [col.name]:
+                line += " PRIMARY KEY"
+            notes = []
+            if descriptions and col.description:
+                notes.append(col.description)
+            if descriptions and col.value_description and len(col.value_description) <= 160:
+                notes.append(col.value_description)
+            if examples and col.examples:
+                notes.append("e.g. " + ", ".join(_literal(v) for v in col.examples))
+            lines.append((line, "; ".join(notes)))
+        if len(table.primary_key) > 1 and (keep is None or set(table.primary_key) <= keep):
+            lines.append((f"  PRIMARY KEY ({', '.join(map(_render_identifier, table.primary_key))})", ""))
+        for fk in table.foreign_keys:
+            if keep is not None and fk.column not in keep:
+                continue
+            if selection is not None and fk.ref_table not in selection:
+                continue
+            lines.append((
+                f"  FOREIGN KEY ({_render_identifier(fk.column)}) REFERENCES "
+                f"{_render_identifier(fk.ref_table)}({_render_identifier(fk.ref_column)})",
+                "",
+            ))
+        body = []
+        for i, (text, note) in enumerate(lines):
+            comma = "," if i < len(lines) - 1 else ""
+            body.append(f"{text}{comma} -- {note}" if note else f"{text}{comma}")
+        blocks.append(f"CREATE TABLE {_render_identifier(table.name)} (\n" + "\n".join(body) + "\n);")
+    return "\n".join(blocks)
+
+
+def _literal(value: str) -> str:
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value.replace("'", "''") + "'"
