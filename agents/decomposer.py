@@ -15,8 +15,16 @@ from macsql.errors import NoSQLError
 from macsql.llm import LLM, Messages
 
 TASK = """Task: write one SQLite query that answers the question, using only the tables and columns above.
-If the question is complex, first break it into numbered sub-questions, each followed by its SQL.
-End with "Final SQL:" and the final query in a ```sql block.
+Answer in this format, with no other text:
+Sub-questions (only when the question needs several steps):
+1. <sub-question>
+```sql
+<query for it>
+```
+Final SQL:
+```sql
+<the query that answers the question>
+```
 
 {question}"""
 
