@@ -147,5 +147,9 @@ def schema(db, no_examples, as_json):
     click.echo(json.dumps(s.to_dict(), indent=2) if as_json else render_schema(s, examples=not no_examples))
 
 
+# Commands that live with their features register here, one line each (keep imports light: click only).
+# -- feature commands --
+
+
 if __name__ == "__main__":
     main()
