@@ -199,10 +199,12 @@ class HFSeq2SeqLM(_HFBase):
             with torch.inference_mode(), self._adapter_context(agent):
                 ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
             seconds = (time.perf_counter() - start) / len(texts)
+            stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
             for row, mask in zip(ids, enc["attention_mask"]):
-                toks = [t for t in row.tolist() if t not in (self.tokenizer.pad_token_id,)]
-                text = self.tokenizer.decode(row, skip_special_tokens=True)
-                out.append(Generation(text, int(mask.sum()), len(toks), seconds))
+                produced = row.tolist()[1:]  # position 0 is the decoder start token
+                n_out = _count_until_eos(produced, stop)
+                text = self.tokenizer.decode(produced[:n_out], skip_special_tokens=True)
+                out.append(Generation(text, int(mask.sum()), n_out, seconds))
         return out
 
 

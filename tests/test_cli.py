@@ -1,0 +1,74 @@
+"""Bad input gets one line `Error: ...` and exit code 1, before any model is loaded where possible."""
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from macsql.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_missing_database(tmp_path):
+    r = run("ask", "How many?", "--db", str(tmp_path / "nope.sqlite"))
+    assert r.exit_code == 1
+    assert r.output.strip() == (f"Error: database {str(tmp_path / 'nope.sqlite')!r} does not exist; "
+                                "pass --db PATH to a .sqlite file")
+
+
+def test_non_sqlite_file(tmp_path):
+    junk = tmp_path / "notes.sqlite"
+    junk.write_text("just text")
+    r = run("ask", "How many?", "--db", str(junk))
+    assert r.exit_code == 1 and r.output.strip() == (
+        f"Error: {str(junk)!r} is not a SQLite database (bad header); pass a .sqlite file")
+
+
+def test_empty_question(shop_db):
+    r = run("ask", "  ", "--db", str(shop_db))
+    assert r.exit_code == 1 and r.output.startswith("Error: the question is empty")
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_unknown_model(shop_db):
+    r = run("ask", "How many?", "--db", str(shop_db), "--model", "qwen2.5-coder-1.5", "--backend", "hf")
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: unknown model 'qwen2.5-coder-1.5' (did you mean 'qwen2.5-coder-1.5b'?)")
+    assert "Traceback" not in r.output
+
+
+def test_model_reply_without_sql(tiny_causal_dir, shop_db):
+    r = run("ask", "how many customers are there ?", "--db", str(shop_db), "--model", str(tiny_causal_dir),
+            "--backend", "hf", "--max-rounds", "0", "--json")
+    assert r.exit_code == 1
+    payload = json.loads(r.stdout)  # --json still prints the answer with its trace
+    assert payload["sql"] == "" and payload["trace"][1]["agent"] == "decomposer"
+    assert r.stderr.strip().splitlines()[-1] == ("Error: no working SQL after 0 refine round(s): the model reply contains no SQL query")
+
+
+def test_unknown_command_suggests():
+    r = run("akс")
+    assert r.exit_code == 2
+
+
+def test_schema_command_on_demo():
+    r = run("schema", "--db", "demo")
+    assert r.exit_code == 0 and "CREATE TABLE customers" in r.output and "FOREIGN KEY" in r.output
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = "import sys; from macsql.cli import main; assert 'torch' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_mapped_packages_import_under_macsql():
+    import macsql.agents
+    import macsql.finetune
+
+    assert macsql.agents.__name__ == "macsql.agents"
+    assert macsql.finetune.__name__ == "macsql.finetune"

@@ -1,0 +1,51 @@
+import pytest
+
+from macsql.agents import decomposer, selector
+from macsql.agents.parsing import extract_sql
+from macsql.errors import NoSQLError
+from macsql.schema import introspect
+
+
+@pytest.mark.parametrize("reply, sql", [
+    ("```sql\nSELECT 1\n```", "SELECT 1"),
+    ("Sure! Here it is:\n```sql\nSELECT name FROM t WHERE x = 'a;b';\n```\nHope this helps.",
+     "SELECT name FROM t WHERE x = 'a;b'"),
+    ("```\nSELECT a FROM t\n```", "SELECT a FROM t"),
+    ("The query is SELECT COUNT(*) FROM singer; it counts singers.", "SELECT COUNT(*) FROM singer"),
+    ("<reasoning>use t</reasoning><sql>SELECT a FROM t</sql>", "SELECT a FROM t"),
+    ("SQL: WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
+    ("```sql\nSELECT 1\n```\nFinal SQL:\n```sql\nSELECT 2\n```", "SELECT 2"),
+    ("```sql\nSELECT a\nFROM t\n", "SELECT a\nFROM t"),  # unclosed fence
+])
+def test_extract_sql(reply, sql):
+    assert extract_sql(reply) == sql
+
+
+@pytest.mark.parametrize("reply", ["", "I cannot answer that.", "```python\nprint(1)\n```"])
+def test_no_sql_raises(reply):
+    with pytest.raises(NoSQLError):
+        extract_sql(reply)
+
+
+def test_decomposer_reply_with_sub_questions():
+    reply = ("Sub-questions:\n1. Which customers are in Spain?\n```sql\nSELECT customer_id FROM customers "
+             "WHERE country = 'Spain'\n```\nFinal SQL:\n```sql\nSELECT COUNT(*) FROM orders WHERE customer_id IN "
+             "(SELECT customer_id FROM customers WHERE country = 'Spain')\n```")
+    sql, subs = decomposer.parse_reply(reply)
+    assert sql.startswith("SELECT COUNT(*) FROM orders")
+    assert subs == [{"question": "Which customers are in Spain?",
+                     "sql": "SELECT customer_id FROM customers WHERE country = 'Spain'"}]
+    again, _ = decomposer.parse_reply(decomposer.format_target(sql, subs))
+    assert again == sql  # the training target parses back to itself
+
+
+def test_selector_reply_maps_onto_schema_and_keeps_keys(shop_db):
+    s = introspect(shop_db)
+    reply = 'Here you go: {"ORDERS": ["amount"], "customers": "keep_all", "ghost": ["x"]}'
+    parsed = selector.parse_reply(reply, s)
+    assert parsed == {"orders": ["amount"], "customers": ["customer_id", "name", "country"]}
+    closed = selector.close_over_keys(parsed, s)
+    # the join path between kept tables survives even though the model did not name it
+    assert closed["orders"] == ["order_id", "customer_id", "amount"]
+    assert selector.parse_reply("no json here", s) is None
+    assert selector.parse_reply(selector.format_target(closed, s), s) == closed
