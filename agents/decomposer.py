@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from macsql.agents.parsing import extract_sql
-from macsql.agents.prompting import messages, question_block, trace_entry
+from macsql.agents.parsing import extract_reasoning, extract_sql
+from macsql.agents.prompting import REASONING_FORMAT, messages, question_block, reasoning_target, trace_entry
 from macsql.errors import NoSQLError
 from macsql.llm import LLM, Messages
 
@@ -33,6 +33,11 @@ above. Answer with the query in a ```sql block.
 
 {question}"""
 
+REASONING_TASK = """Task: write one SQLite query that answers the question, using only the tables and columns
+above. """ + REASONING_FORMAT + """
+
+{question}"""
+
 _SUBQ = re.compile(r"(?m)^\s*(?:Sub-question\s*)?(\d+)[.):]\s+(.+?)\s*$")
 
 
@@ -41,16 +46,20 @@ class Decomposition:
     sql: str  # "" when the reply had no SQL (the Refiner gets the error)
     sub_questions: list[dict] = field(default_factory=list)  # [{"question": ..., "sql": ...}]
     error: str | None = None
+    reasoning: str = ""
     trace: list[dict] = field(default_factory=list)
 
 
-def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False) -> Messages:
-    task = DIRECT_TASK if direct else TASK
+def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
+                 output_format: str = "sql") -> Messages:
+    task = REASONING_TASK if output_format == "reasoning" else DIRECT_TASK if direct else TASK
     return messages(schema_text, task.format(question=question_block(question, evidence)))
 
 
-def format_target(sql: str, sub_questions: list[dict] | None = None) -> str:
+def format_target(sql: str, sub_questions: list[dict] | None = None, *, reasoning: str | None = None) -> str:
     """The reply the Decomposer should give (used to build training data)."""
+    if reasoning is not None:
+        return reasoning_target(reasoning, sql)
     parts = []
     for i, sq in enumerate(sub_questions or [], 1):
         parts.append(f"{i}. {sq['question']}\n```sql\n{sq['sql']}\n```")
@@ -84,20 +93,22 @@ def _has_sql(text: str) -> bool:
 
 
 def decompose(question: str, schema_text: str, *, llm: LLM, evidence: str = "", direct: bool = False,
-              max_new_tokens: int = 512) -> Decomposition:
-    prompt = build_prompt(question, schema_text, evidence, direct=direct)
+              output_format: str = "sql", max_new_tokens: int = 512) -> Decomposition:
+    prompt = build_prompt(question, schema_text, evidence, direct=direct, output_format=output_format)
     gen = llm.generate([prompt], agent="decomposer", max_new_tokens=max_new_tokens)[0]
     try:
         sql, subs = parse_reply(gen.text)
         error = None
     except NoSQLError as exc:
         sql, subs, error = "", [], str(exc)
-    entry = trace_entry("decomposer", prompt, gen, sql=sql, sub_questions=subs)
-    return Decomposition(sql=sql, sub_questions=subs, error=error, trace=[entry])
+    reasoning = extract_reasoning(gen.text)
+    entry = trace_entry("decomposer", prompt, gen, sql=sql, sub_questions=subs, reasoning=reasoning)
+    return Decomposition(sql=sql, sub_questions=subs, error=error, reasoning=reasoning, trace=[entry])
 
 
 def node(state, runtime) -> dict:
     ctx = runtime.context
     out = decompose(state["question"], state["schema_text"], llm=ctx.llm, evidence=state.get("evidence", ""),
-                    direct=not ctx.use_decomposer, max_new_tokens=ctx.max_new_tokens)
+                    direct=not ctx.use_decomposer, output_format=ctx.output_format,
+                    max_new_tokens=ctx.max_new_tokens)
     return {"sql": out.sql, "sub_questions": out.sub_questions, "parse_error": out.error, "trace": out.trace}

@@ -10,6 +10,7 @@ from macsql.errors import NoSQLError
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|$)", re.S)
 _SQL_START = re.compile(r"(?is)\b(WITH\s+[`\"\w]+\s+AS\s*\(|SELECT\b)")
 _SQL_TAG = re.compile(r"(?is)<sql>(.*?)(?:</sql>|$)")
+_REASONING_TAG = re.compile(r"(?is)<reasoning>(.*?)(?:</reasoning>|<sql>|$)")
 _SQL_LABEL = re.compile(r"(?im)^\s*(?:final\s+)?sql\s*:\s*")
 
 
@@ -47,12 +48,10 @@ def extract_sql(reply: str) -> str:
         if len(labelled) > 1 and _looks_like_sql(labelled[-1]):
             candidates = [labelled[-1]]
     if not candidates:
-        match = None
-        for match in _SQL_START.finditer(text):
-            pass  # the last statement start in the reply: models restate drafts before the answer
-        if match is not None:
-            # walk back to the first statement start of the same paragraph
-            para_start = text.rfind("\n\n", 0, match.start()) + 1
+        starts = list(_SQL_START.finditer(text))
+        if starts:
+            # the last paragraph that starts a statement: models restate drafts before the answer
+            para_start = text.rfind("\n\n", 0, starts[-1].start()) + 1
             first = _SQL_START.search(text, para_start)
             candidates = [text[first.start():]]
     for body in reversed(candidates):
@@ -62,6 +61,12 @@ def extract_sql(reply: str) -> str:
             if sql:
                 return sql
     raise NoSQLError("the model reply contains no SQL query")
+
+
+def extract_reasoning(reply: str) -> str:
+    """The text inside <reasoning>…</reasoning> (the GRPO experiment's format), or ''."""
+    match = _REASONING_TAG.search(reply or "")
+    return " ".join(match.group(1).split()) if match else ""
 
 
 def extract_json_object(reply: str) -> dict | None:

@@ -11,6 +11,17 @@ from macsql.llm import Generation, Messages
 SYSTEM = "You are an expert in SQLite. You answer questions about a database with correct SQLite queries."
 
 
+OUTPUT_FORMATS = ("sql", "reasoning")
+# The GRPO experiment's format: a short explanation naming the tables and columns, then the query.
+REASONING_FORMAT = """Answer in this format, with no other text:
+<reasoning>which tables, columns, joins and filters answer the question, in one or two sentences</reasoning>
+<sql>the SQLite query</sql>"""
+
+
+def reasoning_target(reasoning: str, sql: str) -> str:
+    return f"<reasoning>{reasoning.strip()}</reasoning>\n<sql>{sql.strip()}</sql>"
+
+
 def messages(schema_text: str, task: str) -> Messages:
     return [
         {"role": "system", "content": SYSTEM},
@@ -29,4 +40,5 @@ def trace_entry(agent: str, prompt: Messages, gen: Generation, round_: int = 0, 
     """One trace record per model call, the same shape for every agent."""
     return {"agent": agent, "round": round_, "prompt": prompt, "reply": gen.text,
             "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-            "seconds": round(gen.seconds, 4), **extra}
+            "cached_tokens": gen.cached_tokens, "seconds": round(gen.seconds, 4),
+            "prefill_seconds": round(gen.prefill_seconds, 4), **extra}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from macsql.agents.parsing import extract_sql
-from macsql.agents.prompting import messages, question_block, trace_entry
+from macsql.agents.parsing import extract_reasoning, extract_sql
+from macsql.agents.prompting import REASONING_FORMAT, messages, question_block, reasoning_target, trace_entry
 from macsql.errors import NoSQLError
 from macsql.llm import LLM, Messages
 from macsql.sqlexec import ExecResult
@@ -23,6 +23,7 @@ Query:
 {sql}
 ```
 Problem: {problem}"""
+REASONING_TASK = TASK.replace("Answer with the corrected query in a ```sql block.", "") + "\n\n" + REASONING_FORMAT
 
 
 @dataclass
@@ -49,24 +50,30 @@ def problem_with(result: ExecResult | None, parse_error: str | None = None) -> s
     return None
 
 
-def build_prompt(question: str, schema_text: str, sql: str, problem: str, evidence: str = "") -> Messages:
-    return messages(schema_text, TASK.format(question=question_block(question, evidence),
+def build_prompt(question: str, schema_text: str, sql: str, problem: str, evidence: str = "", *,
+                 output_format: str = "sql") -> Messages:
+    task = REASONING_TASK if output_format == "reasoning" else TASK
+    return messages(schema_text, task.format(question=question_block(question, evidence),
                                              sql=sql.strip() or "(none)", problem=problem))
 
 
-def format_target(sql: str) -> str:
+def format_target(sql: str, *, reasoning: str | None = None) -> str:
+    if reasoning is not None:
+        return reasoning_target(reasoning, sql)
     return f"```sql\n{sql.strip()}\n```"
 
 
 def refine(question: str, schema_text: str, sql: str, problem: str, *, llm: LLM, evidence: str = "",
-           round_: int = 1, max_new_tokens: int = 512) -> Refinement:
-    prompt = build_prompt(question, schema_text, sql, problem, evidence)
+           round_: int = 1, output_format: str = "sql", max_new_tokens: int = 512) -> Refinement:
+    prompt = build_prompt(question, schema_text, sql, problem, evidence, output_format=output_format)
     gen = llm.generate([prompt], agent="refiner", max_new_tokens=max_new_tokens)[0]
     try:
         fixed, error = extract_sql(gen.text), None
     except NoSQLError as exc:
         fixed, error = "", str(exc)
-    return Refinement(fixed, error, [trace_entry("refiner", prompt, gen, round_, sql=fixed, problem=problem)])
+    reasoning = extract_reasoning(gen.text)
+    return Refinement(fixed, error, [trace_entry("refiner", prompt, gen, round_, sql=fixed, problem=problem,
+                                                 reasoning=reasoning)])
 
 
 def node(state, runtime) -> dict:
@@ -74,5 +81,6 @@ def node(state, runtime) -> dict:
     round_ = state.get("rounds", 0) + 1
     problem = problem_with(state.get("result"), state.get("parse_error")) or "the result looks wrong"
     out = refine(state["question"], state["schema_text"], state.get("sql", ""), problem, llm=ctx.llm,
-                 evidence=state.get("evidence", ""), round_=round_, max_new_tokens=ctx.max_new_tokens)
+                 evidence=state.get("evidence", ""), round_=round_, output_format=ctx.output_format,
+                 max_new_tokens=ctx.max_new_tokens)
     return {"sql": out.sql, "parse_error": out.error, "rounds": round_, "trace": out.trace}

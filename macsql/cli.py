@@ -70,6 +70,9 @@ def model_options(f):
                      help="Refiner rounds at most."),
         click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
                      help="Seconds a query may run before it is stopped."),
+        click.option("--format", "output_format", type=click.Choice(["sql", "reasoning"]), default="sql",
+                     show_default=True, help="Agents' reply format; `reasoning` asks for "
+                                             "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
         click.option("--no-decomposer", is_flag=True, help="Ablation: ask for SQL directly."),
         click.option("--no-refiner", is_flag=True, help="Ablation: do not repair failing SQL."),
@@ -80,7 +83,7 @@ def model_options(f):
 
 
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
-                   no_decomposer, no_refiner, **extra):
+                   no_decomposer, no_refiner, output_format="sql", **extra):
     from macsql.pipeline import Pipeline
     from macsql.weights import DEFAULT_MODEL
 
@@ -94,7 +97,7 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
     return Pipeline.from_pretrained(
         model or DEFAULT_MODEL, backend=backend, adapters=adapters, backend_options=backend_options,
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
-        use_decomposer=not no_decomposer, use_refiner=not no_refiner, **extra)
+        use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format, **extra)
 
 
 @main.command()
@@ -149,6 +152,11 @@ def schema(db, no_examples, as_json):
 
 # Commands that live with their features register here, one line each (keep imports light: click only).
 # -- feature commands --
+from macsql.evaluate.commands import compare_cmd, eval_cmd, score_cmd  # noqa: E402
+
+main.add_command(eval_cmd)
+main.add_command(score_cmd)
+main.add_command(compare_cmd)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,15 @@ def print_trace(answer: Answer, console: Console) -> None:
         elif agent == "decomposer":
             console.print(f"[bold]decomposer[/bold] {step['prompt_tokens']}+{step['completion_tokens']} tokens · "
                           f"{step['seconds']:.1f}s")
+            if step.get("reasoning"):
+                console.print(f"  [italic]{step['reasoning']}[/italic]")
             for i, sq in enumerate(step.get("sub_questions", []), 1):
                 console.print(f"  {i}. {sq['question']}\n     [cyan]{sq['sql']}[/cyan]")
         elif agent == "refiner":
             console.print(f"[bold]refiner[/bold] round {step['round']}: {step.get('problem', '')} · "
                           f"{step['seconds']:.1f}s")
+            if step.get("reasoning"):
+                console.print(f"  [italic]{step['reasoning']}[/italic]")
         elif agent == "execute":
             status = f"error: {step['error']}" if step.get("error") else f"{step['rows']} row(s)"
             console.print(f"[bold]execute[/bold] round {step['round']}: {status} · {step['seconds']:.3f}s")

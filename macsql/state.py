@@ -51,4 +51,5 @@ class Context:
     use_decomposer: bool = True
     use_refiner: bool = True
     schema_examples: bool = True
+    output_format: str = "sql"  # or "reasoning": <reasoning>…</reasoning><sql>…</sql>
     extra: Any = None

@@ -83,3 +83,14 @@ def test_evidence_reaches_the_prompt(shop_db):
     llm = ScriptedLLM([fenced("SELECT 1")])
     Pipeline(llm).ask("q?", shop_db, evidence="big spender = amount > 50")
     assert "Evidence: big spender = amount > 50" in llm.calls[0][1][-1]["content"]
+
+
+def test_reasoning_format_end_to_end(shop_db):
+    reply = ("<reasoning>customers.country holds the country; count the rows for Spain</reasoning>\n"
+             "<sql>SELECT COUNT(*) FROM customers WHERE country = 'Spain'</sql>")
+    llm = ScriptedLLM([reply])
+    ans = Pipeline(llm, output_format="reasoning").ask("How many customers are in Spain?", shop_db)
+    assert ans.rows == [[2]]
+    assert "<reasoning>" in llm.calls[0][1][-1]["content"]  # the prompt asks for the format
+    step = next(t for t in ans.trace if t["agent"] == "decomposer")
+    assert step["reasoning"] == "customers.country holds the country; count the rows for Spain"

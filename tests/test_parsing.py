@@ -49,3 +49,17 @@ def test_selector_reply_maps_onto_schema_and_keeps_keys(shop_db):
     assert closed["orders"] == ["order_id", "customer_id", "amount"]
     assert selector.parse_reply("no json here", s) is None
     assert selector.parse_reply(selector.format_target(closed, s), s) == closed
+
+
+def test_reasoning_format_round_trip():
+    from macsql.agents import refiner
+    from macsql.agents.parsing import extract_reasoning
+
+    target = decomposer.format_target("SELECT a FROM t", reasoning="t.a is the answer")
+    assert target == "<reasoning>t.a is the answer</reasoning>\n<sql>SELECT a FROM t</sql>"
+    assert extract_reasoning(target) == "t.a is the answer" and extract_sql(target) == "SELECT a FROM t"
+    assert extract_reasoning("```sql\nSELECT 1\n```") == ""
+    assert refiner.format_target("SELECT 1", reasoning="x").startswith("<reasoning>x</reasoning>")
+    prompt = refiner.build_prompt("q", "CREATE TABLE t (a INT);", "SELECT b FROM t", "no such column: b",
+                                  output_format="reasoning")
+    assert "<reasoning>" in prompt[-1]["content"] and "```sql block" not in prompt[-1]["content"]
