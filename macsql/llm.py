@@ -7,7 +7,9 @@ model reads (a chat template, flat text for T5, an HTTP request). Backends are c
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,10 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    # Where the seconds went, when the backend can tell: reading the prompt (prefill) vs writing the reply
+    # (decode = seconds - prefill_seconds), and how many prompt tokens came from a KV cache instead.
+    prefill_seconds: float = 0.0
+    cached_tokens: int = 0
 
 
 class LLM(Protocol):
@@ -161,16 +167,19 @@ class HFCausalLM(_HFBase):
         torch = self._torch
         start = time.perf_counter()
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        clock = _FirstStepClock()
         with torch.inference_mode(), self._adapter_context(agent):
             ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+                                      pad_token_id=self.tokenizer.pad_token_id, logits_processor=[clock])
         new = ids[:, enc["input_ids"].shape[1]:]
-        seconds = (time.perf_counter() - start) / len(texts)
+        end = time.perf_counter()
+        seconds = (end - start) / len(texts)
+        prefill = ((clock.first or end) - start) / len(texts)
         gens = []
-        for row, mask in zip(new, enc["attention_mask"]):
+        for row, mask in zip(new, enc["attention_mask"], strict=True):
             n_out = _count_until_eos(row.tolist(), self._stop_ids())
             text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
-            gens.append(Generation(text, int(mask.sum()), n_out, seconds))
+            gens.append(Generation(text, int(mask.sum()), n_out, seconds, prefill_seconds=prefill))
         return gens
 
     def _stop_ids(self) -> set[int]:
@@ -200,12 +209,25 @@ class HFSeq2SeqLM(_HFBase):
                 ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
             seconds = (time.perf_counter() - start) / len(texts)
             stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-            for row, mask in zip(ids, enc["attention_mask"]):
+            for row, mask in zip(ids, enc["attention_mask"], strict=True):
                 produced = row.tolist()[1:]  # position 0 is the decoder start token
                 n_out = _count_until_eos(produced, stop)
                 text = self.tokenizer.decode(produced[:n_out], skip_special_tokens=True)
                 out.append(Generation(text, int(mask.sum()), n_out, seconds))
         return out
+
+
+class _FirstStepClock:
+    """A no-op logits processor that notes when it is first called: generate() calls it right after the
+    forward pass over the whole prompt, so that moment splits prefill from decode at no cost."""
+
+    def __init__(self):
+        self.first: float | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
 
 
 def _count_until_eos(tokens: list[int], stop: set[int]) -> int:
@@ -230,18 +252,41 @@ def load_hf(model, **kwargs) -> _HFBase:
 
 
 # ------------------------------------------------------------------------------------------ llama.cpp
+def _cpu_threads() -> int:
+    """CPUs this process may run on (a container's quota, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _llama_has_amx(llama_cpp) -> bool:
+    try:
+        info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    except Exception:  # noqa: BLE001 - an old binding without it: assume the common case, no AMX
+        return False
+    return "AMX_INT8 = 1" in info
+
+
 class LlamaCppLLM:
     """A GGUF file run by llama.cpp (`pip install llama-cpp-python`): no dequantisation, fast on CPU.
 
     llama.cpp keeps the KV cache of the last prompt and reuses the longest common prefix, so the shared
-    system text and schema are not recomputed between the agents and refine rounds of one question.
+    system text and schema are not recomputed between the agents and refine rounds of one question
+    (`Generation.cached_tokens` says how many prompt tokens were reused).
+
+    `extra_bufts=None` (the default) turns llama.cpp's extra weight buffers (AMX, CPU repacking) off only
+    when the library was built with AMX: its AMX matmul segfaults on Q4_K weights on Sapphire Rapids CPUs
+    (ggml-org/llama.cpp#20824), which is where a `pip install` on such a CPU ends up by default.
     """
 
-    def __init__(self, model, *, n_ctx: int = 8192, n_threads: int | None = None, seed: int = 0, **_ignored):
+    def __init__(self, model, *, n_ctx: int = 8192, n_threads: int | None = None, n_batch: int = 512,
+                 flash_attn: bool = False, extra_bufts: bool | None = None, seed: int = 0, **_ignored):
         try:
+            import llama_cpp
             from llama_cpp import Llama
         except ImportError as exc:
-            raise ModelError("the llama.cpp backend needs: pip install llama-cpp-python") from exc
+            raise ModelError('the llama.cpp backend needs: pip install "macsql[fast]" (llama-cpp-python)') from exc
         from macsql import weights
 
         resolved = weights.resolve(model)
@@ -249,20 +294,71 @@ class LlamaCppLLM:
             raise ModelError(f"the llama.cpp backend needs a .gguf model; {resolved.name!r} is a "
                              "transformers checkpoint (use --backend hf)")
         self.name = resolved.name
-        self.llama = Llama(model_path=str(resolved.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                           seed=seed, verbose=False)
+        self._llama_cpp = llama_cpp
+        if extra_bufts is None:
+            extra_bufts = not _llama_has_amx(llama_cpp)
+        self.extra_bufts = extra_bufts
+        threads = n_threads or _cpu_threads()
+        try:
+            with _model_params(llama_cpp, use_extra_bufts=extra_bufts):
+                self.llama = Llama(model_path=str(resolved.path), n_ctx=n_ctx, n_threads=threads,
+                                   n_threads_batch=threads, n_batch=n_batch, n_ubatch=n_batch,
+                                   flash_attn=flash_attn, seed=seed, verbose=False)
+        except ValueError as exc:  # llama-cpp-python reports a file it cannot load as ValueError
+            raise ModelError(f"llama.cpp cannot load {resolved.path}: {exc}") from exc
 
     def generate(self, prompts, *, agent="", max_new_tokens=512):
+        lc = self._llama_cpp
+        ctx = self.llama._ctx.ctx
         out = []
         for messages in prompts:
+            lc.llama_perf_context_reset(ctx)
             start = time.perf_counter()
-            reply = self.llama.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
-                                                      temperature=0.0, top_k=1)
+            try:
+                reply = self.llama.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
+                                                          temperature=0.0, top_k=1)
+            except ValueError as exc:  # "Requested tokens (N) exceed context window of M"
+                raise ModelError(f"llama.cpp: {exc}; pass a larger n_ctx or prune the schema") from exc
+            seconds = time.perf_counter() - start
+            perf = lc.llama_perf_context(ctx)
             usage = reply.get("usage", {})
-            out.append(Generation(reply["choices"][0]["message"]["content"] or "",
-                                  usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-                                  time.perf_counter() - start))
+            prompt_tokens = usage.get("prompt_tokens", 0)
+            # llama.cpp counts batched evaluations as prompt eval and single-token ones as decode; a prompt
+            # whose uncached rest is one token shows up as decode, which is fine at this resolution.
+            evaluated = perf.n_p_eval if perf.n_p_eval else min(1, prompt_tokens)
+            out.append(Generation(reply["choices"][0]["message"]["content"] or "", prompt_tokens,
+                                  usage.get("completion_tokens", 0), seconds,
+                                  prefill_seconds=perf.t_p_eval_ms / 1000.0,
+                                  cached_tokens=max(0, prompt_tokens - evaluated)))
         return out
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(llama_cpp, **fields):
+    """Set fields of llama.cpp's model params that `Llama()` does not expose (here `use_extra_bufts`).
+
+    `Llama.__init__` starts from `llama_model_default_params()`, so the defaults are wrapped for the
+    duration of the constructor call only, under a lock so that no other model load sees them.
+    """
+    module = llama_cpp.llama_cpp
+    with _PARAMS_LOCK:
+        original = module.llama_model_default_params
+
+        def defaults():
+            params = original()
+            for key, value in fields.items():
+                if hasattr(params, key):  # older bindings lack some fields: keep their behaviour
+                    setattr(params, key, value)
+            return params
+
+        module.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
 
 
 # ------------------------------------------------------------------------------------ OpenAI-compatible
