@@ -152,11 +152,7 @@ def schema(db, no_examples, as_json):
 
 # Commands that live with their features register here, one line each (keep imports light: click only).
 # -- feature commands --
-from macsql.evaluate.commands import compare_cmd, eval_cmd, score_cmd  # noqa: E402
-
-main.add_command(eval_cmd)
-main.add_command(score_cmd)
-main.add_command(compare_cmd)
+import macsql.evaluate.commands  # noqa: E402,F401  (registers eval, score, compare on `main`)
 
 
 if __name__ == "__main__":
