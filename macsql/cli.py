@@ -153,6 +153,10 @@ def schema(db, no_examples, as_json):
 # Commands that live with their features register here, one line each (keep imports light: click only).
 # -- feature commands --
 import macsql.evaluate.commands  # noqa: E402,F401  (registers eval, score, compare on `main`)
+from macsql.finetune.commands import data_group, finetune  # noqa: E402
+
+main.add_command(data_group)
+main.add_command(finetune)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,490 @@
+"""Agent datasets: (question, evidence, gold SQL, database) examples turned into one training row per agent.
+
+Every prompt is built by the agent's own `build_prompt` and every target by its `format_target`, over the
+schema rendered by THE renderer, so a model is trained on exactly the prompts it sees at inference:
+
+- Selector: the tables and columns the gold SQL uses (resolved with sqlglot's qualifier against the schema).
+- Decomposer: the gold SQL, over the schema text the Decomposer would see (whole, or pruned to the gold
+  tables plus their keys when the schema is big enough for the Selector to prune it).
+- Refiner: the gold SQL broken in a realistic way (wrong column or table name, a JOIN without its condition,
+  an undefined alias, a syntax slip, a literal in the wrong case), run through THE executor, with the problem
+  the Refiner is shown at inference (`refiner.problem_with`); corruptions that still give a plausible result
+  are dropped, since the Refiner never sees those.
+
+Rows are TRL's conversational prompt-completion format (`prompt`: chat messages, `completion`: one
+assistant message) plus `task`, `db_id` and the columns the GRPO rewards read (`gold_sql`, `db_path`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from macsql.errors import InputError
+
+TASKS = ("selector", "decomposer", "refiner")
+BALANCE = ("undersample", "oversample", "none")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One question with its gold SQL, from any format `macsql.evaluate.datasets` reads."""
+
+    question: str
+    gold_sql: str
+    db_id: str
+    db_path: Path
+    evidence: str = ""
+
+
+# ----------------------------------------------------------------------------------------- gold schema use
+def _sqlglot_schema(schema) -> dict[str, dict[str, str]]:
+    return {t.name: {c.name: (c.type or "TEXT") for c in t.columns} for t in schema.tables}
+
+
+def gold_selection(sql: str, schema) -> dict[str, list[str]]:
+    """Tables and columns that `sql` uses, in schema order and spelling. Empty when the SQL cannot be parsed.
+
+    sqlglot's `qualify` resolves every column to its table alias (including unqualified columns and nested
+    queries); each scope's sources map the alias back to a real table. `SELECT *` counts as every column.
+    """
+    import sqlglot
+    from sqlglot.optimizer.qualify import qualify
+    from sqlglot.optimizer.scope import traverse_scope
+
+    try:
+        tree = sqlglot.parse_one(sql, read="sqlite")
+    except sqlglot.errors.ParseError:
+        return {}
+    used: dict[str, set[str]] = {}
+    try:
+        tree = qualify(tree, schema=_sqlglot_schema(schema), dialect="sqlite", validate_qualify_columns=False)
+        for scope in traverse_scope(tree):
+            for table in scope.tables:
+                if (real := schema.table(table.name)) is not None:
+                    used.setdefault(real.name, set())
+            for col in scope.columns:
+                source = scope.sources.get(col.table)
+                real = schema.table(source.name) if isinstance(source, sqlglot.exp.Table) else None
+                if real is not None and (c := real.column(col.name)) is not None:
+                    used.setdefault(real.name, set()).add(c.name)
+    except sqlglot.errors.SqlglotError:
+        # The qualifier gives up on some odd but valid queries: fall back to matching names.
+        tables = [t for n in tree.find_all(sqlglot.exp.Table) if (t := schema.table(n.name)) is not None]
+        for t in tables:
+            used.setdefault(t.name, set())
+        for col in tree.find_all(sqlglot.exp.Column):
+            for t in tables:
+                if (c := t.column(col.name)) is not None:
+                    used[t.name].add(c.name)
+    return {t.name: [c.name for c in t.columns if c.name in used[t.name]] for t in schema.tables
+            if t.name in used}
+
+
+def decomposer_schema_text(schema, selection: dict[str, list[str]]) -> str:
+    """The schema text the Decomposer sees: whole for small schemas, Selector-pruned for big ones."""
+    from macsql.agents import selector
+    from macsql.schema import render_schema
+
+    if not selector.needs_selection(schema) or not selection:
+        return render_schema(schema)
+    return render_schema(schema, selector.close_over_keys(selection, schema))
+
+
+# ------------------------------------------------------------------------------------------ corruptions
+# Each takes the parsed gold SQL, the schema and a Random, and returns broken SQL text or None when it does
+# not apply. They mimic what models get wrong (MAC-SQL's Refiner sees these errors at inference).
+def _near_miss(name: str, rng: random.Random) -> str:
+    """A plausible misspelling: plural/singular, a dropped underscore or letter."""
+    options = []
+    if name.lower().endswith("s"):
+        options.append(name[:-1])
+    else:
+        options.append(name + "s")
+    if "_" in name:
+        options.append(name.replace("_", "", 1))
+    if len(name) > 3:
+        i = rng.randrange(1, len(name) - 1)
+        options.append(name[:i] + name[i + 1:])
+    return rng.choice(options)
+
+
+def _wrong_column(tree, schema, rng):
+    from sqlglot import exp
+
+    cols = [c for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)]
+    if not cols:
+        return None
+    col = rng.choice(cols)
+    names = {c.name.lower() for t in schema.tables for c in t.columns}
+    for _ in range(5):
+        wrong = _near_miss(col.name, rng)
+        if wrong.lower() not in names:
+            col.set("this", exp.to_identifier(wrong))
+            return tree
+    return None
+
+
+def _wrong_table(tree, schema, rng):
+    from sqlglot import exp
+
+    tables = list(tree.find_all(exp.Table))
+    if not tables:
+        return None
+    table = rng.choice(tables)
+    names = {t.name.lower() for t in schema.tables}
+    for _ in range(5):
+        wrong = _near_miss(table.name, rng)
+        if wrong.lower() not in names:
+            table.set("this", exp.to_identifier(wrong))
+            return tree
+    return None
+
+
+def _missing_join_condition(tree, schema, rng):
+    from sqlglot import exp
+
+    joins = [j for j in tree.find_all(exp.Join) if j.args.get("on") is not None]
+    if not joins:
+        return None
+    rng.choice(joins).set("on", None)
+    return tree
+
+
+def _bad_alias(tree, schema, rng):
+    from sqlglot import exp
+
+    aliases = {t.alias for t in tree.find_all(exp.Table) if t.alias}
+    cols = [c for c in tree.find_all(exp.Column) if c.table and c.table in aliases]
+    if not cols:
+        return None
+    col = rng.choice(cols)
+    match = re.fullmatch(r"(.*?)(\d+)", col.table)
+    wrong = f"{match.group(1)}{int(match.group(2)) + len(aliases)}" if match else col.table + "1"
+    if wrong in aliases:
+        return None
+    col.set("table", exp.to_identifier(wrong))
+    return tree
+
+
+def _literal_case(tree, schema, rng):
+    from sqlglot import exp
+
+    strings = [s for s in tree.find_all(exp.Literal) if s.is_string and s.this.lower() != s.this.upper()
+               and "%" not in s.this]
+    if not strings:
+        return None
+    lit = rng.choice(strings)
+    text = lit.this
+    changed = text.upper() if text != text.upper() else text.lower()
+    lit.set("this", changed)
+    return tree
+
+
+def _syntax_slip(sql: str, rng: random.Random) -> str | None:
+    """Text-level slips a parser-based rewrite cannot make: a missing keyword, comma or parenthesis."""
+    slips = []
+    if re.search(r"(?i)\bFROM\b", sql):
+        slips.append(lambda s: re.sub(r"(?i)\bFROM\b", "FORM", s, count=1))
+    if "," in sql:
+        slips.append(lambda s: s.replace(",", "", 1))
+    if ")" in sql:
+        slips.append(lambda s: s[:s.rfind(")")] + s[s.rfind(")") + 1:])
+    if re.search(r"(?i)\bGROUP BY\b", sql):
+        slips.append(lambda s: re.sub(r"(?i)\bGROUP BY\b", "GROUP", s, count=1))
+    return rng.choice(slips)(sql) if slips else None
+
+
+CORRUPTIONS: dict[str, Callable] = {
+    "wrong_column": _wrong_column,
+    "wrong_table": _wrong_table,
+    "missing_join_condition": _missing_join_condition,
+    "bad_alias": _bad_alias,
+    "literal_case": _literal_case,
+    "syntax_slip": None,  # text level, see _syntax_slip
+}
+
+
+def corrupt(sql: str, schema, rng: random.Random, kinds: Iterable[str] = CORRUPTIONS) -> list[tuple[str, str]]:
+    """(kind, broken SQL) for each corruption that applies to `sql`, in a seeded random order."""
+    import sqlglot
+
+    kinds = list(kinds)
+    rng.shuffle(kinds)
+    out = []
+    for kind in kinds:
+        if kind == "syntax_slip":
+            broken = _syntax_slip(sql, rng)
+        else:
+            try:
+                tree = sqlglot.parse_one(sql, read="sqlite")
+            except sqlglot.errors.ParseError:
+                continue
+            tree = CORRUPTIONS[kind](tree, schema, rng)
+            broken = tree.sql(dialect="sqlite") if tree is not None else None
+        if broken and broken.strip() != sql.strip():
+            out.append((kind, broken))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- rows
+def _row(task: str, prompt, target: str, src: Source, **extra) -> dict:
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}], "task": task,
+            "db_id": src.db_id, "question": src.question, "evidence": src.evidence, "gold_sql": src.gold_sql,
+            "db_path": str(src.db_path), **extra}
+
+
+def rows_for(src: Source, rng: random.Random, *, tasks: Iterable[str] = TASKS, refiner_per_question: int = 1,
+             timeout_s: float = 10.0) -> list[dict]:
+    """Training rows for each agent from one gold example ([] when the gold SQL does not run)."""
+    from macsql.agents import decomposer, refiner, selector
+    from macsql.schema import introspect
+    from macsql.sqlexec import execute
+
+    schema = introspect(src.db_path)
+    gold = execute(src.db_path, src.gold_sql, timeout_s=timeout_s)
+    if not gold.ok:
+        return []  # a gold query that fails teaches nothing (and some released gold SQL does fail)
+    selection = gold_selection(src.gold_sql, schema)
+    rows = []
+    tasks = set(tasks)
+    if "selector" in tasks and selection:
+        rows.append(_row("selector", selector.build_prompt(src.question, schema, src.evidence),
+                         selector.format_target(selection, schema), src))
+    schema_text = decomposer_schema_text(schema, selection)
+    if "decomposer" in tasks:
+        rows.append(_row("decomposer", decomposer.build_prompt(src.question, schema_text, src.evidence),
+                         decomposer.format_target(src.gold_sql), src))
+    if "refiner" in tasks:
+        made = 0
+        for kind, broken in corrupt(src.gold_sql, schema, rng):
+            if made >= refiner_per_question:
+                break
+            problem = refiner.problem_with(execute(src.db_path, broken, timeout_s=timeout_s))
+            if problem is None:
+                continue  # it runs and looks fine: the Refiner would never be asked about it
+            rows.append(_row("refiner", refiner.build_prompt(src.question, schema_text, broken, problem,
+                                                             src.evidence),
+                             refiner.format_target(src.gold_sql), src, corruption=kind, broken_sql=broken))
+            made += 1
+    return rows
+
+
+def load_sources(data: str | Path, db_root: str | Path | None = None, *, fmt: str = "auto",
+                 exclude_db: Iterable[str] = (), only_db: Iterable[str] = (), max_per_db: int | None = None,
+                 seed: int = 0) -> list[Source]:
+    """Gold examples from a BIRD/Spider/GeoQuery file, minus excluded databases, capped per database."""
+    from macsql.evaluate.datasets import load_examples
+
+    exclude, only = set(exclude_db), set(only_db)
+    by_db: dict[str, list[Source]] = {}
+    missing = set()
+    for ex in load_examples(data, db_root, fmt=fmt):
+        if ex.db_id in exclude or (only and ex.db_id not in only):
+            continue
+        if not Path(ex.db_path).is_file():
+            missing.add(ex.db_id)
+            continue
+        by_db.setdefault(ex.db_id, []).append(Source(ex.question, ex.gold_sql, ex.db_id, Path(ex.db_path),
+                                                     ex.evidence))
+    if not by_db:
+        hint = f" (databases not found: {', '.join(sorted(missing)[:5])}; pass --db-root)" if missing else ""
+        raise InputError(f"no usable examples in {str(data)!r}{hint}")
+    rng = random.Random(seed)
+    out = []
+    for db_id in sorted(by_db):
+        items = by_db[db_id]
+        if max_per_db is not None and len(items) > max_per_db:
+            items = rng.sample(items, max_per_db)
+        out.extend(items)
+    return out
+
+
+def build_rows(sources: list[Source], *, seed: int = 0, tasks: Iterable[str] = TASKS,
+               refiner_per_question: int = 1, progress: bool = True) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    rng = random.Random(seed)
+    rows = []
+    for src in tqdm(sources, desc="building agent examples", unit="q", disable=not progress or None):
+        rows.extend(rows_for(src, rng, tasks=tasks, refiner_per_question=refiner_per_question))
+    return rows
+
+
+# ------------------------------------------------------------------------------- MAC-SQL's SQL-Llama data
+# MAC-SQL's released instruction data uses its own prompt templates; the task is recognised from them.
+_SQL_LLAMA_TASKS = (
+    ("selector", re.compile(r"(?i)database administrator|select relevant (tables|schema)|"
+                            r"(keep_all|drop_all)")),
+    ("decomposer", re.compile(r"(?i)decompose the question|sub.?questions?")),
+    ("refiner", re.compile(r"(?i)fix(\s+up)?\s+(the\s+)?SQL|errors? occurred|When executing SQL")),
+)
+_SQL_LLAMA_DB = re.compile(r"【DB_ID】\s*([\w-]+)")
+_SQL_LLAMA_SUBQ = re.compile(r"(?is)Sub question \d+\s*:\s*(.+?)\s*\nSQL\s*```sql\s*(.+?)```")
+
+
+def sql_llama_task(source: str) -> str | None:
+    head = source[:600]  # the task instruction sits at the prompt's opening
+    for task, pattern in _SQL_LLAMA_TASKS:
+        if pattern.search(head):
+            return task
+    return None
+
+
+def _sql_llama_target(task: str, target: str) -> str:
+    """MAC-SQL's replies in our agents' formats where they differ (the Decomposer's sub-question layout)."""
+    from macsql.agents import decomposer
+    from macsql.agents.parsing import extract_sql
+
+    if task != "decomposer":
+        return target.strip()
+    subs = [{"question": q.strip(), "sql": s.strip()} for q, s in _SQL_LLAMA_SUBQ.findall(target)]
+    final = subs[-1]["sql"] if subs else extract_sql(target)
+    return decomposer.format_target(final, subs[:-1] if len(subs) > 1 else None)
+
+
+def import_sql_llama(path: str | Path) -> list[dict]:
+    """Rows from MAC-SQL's SQL-Llama instruction JSONL (`source` prompt, `target` reply).
+
+    Their prompts stay as they are (one user message): the schema inside is in MAC-SQL's own layout and
+    cannot be re-rendered without the database. Such rows teach the skill, not our exact prompt.
+    """
+    from macsql.errors import NoSQLError
+
+    rows = []
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"SQL-Llama file {str(path)!r} does not exist")
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                source, target = rec["source"], rec["target"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(f"{path}:{n}: expected a JSON object with `source` and `target` ({exc})") from exc
+            task = sql_llama_task(source)
+            if task is None:
+                continue
+            try:
+                reply = _sql_llama_target(task, target)
+            except NoSQLError:
+                continue
+            db = _SQL_LLAMA_DB.search(source)
+            rows.append({"prompt": [{"role": "user", "content": source.strip()}],
+                         "completion": [{"role": "assistant", "content": reply}], "task": task,
+                         "db_id": db.group(1) if db else "", "question": "", "evidence": "", "gold_sql": "",
+                         "db_path": ""})
+    if not rows:
+        raise InputError(f"no Selector/Decomposer/Refiner prompts recognised in {str(path)!r}")
+    return rows
+
+
+# --------------------------------------------------------------------------------- balance and split
+def by_task(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["task"], []).append(r)
+    return out
+
+
+def balance(rows: list[dict], mode: str, seed: int = 0) -> list[dict]:
+    """Equal rows per task: undersample each to the smallest, or oversample each to the largest (whole
+    copies first, then a seeded sample of the rest, so no row is repeated more than needed)."""
+    if mode not in BALANCE:
+        raise InputError(f"unknown balance mode {mode!r}; choose one of {', '.join(BALANCE)}")
+    groups = by_task(rows)
+    if mode == "none" or not groups:
+        return list(rows)
+    rng = random.Random(seed)
+    sizes = {t: len(g) for t, g in groups.items()}
+    target = min(sizes.values()) if mode == "undersample" else max(sizes.values())
+    out = []
+    for task in sorted(groups):
+        group = groups[task]
+        if target <= len(group):
+            out.extend(rng.sample(group, target))
+        else:
+            out.extend(group * (target // len(group)) + rng.sample(group, target % len(group)))
+    rng.shuffle(out)
+    return out
+
+
+def split(rows: list[dict], val_frac: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Stratified by task: each task gives exactly round(n * val_frac) rows (at least 1 when val_frac > 0
+    and the task has 2 rows or more) to validation."""
+    if not 0 <= val_frac < 1:
+        raise InputError(f"--val-frac must be in [0, 1), got {val_frac}")
+    rng = random.Random(seed)
+    train, val = [], []
+    for task in sorted(g := by_task(rows)):
+        group = list(g[task])
+        rng.shuffle(group)
+        n_val = round(len(group) * val_frac)
+        if val_frac > 0 and n_val == 0 and len(group) >= 2:
+            n_val = 1
+        val.extend(group[:n_val])
+        train.extend(group[n_val:])
+    rng.shuffle(train)
+    return train, val
+
+
+def balance_and_split(rows: list[dict], *, mode: str = "undersample", val_frac: float = 0.1,
+                      seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Undersampling happens before the split (both sides balanced); oversampling after it, on the training
+    side only, so no copy of a validation row leaks into training."""
+    if mode == "oversample":
+        train, val = split(rows, val_frac, seed)
+        return balance(train, "oversample", seed), val
+    return split(balance(rows, mode, seed), val_frac, seed)
+
+
+# --------------------------------------------------------------------------------------------- storage
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{str(path)!r} does not exist; build it with `macsql data build --out DIR`")
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def save_dataset(out: str | Path, train: list[dict], val: list[dict], meta: dict) -> dict:
+    out = Path(out)
+    write_jsonl(train, out / "train.jsonl")
+    write_jsonl(val, out / "validation.jsonl")
+    stats = {**meta, "train": {t: len(g) for t, g in sorted(by_task(train).items())},
+             "validation": {t: len(g) for t, g in sorted(by_task(val).items())}}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def load_split(data: str | Path, tasks: Iterable[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """(train, validation) rows from a `macsql data build` folder (or one JSONL file, without validation)."""
+    path = Path(data)
+    if path.is_dir():
+        train = read_jsonl(path / "train.jsonl")
+        val = read_jsonl(path / "validation.jsonl") if (path / "validation.jsonl").exists() else []
+    else:
+        train, val = read_jsonl(path), []
+    if tasks is not None:
+        keep = set(tasks)
+        train = [r for r in train if r["task"] in keep]
+        val = [r for r in val if r["task"] in keep]
+        if not train:
+            raise InputError(f"no {'/'.join(sorted(keep))} rows in {str(path)!r}; build them with "
+                             "`macsql data build`")
+    return train, val

@@ -1,0 +1,252 @@
+"""GRPO reward functions: small pure functions `(completions, **columns) -> list[float | None]`.
+
+TRL's GRPOTrainer calls each with the generated completions and every dataset column as a list (`task`,
+`gold_sql`, `db_path`, ...). A reward returns None where it does not apply (TRL averages over the rest), e.g.
+execution rewards for Selector rows. The execution rewards reuse THE executor and THE comparator, run the
+completions of a batch in parallel (SQLite releases the GIL) and each query under a deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from macsql.errors import InputError, NoSQLError
+
+SQL_TASKS = ("decomposer", "refiner")
+TIMEOUT_S = 5.0  # per query: a reward must not stall a training step
+WORKERS = 8
+
+
+def completion_text(completion) -> str:
+    """The reply text of a completion: a plain string, or TRL's conversational [{"role", "content"}]."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return completion.get("content", "")
+    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def reply_sql(text: str, task: str) -> str | None:
+    """The SQL an agent's reply would run (parsed as the agent parses it), or None."""
+    from macsql.agents import decomposer
+    from macsql.agents.parsing import extract_sql
+
+    try:
+        return decomposer.parse_reply(text)[0] if task == "decomposer" else extract_sql(text)
+    except NoSQLError:
+        return None
+
+
+def _column(columns: dict, name: str, n: int, default=None) -> list:
+    values = columns.get(name)
+    return list(values) if values is not None else [default] * n
+
+
+@functools.lru_cache(maxsize=4096)
+def _execute(db_path: str, sql: str):
+    from macsql.sqlexec import execute
+
+    return execute(db_path, sql, timeout_s=TIMEOUT_S, max_rows=100_000)
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema(db_path: str):
+    from macsql.schema import introspect
+
+    return introspect(db_path)
+
+
+def _parallel(fn: Callable, items: Sequence) -> list:
+    if len(items) <= 1:
+        return [fn(*it) for it in items]
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(items))) as pool:
+        return list(pool.map(lambda it: fn(*it), items))
+
+
+# -------------------------------------------------------------------------------------------- format
+def format_reward(completions, task=None, **columns) -> list[float | None]:
+    """1.0 when the reply is in the agent's format, 0.5 when its answer can be read but the layout is off."""
+    from macsql.agents.parsing import extract_json_object
+
+    tasks = _column({"task": task}, "task", len(completions), "decomposer")
+    out = []
+    for completion, t in zip(completions, tasks, strict=True):
+        text = completion_text(completion).strip()
+        if t == "selector":
+            obj = extract_json_object(text)
+            ok = obj is not None and all(isinstance(v, (list, str)) for v in obj.values())
+            out.append(1.0 if ok and text.startswith("{") else 0.5 if ok else 0.0)
+            continue
+        sql = reply_sql(text, t)
+        if sql is None:
+            out.append(0.0)
+        elif t == "decomposer":
+            out.append(1.0 if "Final SQL:" in text and "```sql" in text else 0.5)
+        else:
+            out.append(1.0 if text.startswith("```sql") and text.endswith("```") else 0.5)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- execution
+def _match(db_path: str, pred: str | None, gold: str):
+    from macsql.evaluate.compare import compare_results
+    from macsql.sqlexec import ExecResult
+
+    pred_res = _execute(db_path, pred) if pred else ExecResult(error="no SQL")
+    return compare_results(pred_res, _execute(db_path, gold), gold)
+
+
+def _sql_rows(completions, columns) -> list[tuple]:
+    n = len(completions)
+    tasks = _column(columns, "task", n, "decomposer")
+    return [(t, reply_sql(completion_text(c), t), g, d) for c, t, g, d in
+            zip(completions, tasks, _column(columns, "gold_sql", n), _column(columns, "db_path", n),
+                strict=True)]
+
+
+def execution_reward(completions, **columns) -> list[float | None]:
+    """1.0 when the reply's SQL returns the gold result (THE comparator, BIRD semantics), else 0.0."""
+    rows = _sql_rows(completions, columns)
+    todo = [(d, s, g) for t, s, g, d in rows if t in SQL_TASKS and g and d]
+    results = iter(_parallel(_match, todo))
+    return [float(next(results).correct) if t in SQL_TASKS and g and d else None for t, s, g, d in rows]
+
+
+def executes_reward(completions, **columns) -> list[float | None]:
+    """Partial credit for SQL that runs without error and returns rows but gives the wrong result."""
+    rows = _sql_rows(completions, columns)
+    todo = [(d, s, g) for t, s, g, d in rows if t in SQL_TASKS and g and d]
+    results = iter(_parallel(_match, todo))
+    out = []
+    for t, _s, g, d in rows:
+        if t not in SQL_TASKS or not g or not d:
+            out.append(None)
+            continue
+        m = next(results)
+        out.append(1.0 if m.pred.ok and m.pred.rows and not m.correct else 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- complexity
+def sql_features(sql: str) -> dict[str, int] | None:
+    """Counts of the constructs that make a query complex, or None when sqlglot cannot parse it."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="sqlite")
+    except sqlglot.errors.ParseError:
+        return None
+    if tree is None:
+        return None
+    return {
+        "tables": len(list(tree.find_all(exp.Table))),
+        "joins": len(list(tree.find_all(exp.Join))),
+        "subqueries": len(list(tree.find_all(exp.Subquery))) + len(list(tree.find_all(exp.Union))),
+        "aggregates": len(list(tree.find_all(exp.AggFunc))),
+        "conditions": len(list(tree.find_all(exp.Predicate))),
+        "group": int(tree.find(exp.Group) is not None),
+        "order": int(tree.find(exp.Order) is not None),
+        "limit": int(tree.find(exp.Limit) is not None),
+        "distinct": int(tree.find(exp.Distinct) is not None),
+    }
+
+
+def complexity_reward(completions, **columns) -> list[float | None]:
+    """1 - normalised distance between the reply's and the gold SQL's construct counts (sqlglot)."""
+    out = []
+    for t, s, g, _d in _sql_rows(completions, columns):
+        if t not in SQL_TASKS or not g:
+            out.append(None)
+            continue
+        gold = sql_features(g)
+        pred = sql_features(s) if s else None
+        if gold is None:
+            out.append(None)
+        elif pred is None:
+            out.append(0.0)
+        else:
+            diff = sum(abs(pred[k] - gold[k]) for k in gold)
+            out.append(1.0 - diff / (diff + sum(gold.values()) + 1))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ grounding
+def invented_names(sql: str, schema) -> list[str] | None:
+    """Tables and columns in `sql` that the schema does not have (aliases and CTE names are not invented);
+    None when the SQL cannot be parsed."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="sqlite")
+    except sqlglot.errors.ParseError:
+        return None
+    if tree is None:
+        return None
+    ctes = {c.alias.lower() for c in tree.find_all(exp.CTE)}
+    aliases = {a.alias.lower() for a in tree.find_all(exp.Alias, exp.TableAlias) if a.alias}
+    aliases |= {t.alias.lower() for t in tree.find_all(exp.Table) if t.alias}
+    aliases |= {sq.alias.lower() for sq in tree.find_all(exp.Subquery) if sq.alias}
+    known_columns = {c.name.lower() for t in schema.tables for c in t.columns}
+    bad = []
+    for table in tree.find_all(exp.Table):
+        if table.name.lower() not in ctes and schema.table(table.name) is None:
+            bad.append(table.name)
+    for col in tree.find_all(exp.Column):
+        if not isinstance(col.this, exp.Identifier):
+            continue  # `*`
+        name = col.name.lower()
+        if name in known_columns or name in aliases:
+            continue
+        if not col.table and col.this.quoted and not name.isidentifier():
+            continue  # a double-quoted string literal, which SQLite accepts
+        bad.append(col.name)
+    return bad
+
+
+def grounding_reward(completions, **columns) -> list[float | None]:
+    """1.0 when every table and column the reply names exists in the database (no hallucinated schema)."""
+    out = []
+    for t, s, _g, d in _sql_rows(completions, columns):
+        if t not in SQL_TASKS or not d:
+            out.append(None)
+            continue
+        bad = invented_names(s, _schema(d)) if s else None
+        out.append(0.0 if bad is None else 1.0 if not bad else 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- choose
+REWARDS: dict[str, Callable] = {
+    "format": format_reward,
+    "execution": execution_reward,
+    "executes": executes_reward,
+    "complexity": complexity_reward,
+    "grounding": grounding_reward,
+}
+DEFAULT_WEIGHTS = {"format": 0.2, "execution": 1.0, "executes": 0.2, "complexity": 0.1, "grounding": 0.2}
+
+
+def parse_weights(text: str | dict | None) -> dict[str, float]:
+    """`execution=1,format=0.2` (or a dict) over the defaults; weight 0 drops a reward."""
+    from macsql.errors import did_you_mean
+
+    weights = dict(DEFAULT_WEIGHTS)
+    if not text:
+        return weights
+    items = text.items() if isinstance(text, dict) else (
+        part.split("=", 1) for part in str(text).split(",") if part.strip())
+    for item in items:
+        try:
+            name, value = item
+            name, value = str(name).strip(), float(value)
+        except ValueError as exc:
+            raise InputError(f"bad reward weight {item!r}; write NAME=NUMBER, e.g. execution=1,format=0.2") from exc
+        if name not in REWARDS:
+            raise InputError(f"unknown reward {name!r}{did_you_mean(name, REWARDS)}; "
+                             f"choose from {', '.join(REWARDS)}")
+        weights[name] = value
+    return {k: v for k, v in weights.items() if v}
