@@ -1,0 +1,173 @@
+"""The resumable runner: one JSONL line per question, nothing lost or duplicated when a run dies."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from macsql.batching import BatchingLLM, SerializedLLM, for_threads
+from macsql.errors import ModelError
+from macsql.evaluate.datasets import Example
+from macsql.evaluate.runner import PredictionStore, run_predictions
+from macsql.llm import ScriptedLLM
+from macsql.pipeline import Pipeline
+
+
+def _examples(db, n=6):
+    return [Example(question_id=str(i), db_id="shop", question=f"How many customers are in group {i}?",
+                    gold_sql="SELECT count(*) FROM customers", db_path=db) for i in range(n)]
+
+
+def _reply(messages, agent):
+    return "```sql\nSELECT count(*) FROM customers\n```"
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_records_hold_prediction_trace_summary_and_costs(shop_db, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    records = run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db, 2), out, progress=False)
+    lines = _lines(out)
+    assert [r["question_id"] for r in lines] == ["0", "1"] and set(records) == {"0", "1"}
+    rec = lines[0]
+    assert rec["pred_sql"] == "SELECT count(*) FROM customers" and rec["error"] is None
+    assert rec["llm_calls"] == 1 and rec["refine_rounds"] == 0 and rec["prompt_tokens"] > 0
+    assert {t["agent"] for t in rec["trace"]} >= {"decomposer", "execute"}
+    assert all("prompt" not in t and "reply" not in t for t in rec["trace"])
+
+
+def test_backend_dying_midway_then_rerun_completes_without_duplicates(shop_db, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    calls = {"n": 0}
+
+    def flaky(messages, agent):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise ModelError("server went away")
+        return _reply(messages, agent)
+
+    examples = _examples(shop_db)
+    with pytest.raises(ModelError):
+        run_predictions(Pipeline(ScriptedLLM(flaky)), examples, out, progress=False)
+    assert [r["question_id"] for r in _lines(out)] == ["0", "1", "2"]
+
+    second = ScriptedLLM(_reply)
+    records = run_predictions(Pipeline(second), examples, out, progress=False)
+    ids = [r["question_id"] for r in _lines(out)]
+    assert ids == ["0", "1", "2", "3", "4", "5"] and len(records) == 6
+    assert len(second.calls) == 3  # only the missing questions were asked
+
+
+def test_ctrl_c_leaves_whole_lines(shop_db, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    calls = {"n": 0}
+
+    def interrupted(messages, agent):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return _reply(messages, agent)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_predictions(Pipeline(ScriptedLLM(interrupted)), _examples(shop_db), out, progress=False)
+    assert out.read_bytes().endswith(b"\n") and len(_lines(out)) == 2
+    run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db), out, progress=False)
+    assert sorted(r["question_id"] for r in _lines(out)) == [str(i) for i in range(6)]
+
+
+def test_torn_last_line_is_cut_and_redone(shop_db, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db, 3), out, progress=False)
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) - 25])  # a kill in the middle of writing the third line
+    store = PredictionStore(out)
+    assert store.repaired and set(store.done) == {"0", "1"}
+    store.close()
+    llm = ScriptedLLM(_reply)
+    run_predictions(Pipeline(llm), _examples(shop_db, 3), out, progress=False)
+    assert [r["question_id"] for r in _lines(out)] == ["0", "1", "2"] and len(llm.calls) == 1
+
+
+def test_one_crashing_question_is_recorded_not_fatal(shop_db, tmp_path):
+    def odd(messages, agent):
+        if "group 1?" in messages[-1]["content"]:
+            raise RuntimeError("tokenizer exploded")
+        return _reply(messages, agent)
+
+    records = run_predictions(Pipeline(ScriptedLLM(odd)), _examples(shop_db, 3), tmp_path / "p.jsonl",
+                              progress=False)
+    assert records["1"]["error"].startswith("pipeline crashed: RuntimeError") and records["1"]["pred_sql"] == ""
+    assert records["2"]["error"] is None
+
+
+def test_workers_run_concurrently_and_write_each_question_once(shop_db, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    records = run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db, 9), out, workers=3,
+                              progress=False)
+    assert sorted(r["question_id"] for r in _lines(out)) == [str(i) for i in range(9)] and len(records) == 9
+
+
+def test_batching_llm_merges_concurrent_calls():
+    seen = []
+
+    def echo(messages, agent):
+        seen.append(agent)
+        return messages[-1]["content"].upper()
+
+    llm = BatchingLLM(ScriptedLLM(echo), max_batch=4, max_wait_s=0.5)
+    results = {}
+
+    def ask(i):
+        results[i] = llm.generate([[{"role": "user", "content": f"q{i}"}]], agent="decomposer")[0].text
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    llm.close()
+    assert results == {i: f"Q{i}" for i in range(4)}  # each caller gets its own reply back
+    assert max(llm.batches) > 1 and sum(llm.batches) == 4
+
+
+def test_batching_llm_groups_by_agent_and_propagates_errors():
+    def reply(messages, agent):
+        if agent == "refiner":
+            raise ModelError("boom")
+        return agent
+
+    llm = BatchingLLM(ScriptedLLM(reply), max_batch=8, max_wait_s=0.05)
+    assert llm.generate([[{"role": "user", "content": "a"}]] * 2, agent="selector")[0].text == "selector"
+    with pytest.raises(ModelError):
+        llm.generate([[{"role": "user", "content": "a"}]], agent="refiner")
+    llm.close()
+
+
+def test_serialized_llm_never_overlaps():
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow(messages, agent):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        return "x"
+
+    llm = SerializedLLM(ScriptedLLM(slow))
+    threads = [threading.Thread(target=llm.generate, args=([[{"role": "user", "content": "q"}]],)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert peak[0] == 1
+
+
+def test_for_threads_choice():
+    scripted = ScriptedLLM(_reply)
+    assert for_threads(scripted, 1) is scripted and for_threads(scripted, 4) is scripted
