@@ -1,0 +1,186 @@
+"""`macsql score`, `macsql eval` (scripted model) and `macsql compare` through the CLI, and their report files."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from macsql.cli import main
+from macsql.llm import ScriptedLLM
+from macsql.pipeline import Pipeline
+from tests.conftest import SHARED_DATA, SHOP_SQL, make_db, needs_shared_data
+
+QUESTIONS = [
+    ("How many customers are there?", "SELECT count(*) FROM customers"),
+    ("Which customers live in Spain?", "SELECT name FROM customers WHERE country = 'Spain'"),
+    ("What is the largest order amount?", "SELECT max(amount) FROM orders"),
+    ("List shipped order ids.", "SELECT order_id FROM orders WHERE status = 'shipped' ORDER BY order_id"),
+]
+
+
+@pytest.fixture
+def spider_set(tmp_path) -> Path:
+    """A Spider-format benchmark: dev.json beside database/<db_id>/<db_id>.sqlite."""
+    (tmp_path / "database" / "shop").mkdir(parents=True)
+    make_db(tmp_path / "database" / "shop" / "shop.sqlite", SHOP_SQL)
+    data = [{"db_id": "shop", "question": q, "query": sql} for q, sql in QUESTIONS]
+    (tmp_path / "dev.json").write_text(json.dumps(data))
+    return tmp_path / "dev.json"
+
+
+@pytest.fixture
+def bird_set(tmp_path) -> Path:
+    """BIRD layout: dev.json (SQL, evidence, difficulty) + dev_databases/<db_id>/<db_id>.sqlite."""
+    (tmp_path / "bird" / "dev_databases" / "shop").mkdir(parents=True)
+    make_db(tmp_path / "bird" / "dev_databases" / "shop" / "shop.sqlite", SHOP_SQL)
+    data = [{"question_id": i, "db_id": "shop", "question": q, "SQL": sql, "evidence": "",
+             "difficulty": ["simple", "moderate"][i % 2]} for i, (q, sql) in enumerate(QUESTIONS)]
+    (tmp_path / "bird" / "dev.json").write_text(json.dumps(data))
+    return tmp_path / "bird" / "dev.json"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_gold_as_pred_is_perfect_and_writes_reports(spider_set, tmp_path):
+    out = tmp_path / "gold"
+    r = run("score", "--gold-as-pred", "--data", spider_set, "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    assert "n=4  EX 100.0  EX-strict 100.0  exact 100.0" in r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["ex"] == 100.0 and report["config"]["format"] == "spider"
+    assert len(report["config"]["data_sha256"]) == 64 and report["config"]["variant"] == "gold-as-pred"
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["question_id"] for r in rows] == ["0", "1", "2", "3"] and {r["ex"] for r in rows} == {"True"}
+    assert "| EX (BIRD) | 100.00 |" in (out / "summary.md").read_text()
+    assert (out / "ex_by_database.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_real_bird_layout_works_unchanged(bird_set):
+    root = bird_set.parent / "dev_databases"
+    r = run("score", "--gold-as-pred", "--data", bird_set, "--db-root", root, "-q")
+    assert r.exit_code == 0 and "EX 100.0" in r.output
+    r = run("score", "--gold-as-pred", "--data", bird_set, "-q")  # dev_databases found beside dev.json
+    assert r.exit_code == 0 and "EX 100.0" in r.output
+
+
+def test_score_prediction_files(spider_set, tmp_path):
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"question_id": "0", "pred_sql": "SELECT count(*) FROM customers"}) + "\n"
+                     + json.dumps({"question_id": "1", "sql": "SELECT nam FROM customers"}) + "\n"
+                     + '{"question_id": "2", "pred_')  # torn last line of a killed run: ignored
+    r = run("score", "--pred", preds, "--data", spider_set, "-q")
+    assert r.exit_code == 0, r.output
+    assert "n=2  EX 50.0" in r.output and "hallucination 50.0%" in r.output
+    bird = tmp_path / "predict_dev.json"  # BIRD's own prediction format
+    bird.write_text(json.dumps({"0": "SELECT count(*) FROM customers\t----- bird -----\tshop"}))
+    r = run("score", "--pred", bird, "--data", spider_set, "-q")
+    assert r.exit_code == 0 and "n=1  EX 100.0" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "{data}"], "Error: pass either --pred PATH or --gold-as-pred"),
+    (["--pred", "{tmp}/none.jsonl", "--data", "{data}"],
+     "Error: prediction file '{tmp}/none.jsonl' does not exist; pass --pred PATH (predictions.jsonl)"),
+    (["--gold-as-pred", "--data", "{tmp}/none.json"],
+     "Error: data file '{tmp}/none.json' does not exist; pass --data PATH to dev.json"),
+    (["--gold-as-pred", "--data", "{data}", "--db", "shp"],
+     "Error: no questions for database 'shp' (did you mean 'shop'?) in {data}"),
+    (["--gold-as-pred", "--data", "{data}", "--db-root", "{tmp}/nowhere"],
+     "Error: 1 database file(s) missing under --db-root {tmp}/nowhere, e.g. {tmp}/nowhere/shop/shop.sqlite; "
+     "pass --db-root DIR holding <db_id>/<db_id>.sqlite (BIRD: dev_databases)"),
+])
+def test_score_errors(spider_set, tmp_path, args, message):
+    fill = {"data": str(spider_set), "tmp": str(tmp_path)}
+    r = run("score", *[a.format(**fill) for a in args])
+    assert r.exit_code == 1 and r.output.strip() == message.format(**fill)
+
+
+def _scripted_pipeline(calls):
+    """A stand-in for build_pipeline: the real graph over ScriptedLLM, answering the gold SQL."""
+    answers = dict(QUESTIONS)
+
+    def reply(messages, agent):
+        calls.append(agent)
+        question = next(q for q in answers if q in messages[-1]["content"])
+        sql = answers[question] if "Spain" not in question else "SELECT name FROM customer"  # one wrong
+        return f"```sql\n{sql}\n```"
+
+    def build(**opts):
+        return Pipeline(ScriptedLLM(reply), max_rounds=opts["max_rounds"], timeout_s=opts["timeout_s"],
+                        use_selector=not opts["no_selector"], use_decomposer=not opts["no_decomposer"],
+                        use_refiner=not opts["no_refiner"])
+    return build
+
+
+def test_eval_ablations_resume_and_compare(spider_set, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("macsql.cli.build_pipeline", _scripted_pipeline(calls))
+    out = tmp_path / "run"
+    args = ["eval", "--data", spider_set, "--out", out, "--ablations", "--variants", "full,baseline", "-q"]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert "full: n=4  EX 75.0" in r.output and "baseline: n=4  EX 75.0" in r.output
+    for variant in ("full", "baseline"):
+        lines = (out / variant / "predictions.jsonl").read_text().splitlines()
+        assert len(lines) == 4 and json.loads(lines[0])["variant"] == variant
+        assert (out / variant / "report.json").exists() and (out / variant / "summary.md").exists()
+    base = [json.loads(x) for x in (out / "baseline" / "predictions.jsonl").read_text().splitlines()]
+    assert all(rec["llm_calls"] == 1 and rec["refine_rounds"] == 0 for rec in base)  # single prompt
+    full = {json.loads(x)["question_id"]: json.loads(x) for x in (out / "full" / "predictions.jsonl").read_text().splitlines()}
+    assert full["1"]["refine_rounds"] == 3  # the wrong one was refined (and stayed wrong)
+    table = (out / "ablations.md").read_text()
+    assert "| full | 4 | 75.00 |" in table and "| baseline | 4 | 75.00 |" in table
+
+    n_calls = len(calls)
+    assert run(*args).exit_code == 0 and len(calls) == n_calls  # everything was done: nothing re-asked
+
+    r = run("compare", out / "baseline", out / "full")
+    assert r.exit_code == 0 and "EX (BIRD)" in r.output and "0 fixed by B, 0 broken by B" in r.output
+
+
+def test_compare_lists_flipped_questions(spider_set, tmp_path):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("\n".join(json.dumps({"question_id": str(i), "pred_sql": "SELECT 1"}) for i in range(4)))
+    assert run("score", "--pred", preds, "--data", spider_set, "--out", tmp_path / "a", "-q").exit_code == 0
+    assert run("score", "--gold-as-pred", "--data", spider_set, "--out", tmp_path / "b", "-q").exit_code == 0
+    r = run("compare", tmp_path / "a", tmp_path / "b / report.json".replace(" ", ""))
+    assert r.exit_code == 0, r.output
+    assert "EX (BIRD)" in r.output and "+100.00" in r.output and "4 fixed by B, 0 broken by B" in r.output
+    assert "  0 [shop] How many customers are there?" in r.output
+    r = run("compare", tmp_path, tmp_path / "b")
+    assert r.exit_code == 1 and r.output.startswith("Error: no report.json in")
+
+
+def test_eval_refuses_to_mix_runs(spider_set, tmp_path, monkeypatch):
+    monkeypatch.setattr("macsql.cli.build_pipeline", _scripted_pipeline([]))
+    out = tmp_path / "run"
+    assert run("eval", "--data", spider_set, "--out", out, "-q").exit_code == 0
+    r = run("eval", "--data", spider_set, "--out", out, "--no-refiner", "-q")
+    assert r.exit_code == 1 and "holds a run with a different variant" in r.output
+    assert run("eval", "--data", spider_set, "--out", out, "--no-refiner", "--overwrite", "-q").exit_code == 0
+
+
+def test_eval_needs_out_and_known_variants(spider_set):
+    assert run("eval", "--data", spider_set).output.strip() == (
+        "Error: no output folder; pass --out DIR (predictions.jsonl and the report go there)")
+    r = run("eval", "--data", spider_set, "--out", "x", "--ablations", "--variants", "ful")
+    assert r.exit_code == 1 and "unknown variant 'ful' (did you mean 'full'?)" in r.output
+
+
+@pytest.mark.shared_data
+@needs_shared_data()
+def test_gold_as_pred_on_spider_dev_is_100():
+    r = run("score", "--gold-as-pred", "--data", SHARED_DATA / "spider" / "dev.json", "-q")
+    assert r.exit_code == 0 and "n=480  EX 100.0  EX-strict 100.0" in r.output
+
+
+@pytest.mark.shared_data
+@needs_shared_data()
+def test_gold_as_pred_on_geoquery_lists_failing_gold():
+    r = run("score", "--gold-as-pred", "--data", SHARED_DATA / "geoquery" / "geography.json", "-q")
+    assert r.exit_code == 0 and "n=877" in r.output
+    assert "gold fails: 38-0" in r.output and "gold fails: 222-0" in r.output
