@@ -1,0 +1,431 @@
+"""`macsql data clean`: find benchmark examples whose gold SQL cannot be trusted, drop them, say why.
+
+Each example's gold SQL is checked, in this order:
+
+- `unparsable`: sqlglot cannot parse it (every later tool — the Selector targets, the metrics, the rewards —
+  reads SQL with sqlglot, so such an example teaches or measures nothing reliable);
+- `execution_error` / `timeout`: it fails on its database through THE executor (`sqlexec.execute`);
+- `unknown_names`: sqlglot's qualifier cannot resolve a table or column of it against the schema
+  (`schema.introspect` of the database; the tables.json schema when the database file is absent, as for BIRD
+  here);
+- `schema_mismatch`: the schema context shipped with the data (Spider `tables.json`, BIRD `dev_tables.json`)
+  disagrees with the database on a name the gold SQL uses, or has no entry for the database: a prompt built
+  from that context would hide a table or column the answer needs.
+
+A check that cannot run is skipped and counted, never a reason to drop: without the database file there is
+no execution check (and no mismatch check), only parse and names against tables.json. Dropping is per
+question: a GeoQuery entry keeps its other sentences and goes only when none is left. The output is the
+input file minus the dropped questions, in the same format and order, so every loader reads it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from macsql.errors import InputError
+
+REASONS = {
+    "unparsable": "sqlglot cannot parse the gold SQL",
+    "execution_error": "the gold SQL fails on its database",
+    "timeout": "the gold SQL exceeds the deadline",
+    "unknown_names": "the gold SQL names a table or column the schema lacks",
+    "schema_mismatch": "the data's schema context (tables.json) and the database disagree on a name the gold "
+                       "SQL uses",
+}
+EXAMPLES_PER_REASON = 5
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Finding:
+    reason: str
+    detail: str
+
+
+@dataclass
+class Checked:
+    """One question's verdict: what is wrong with it (if anything), and what could not be checked."""
+
+    question_id: str
+    db_id: str
+    question: str
+    gold_sql: str
+    findings: list[Finding] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # checks that could not run, e.g. "execute"
+    empty_result: bool = False
+
+    def reasons(self) -> list[str]:
+        return list(dict.fromkeys(f.reason for f in self.findings))
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def _sqlglot_schema(schema) -> dict[str, dict[str, str]]:
+    return {t.name: {c.name: (c.type or "TEXT") for c in t.columns} for t in schema.tables}
+
+
+def _strings_for_unknown_quoted(tree, schema, sql: str):
+    """SQLite reads a double-quoted name that is no column as a string ("France" in Spider's gold SQL), so
+    such names become string literals before the qualifier looks for them. sqlglot marks backticked names
+    quoted too, so the SQL text tells which quote it was: `Free Meal Count (K-13)` stays a column."""
+    from sqlglot import exp
+
+    columns = {c.name.lower() for t in schema.tables for c in t.columns}
+
+    def fix(node):
+        if (isinstance(node, exp.Column) and not node.table and isinstance(node.this, exp.Identifier)
+                and node.this.args.get("quoted") and node.name.lower() not in columns
+                and f'"{node.name}"' in sql):
+            return exp.Literal.string(node.name)
+        return node
+
+    return tree.transform(fix)
+
+
+def unknown_names(tree, schema, sql: str) -> str | None:
+    """Why sqlglot's qualifier cannot resolve `tree` against `schema`, or None when every name resolves."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.optimizer.qualify import qualify
+
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    missing = [t.name for t in tree.find_all(exp.Table)
+               if t.name and not isinstance(t.this, exp.Anonymous) and t.name.lower() not in ctes
+               and schema.table(t.name) is None]
+    if missing:
+        return f"unknown table {', '.join(dict.fromkeys(missing))}"
+    try:
+        qualify(_strings_for_unknown_quoted(tree.copy(), schema, sql), schema=_sqlglot_schema(schema),
+                dialect="sqlite", validate_qualify_columns=True, quote_identifiers=False)
+    except sqlglot.errors.OptimizeError as exc:
+        return str(exc).split(". Line:")[0]
+    except sqlglot.errors.SqlglotError:
+        return None  # the qualifier gives up on some valid shapes; not evidence of a bad name
+    return None
+
+
+def names_missing_from(context, used: dict[str, list[str]]) -> list[str]:
+    """The `table` / `table.column` names in `used` (from the database) that the context schema lacks."""
+    out = []
+    for table, columns in used.items():
+        ctx = context.table(table)
+        if ctx is None:
+            out.append(table)
+            continue
+        out.extend(f"{table}.{c}" for c in columns if ctx.column(c) is None)
+    return out
+
+
+def schema_diff(context, database) -> dict:
+    """Tables and columns each side lacks; empty lists when the two schemas name the same things."""
+    def names(schema):
+        return {t.name.lower(): (t.name, {c.name.lower(): c.name for c in t.columns}) for t in schema.tables}
+
+    ctx, db = names(context), names(database)
+    out = {"missing_in_database": {"tables": [], "columns": []}, "missing_in_context": {"tables": [], "columns": []}}
+    for side, have, other in (("missing_in_database", ctx, db), ("missing_in_context", db, ctx)):
+        for low, (name, cols) in have.items():
+            if low not in other:
+                out[side]["tables"].append(name)
+                continue
+            out[side]["columns"].extend(f"{name}.{c}" for lc, c in cols.items() if lc not in other[low][1])
+    return out
+
+
+def _diff_is_empty(diff: dict) -> bool:
+    return not any(v for side in diff.values() for v in side.values())
+
+
+class Checker:
+    """Runs the checks with per-database caches (schemas, executions: GeoQuery repeats many queries)."""
+
+    def __init__(self, contexts: dict | None, *, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.contexts = contexts  # db_id -> Schema from tables.json, or None when the data has none
+        self.timeout_s = timeout_s
+        self._db_schemas: dict[str, object] = {}
+        self._results: dict[tuple[str, str], object] = {}
+        self.databases: dict[str, dict] = {}  # db_id -> schema diff (only for databases with both sides)
+
+    def db_schema(self, db_id: str, db_path: Path):
+        key = str(db_path)
+        if key not in self._db_schemas:
+            from macsql.errors import MacSQLError
+            from macsql.schema import introspect
+
+            try:
+                self._db_schemas[key] = introspect(db_path) if Path(db_path).is_file() else None
+            except MacSQLError:
+                self._db_schemas[key] = None
+            schema, context = self._db_schemas[key], self.context(db_id)
+            if schema is not None and context is not None:
+                self.databases[db_id] = schema_diff(context, schema)
+        return self._db_schemas[key]
+
+    def context(self, db_id: str):
+        return None if self.contexts is None else self.contexts.get(db_id)
+
+    def execute(self, db_path: Path, sql: str):
+        import sqlglot
+
+        from macsql.sqlexec import ExecResult, execute
+
+        key = (str(db_path), sql)
+        if key not in self._results:
+            try:
+                # only errors matter here: a small row cap stops huge results early
+                self._results[key] = execute(db_path, sql, timeout_s=self.timeout_s, max_rows=1000)
+            except sqlglot.errors.TokenError as exc:
+                # sqlexec's statement check lets sqlglot's TokenError escape (it catches ParseError only);
+                # an unterminated quote is bad SQL, i.e. data here, not a crash
+                self._results[key] = ExecResult(error=f"unrecognized token: {' '.join(str(exc).split())[:120]}")
+        return self._results[key]
+
+    def check(self, example) -> Checked:
+        import sqlglot
+
+        from macsql.errors import DatabaseError
+        from macsql.finetune.data import gold_selection
+
+        out = Checked(example.question_id, example.db_id, example.question, example.gold_sql)
+        sql = (example.gold_sql or "").strip().rstrip(";").strip()
+        tree = None
+        try:
+            tree = sqlglot.parse_one(sql, read="sqlite") if sql else None
+            if tree is None:
+                out.findings.append(Finding("unparsable", "empty SQL"))
+        except sqlglot.errors.SqlglotError as exc:
+            out.findings.append(Finding("unparsable", " ".join(str(exc).split())[:200]))
+
+        db_schema = self.db_schema(example.db_id, example.db_path)
+        context = self.context(example.db_id)
+        if db_schema is None:
+            out.skipped.append("execute")
+        elif sql:
+            try:
+                res = self.execute(example.db_path, sql)
+            except DatabaseError as exc:  # unreadable file: cannot check, not the example's fault
+                out.skipped.append(f"execute ({exc})")
+            else:
+                if res.timed_out:
+                    out.findings.append(Finding("timeout", res.error or ""))
+                elif not res.ok:
+                    out.findings.append(Finding("execution_error", res.error or ""))
+                else:
+                    out.empty_result = not res.rows
+
+        names_schema = db_schema if db_schema is not None else context
+        if tree is not None and names_schema is not None:
+            problem = unknown_names(tree, names_schema, sql)
+            if problem:
+                out.findings.append(Finding("unknown_names", problem))
+        elif names_schema is None:
+            out.skipped.append("names")
+
+        if self.contexts is not None:
+            if context is None:
+                out.findings.append(Finding("schema_mismatch", f"no schema for {example.db_id!r} in the tables file"))
+            elif db_schema is None:
+                out.skipped.append("schema_mismatch")
+            elif tree is not None and not _diff_is_empty(self.databases.get(example.db_id, {})):
+                lacking = names_missing_from(context, gold_selection(sql, db_schema))
+                if lacking:
+                    out.findings.append(Finding("schema_mismatch", "tables file lacks " + ", ".join(lacking)))
+        return out
+
+
+# ------------------------------------------------------------------------------------------- the file
+def tables_file_for(data: Path, fmt: str) -> Path | None:
+    """The schema context shipped beside the data: Spider's tables.json, BIRD's dev_tables.json."""
+    names = [f"{data.stem}_tables.json", "tables.json"]
+    if fmt == "bird":
+        names.insert(0, "dev_tables.json")
+    for name in names:
+        if (data.parent / name).is_file():
+            return data.parent / name
+    return None
+
+
+def load_contexts(path: Path) -> dict:
+    from macsql.schema import schema_from_tables_json
+
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        return {e["db_id"]: schema_from_tables_json(e) for e in entries}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(f"{str(path)!r} is not a Spider/BIRD tables.json ({exc}); pass --tables FILE or "
+                         "--no-tables") from exc
+
+
+def clean_data(data: str | Path, db_root: str | Path | None = None, *, fmt: str = "auto",
+               tables: str | Path | None = None, use_tables: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S,
+               keep: tuple[str, ...] = (), progress: bool = True) -> tuple[list, dict]:
+    """Check every question of a benchmark file; return (kept records in the input format, report)."""
+    from tqdm import tqdm
+
+    from macsql.evaluate.datasets import detect_format, load_examples
+
+    path = Path(data)
+    if not path.is_file():
+        raise InputError(f"data file {str(path)!r} does not exist; pass --data PATH (e.g. spider/dev.json)")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    fmt = detect_format(records) if fmt == "auto" else fmt
+    bad_keep = [k for k in keep if k not in REASONS]
+    if bad_keep:
+        from macsql.errors import did_you_mean
+
+        raise InputError(f"unknown reason {bad_keep[0]!r}{did_you_mean(bad_keep[0], REASONS)}; "
+                         f"choose from {', '.join(REASONS)}")
+    tables_path = Path(tables) if tables else (tables_file_for(path, fmt) if use_tables else None)
+    if tables and not tables_path.is_file():
+        raise InputError(f"tables file {str(tables_path)!r} does not exist; pass --tables PATH to tables.json")
+    contexts = load_contexts(tables_path) if tables_path else None
+
+    examples = load_examples(path, db_root, fmt=fmt)
+    checker = Checker(contexts, timeout_s=timeout_s)
+    checked = [checker.check(e) for e in tqdm(examples, desc="checking gold SQL", unit="q",
+                                              disable=not progress, leave=False)]
+    dropped_ids = {c.question_id for c in checked if set(c.reasons()) - set(keep)}
+    kept = _kept_records(records, examples, dropped_ids, fmt)
+    report = _report(path, fmt, db_root, tables_path, examples, checked, dropped_ids, checker, keep, timeout_s,
+                     n_records=len(records), n_kept_records=len(kept))
+    return kept, report
+
+
+def _kept_records(records: list, examples: list, dropped_ids: set[str], fmt: str) -> list:
+    if fmt != "geoquery":
+        # load_examples makes one Example per record, in file order
+        return [r for r, e in zip(records, examples, strict=True) if e.question_id not in dropped_ids]
+    kept = []
+    for qi, r in enumerate(records):
+        sentences = [s for si, s in enumerate(r["sentences"]) if f"{qi}-{si}" not in dropped_ids]
+        if sentences:
+            kept.append({**r, "sentences": sentences} if len(sentences) < len(r["sentences"]) else r)
+    return kept
+
+
+def _report(path, fmt, db_root, tables_path, examples, checked, dropped_ids, checker, keep, timeout_s, *,
+            n_records, n_kept_records) -> dict:
+    reasons = Counter(r for c in checked for r in c.reasons())
+    dropped_by = Counter(r for c in checked if c.question_id in dropped_ids for r in c.reasons())
+    skipped = Counter(s.split(" (")[0] for c in checked for s in c.skipped)
+    no_db = sorted({c.db_id for c in checked if "execute" in c.skipped})
+    by_reason: dict[str, list] = {}
+    for c in checked:
+        for f in c.findings:
+            items = by_reason.setdefault(f.reason, [])
+            if len(items) < EXAMPLES_PER_REASON:
+                items.append({"question_id": c.question_id, "db_id": c.db_id, "question": c.question,
+                              "gold_sql": c.gold_sql, "detail": f.detail})
+    return {
+        "data": str(path.resolve()), "format": fmt, "db_root": str(db_root) if db_root else None,
+        "tables": str(tables_path) if tables_path else None, "timeout_s": timeout_s, "kept_reasons": list(keep),
+        "questions": len(examples), "kept": len(examples) - len(dropped_ids), "dropped": len(dropped_ids),
+        "records": n_records, "kept_records": n_kept_records,
+        "reasons": {r: reasons[r] for r in REASONS if reasons[r]},
+        "dropped_by_reason": {r: dropped_by[r] for r in REASONS if dropped_by[r]},
+        "skipped_checks": {k: v for k, v in skipped.items()},
+        "databases_missing": no_db,
+        "empty_results": sum(c.empty_result for c in checked),
+        "schema_differences": {db: d for db, d in sorted(checker.databases.items()) if not _diff_is_empty(d)},
+        "databases_compared": sorted(checker.databases),
+        "examples": by_reason,
+        "flagged": [{"question_id": c.question_id, "db_id": c.db_id, "dropped": c.question_id in dropped_ids,
+                     "reasons": [{"reason": f.reason, "detail": f.detail} for f in c.findings]}
+                    for c in checked if c.findings],
+    }
+
+
+def summary_text(report: dict) -> str:
+    """What was checked, dropped and why, for the terminal."""
+    lines = [f"{report['questions']} questions in {Path(report['data']).name} ({report['format']}): "
+             f"kept {report['kept']}, dropped {report['dropped']}"]
+    if report["format"] == "geoquery":
+        lines[0] += f" ({report['kept_records']} of {report['records']} entries left)"
+    for reason, n in report["reasons"].items():
+        kept = "" if reason in report["dropped_by_reason"] else "  (kept: --keep)"
+        lines.append(f"  {reason:<16}{n:>6}  {REASONS[reason]}{kept}")
+        for ex in report["examples"].get(reason, [])[:2]:
+            lines.append(f"      e.g. {ex['question_id']} [{ex['db_id']}] {ex['detail'][:100]}")
+    if not report["reasons"]:
+        lines.append("  every gold query passed every check that could run")
+    if report["databases_missing"]:
+        n = report["skipped_checks"].get("execute", 0)
+        lines.append(f"  execution not checked for {n} questions: no database file for "
+                     f"{len(report['databases_missing'])} database(s) ({', '.join(report['databases_missing'][:4])}"
+                     f"{', ...' if len(report['databases_missing']) > 4 else ''}); names checked against "
+                     f"{'the tables file' if report['tables'] else 'nothing'}")
+    if report["tables"]:
+        diffs = report["schema_differences"]
+        compared = len(report["databases_compared"])
+        lines.append(f"  schema context {Path(report['tables']).name}: " + (
+            f"{compared} database(s) compared, {len(diffs)} differ" if compared
+            else "not compared (no database file to compare with)"))
+        for db, d in list(diffs.items())[:5]:
+            parts = [f"{side.replace('_', ' ')}: {', '.join((d[side]['tables'] + d[side]['columns'])[:4])}"
+                     for side in d if d[side]["tables"] or d[side]["columns"]]
+            lines.append(f"      {db}: {'; '.join(parts)}")
+    if report["empty_results"]:
+        lines.append(f"  note: {report['empty_results']} gold queries return no rows (kept)")
+    return "\n".join(lines)
+
+
+def write_outputs(kept: list, report: dict, out: str | Path, report_path: str | Path | None) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if report_path:
+        rp = Path(report_path)
+        rp.parent.mkdir(parents=True, exist_ok=True)
+        rp.write_text(json.dumps({**report, "out": str(out.resolve())}, indent=2, ensure_ascii=False) + "\n",
+                      encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+@click.command("clean")
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
+              help="Benchmark file: BIRD dev.json, Spider dev.json/train_spider.json or GeoQuery geography.json.")
+@click.option("--db-root", type=click.Path(), default=None,
+              help="Folder with <db_id>/<db_id>.sqlite (default: dev_databases/ or database/ beside --data; for "
+                   "GeoQuery the .sqlite file or its folder).")
+@click.option("--format", "--data-format", "fmt", type=click.Choice(["auto", "bird", "spider", "geoquery"]),
+              default="auto", show_default=True, help="Benchmark format (auto-detected from the file's keys).")
+@click.option("--tables", type=click.Path(dir_okay=False), default=None,
+              help="Schema context to compare with the databases (default: tables.json / dev_tables.json beside "
+                   "--data, when there is one).")
+@click.option("--no-tables", is_flag=True, help="Do not look for a tables.json beside --data.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The cleaned file (same format).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="JSON report: counts per reason, examples, skipped checks, schema differences.")
+@click.option("--timeout", "timeout_s", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds a gold query may run before it counts as a timeout.")
+@click.option("--keep", multiple=True, metavar="REASON",
+              help=f"Report but do not drop questions flagged for REASON (repeatable): {', '.join(REASONS)}.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def clean_cmd(data, db_root, fmt, tables, no_tables, out, report_path, timeout_s, keep, quiet):
+    """Drop benchmark questions whose gold SQL does not parse, run or match the schema; report why.
+
+    \b
+    Examples:
+      macsql data clean --data spider/dev.json --out runs/clean/spider-dev.json --report runs/clean/spider.json
+      macsql data clean --data bird/dev.json --tables bird/dev_tables.json --out bird-clean.json
+      macsql data clean --data geoquery/geography.json --out geo-clean.json --keep timeout
+    """
+    if tables and no_tables:
+        raise InputError("--tables and --no-tables contradict each other; pass one")
+    if Path(out).resolve() == Path(data).resolve():
+        raise InputError("--out would overwrite --data; write the cleaned file somewhere else")
+    kept, report = clean_data(data, db_root, fmt=fmt, tables=tables, use_tables=not no_tables,
+                              timeout_s=timeout_s, keep=tuple(keep), progress=not quiet)
+    write_outputs(kept, report, out, report_path)
+    click.echo(summary_text(report))
+    click.echo(f"wrote {out}" + (f" and {report_path}" if report_path else ""), err=True)
+
+
+__all__ = ["REASONS", "clean_cmd", "clean_data", "schema_diff", "summary_text", "unknown_names"]
