@@ -171,3 +171,27 @@ def test_serialized_llm_never_overlaps():
 def test_for_threads_choice():
     scripted = ScriptedLLM(_reply)
     assert for_threads(scripted, 1) is scripted and for_threads(scripted, 4) is scripted
+
+
+def test_batching_a_real_transformers_model_gives_the_serial_answers(tiny_causal_dir):
+    from macsql.llm import make_llm
+
+    hf = make_llm(str(tiny_causal_dir), "hf", batch_size=4)
+    prompts = [[{"role": "user", "content": text}] for text in ("select", "how many customers", "what is", "sql")]
+    serial = [hf.generate([p], agent="decomposer", max_new_tokens=4)[0].text for p in prompts]
+    llm = for_threads(hf, 4)
+    assert isinstance(llm, BatchingLLM)
+    llm.max_wait_s = 0.5  # let all four threads arrive before the batch goes
+    results = {}
+
+    def ask(i):
+        results[i] = llm.generate([prompts[i]], agent="decomposer", max_new_tokens=4)[0].text
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    llm.close()
+    assert [results[i] for i in range(4)] == serial
+    assert max(llm.batches) > 1

@@ -184,3 +184,14 @@ def test_gold_as_pred_on_geoquery_lists_failing_gold():
     r = run("score", "--gold-as-pred", "--data", SHARED_DATA / "geoquery" / "geography.json", "-q")
     assert r.exit_code == 0 and "n=877" in r.output
     assert "gold fails: 38-0" in r.output and "gold fails: 222-0" in r.output
+
+
+def test_eval_sample_can_grow(spider_set, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("macsql.cli.build_pipeline", _scripted_pipeline(calls))
+    out = tmp_path / "run"
+    assert run("eval", "--data", spider_set, "--out", out, "--limit", "2", "--seed", "1", "--no-refiner",
+               "-q").exit_code == 0
+    assert len(calls) == 2
+    r = run("eval", "--data", spider_set, "--out", out, "--limit", "4", "--seed", "1", "--no-refiner", "-q")
+    assert r.exit_code == 0 and "n=4" in r.output and len(calls) == 4  # only the two new questions were asked

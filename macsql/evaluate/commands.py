@@ -56,7 +56,7 @@ def _examples(data, db_root, fmt, limit, dbs, seed, split):
         from macsql.errors import did_you_mean
 
         raise InputError(f"no questions for database {unknown[0]!r}{did_you_mean(unknown[0], known)} in {data}")
-    chosen = select(examples, limit=limit, dbs=list(dbs) or None, seed=seed)
+    chosen = select(examples, limit=limit, dbs=list(dbs) or None, seed=seed, nested=True)
     if not chosen:
         raise InputError(f"no questions selected from {data}")
     return fmt, chosen
@@ -111,6 +111,19 @@ def _base_config(data, fmt, db_root, limit, dbs, seed, split, examples) -> dict:
             "seed": seed, "split": split, "n_questions": len(examples),
             "question_ids": [e.question_id for e in examples], "macsql_version": macsql_version,
             "python": platform.python_version(), "machine": platform.machine()}
+
+
+def _model_path(model_opts: dict) -> str | None:
+    """Where the weights came from (a served model has no local path)."""
+    if model_opts.get("backend") == "openai":
+        return None
+    from macsql import weights
+    from macsql.errors import MacSQLError
+
+    try:
+        return str(weights.resolve(model_opts.get("model") or weights.DEFAULT_MODEL).path)
+    except MacSQLError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -179,7 +192,7 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
     base = _base_config(data, fmt, db_root, limit, dbs, seed, split, examples)
 
     pipe = build_pipeline(**model_opts)
-    base.update({"model": pipe.llm.name, "model_arg": model_opts.get("model"),
+    base.update({"model": pipe.llm.name, "model_arg": model_opts.get("model"), "model_path": _model_path(model_opts),
                  "backend": type(pipe.llm).__name__, "backend_arg": model_opts.get("backend"),
                  "workers": workers, "max_rounds": model_opts["max_rounds"], "timeout_s": model_opts["timeout_s"]})
     out_dir = Path(out)
@@ -197,8 +210,8 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
         if overwrite and (run_dir / "predictions.jsonl").exists():
             (run_dir / "predictions.jsonl").unlink()
             (run_dir / "run.json").unlink(missing_ok=True)
-        check_run_config(run_dir, config, keys=("model", "backend", "variant", "pipeline_options", "data_sha256",
-                                                "question_ids"))
+        # The sample may grow (--limit 30, then 150: nested seeds keep the first 30); the answers may not mix.
+        check_run_config(run_dir, config, keys=("model", "backend", "variant", "pipeline_options", "data_sha256"))
         if not quiet:
             click.echo(f"{name}: {len(examples)} questions -> {run_dir}", err=True)
         records = run_predictions(pipe.with_options(**options), examples, run_dir / "predictions.jsonl",

@@ -102,9 +102,21 @@ def _geoquery(records: list, path: Path, root: Path, split: str | None) -> list[
 
 
 def select(examples: list[Example], *, limit: int | None = None, dbs: list[str] | None = None,
-           seed: int | None = None) -> list[Example]:
-    """Filter by database, then take `limit` examples: a seeded sample if `seed` is given, else the first."""
+           seed: int | None = None, nested: bool = False) -> list[Example]:
+    """Filter by database, then take `limit` examples: a seeded sample if `seed` is given, else the first.
+
+    `nested=True` draws the sample as the first `limit` of one seeded shuffle, so a smaller sample is a
+    prefix of a larger one with the same seed (an eval extended from 30 to 150 questions keeps its first
+    30 answers). `random.sample` does not promise that, which is why it is a separate mode.
+    """
     chosen = [e for e in examples if not dbs or e.db_id in dbs]
     if limit is not None and limit < len(chosen):
-        chosen = random.Random(seed).sample(chosen, limit) if seed is not None else chosen[:limit]
+        if seed is None:
+            chosen = chosen[:limit]
+        elif nested:
+            order = list(range(len(chosen)))
+            random.Random(seed).shuffle(order)
+            chosen = [chosen[i] for i in order[:limit]]
+        else:
+            chosen = random.Random(seed).sample(chosen, limit)
     return chosen
