@@ -207,17 +207,23 @@ def rves_reward(ratio: float | None, correct: bool) -> float:
     return 0.25
 
 
-def timed_runs(db_path, sql: str, *, repeats: int, timeout_s: float) -> list[float] | None:
-    """Wall seconds of `repeats` executions through the one executor; None when any run fails."""
+def timed_pair(db_path, gold_sql: str, pred_sql: str, *, repeats: int, timeout_s: float
+               ) -> tuple[list[float], list[float]] | None:
+    """Wall seconds of `repeats` executions of each query through the one executor, interleaved (gold,
+    pred, gold, ...) so that drifting machine load hits both alike; None when any run fails.
+
+    The executor's time includes its statement check (a sqlglot parse, about a millisecond): negligible on
+    BIRD-sized databases, but on toy databases it pulls every ratio towards 1."""
     from macsql.sqlexec import execute
 
-    times = []
+    gold_t, pred_t = [], []
     for _ in range(repeats):
-        res = execute(db_path, sql, timeout_s=timeout_s)
-        if not res.ok:
-            return None
-        times.append(res.seconds)
-    return times
+        for sql, times in ((gold_sql, gold_t), (pred_sql, pred_t)):
+            res = execute(db_path, sql, timeout_s=timeout_s)
+            if not res.ok:
+                return None
+            times.append(res.seconds)
+    return gold_t, pred_t
 
 
 # -------------------------------------------------------------------------------------- summaries
