@@ -213,12 +213,13 @@ def common_args(opts: Options, run_dir: Path, has_eval: bool) -> dict:
         "per_device_eval_batch_size": opts.eval_batch_size, "gradient_accumulation_steps": opts.grad_accum,
         "logging_steps": opts.logging_steps, "seed": opts.seed, "report_to": "none",
         "use_cpu": not use_cuda(), "bf16": _dtype(opts.dtype) is torch.bfloat16,
-        "gradient_checkpointing": opts.gradient_checkpointing,
         "save_strategy": "steps" if save else "no", "save_steps": opts.eval_steps, "save_total_limit": 2,
         "eval_strategy": "steps" if has_eval else "no", "eval_steps": opts.eval_steps,
         "load_best_model_at_end": bool(save and has_eval), "metric_for_best_model": "eval_loss",
         "greater_is_better": False, "disable_tqdm": False, "dataloader_num_workers": 0,
     }
+    if opts.gradient_checkpointing:
+        args["gradient_checkpointing"] = True  # trades compute for memory on long schemas
     args.update(opts.extra)
     return args
 
@@ -330,10 +331,25 @@ def train_sft(agent: str, opts: Options) -> dict:
     return {"agent": agent, "method": opts.method, "train_rows": len(train_rows), **summary}
 
 
+def fitting(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
+    """Rows whose whole conversation fits in `max_length` tokens. Longer ones are dropped, not truncated:
+    truncation keeps the start, so it would cut the completion, the only part that carries loss."""
+    def length(r):
+        text = tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    kept = [r for r in rows if length(r) <= max_length]
+    if rows and not kept:
+        raise InputError(f"every training row is longer than --max-length {max_length} tokens; raise it")
+    return kept
+
+
 def _causal_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full, agent):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    train_rows = fitting(train_rows, tokenizer, opts.max_length)
+    val_rows = fitting(val_rows, tokenizer, opts.max_length)
     cols = ("prompt", "completion")
     train = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
     evals = eval_sets(val_rows, opts, cols)
