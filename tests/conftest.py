@@ -11,9 +11,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Schema/demo caches go to a temp folder, never the user's ~/.cache."""
-    monkeypatch.setenv("MACSQL_CACHE", str(tmp_path_factory.getbasetemp() / "macsql-cache"))
+def _isolated_cache(tmp_path, monkeypatch):
+    """Caches (schemas, demo database, assembled weights) go to a per-test folder, never ~/.cache."""
+    monkeypatch.setenv("MACSQL_CACHE", str(tmp_path / "macsql-cache"))
 
 
 def make_db(path: Path, sql: str) -> Path:
