@@ -177,9 +177,9 @@ def test_lora_sft_t5_seq2seq(t5_model, agent_data, tmp_path):
 
 
 def test_grpo_from_sft_adapters(causal_model, agent_data, tmp_path):
-    """GRPO continues the SFT adapter; a sampled tiny model writes junk, so the format and grounding rewards
-    vary within each group only by chance: the partial `format` credit for a ```sql fence is forced by
-    rewarding length differences too (all completions differ at temperature 1)."""
+    """GRPO continues the SFT adapter with the real rewards. A random tiny model writes no SQL, so they give
+    every sample of a group the same score (no gradient); a length reward, which differs between samples at
+    temperature 1, makes the advantage non-zero so the update is visible."""
     from macsql.finetune import rewards
     from macsql.finetune.commands import run
 
@@ -195,7 +195,8 @@ def test_grpo_from_sft_adapters(causal_model, agent_data, tmp_path):
     try:
         summary = run("decomposer", options(causal_model, agent_data, out, method="grpo", init_adapters=str(sft),
                                             num_generations=2, max_completion_length=12, batch_size=2,
-                                            reward_weights="length=1", lr=5e-2))
+                                            reward_weights="length=1,format=1,execution=1,executes=1,complexity=1,grounding=1",
+                                            lr=5e-2))
     finally:
         del rewards.REWARDS["length"]
     assert summary["steps"] == 2 and summary["rewards"]
