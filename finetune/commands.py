@@ -133,6 +133,7 @@ def _load_config(path: str | None) -> dict:
 @click.option("--eval-steps", type=int, default=50, show_default=True, help="Validate and checkpoint every N.")
 @click.option("--max-eval-rows", type=int, default=64, show_default=True, help="Validation rows per task.")
 @click.option("--patience", type=int, default=3, show_default=True, help="Early stopping (evaluations).")
+@click.option("--logging-steps", type=int, default=5, show_default=True, help="Log the loss every N steps.")
 @click.option("--lora-preset", type=click.Choice(["r8", "r16", "r32"]), default=None,
               help="r8: r=8/alpha=32/dropout 0.05 on q,k,v,o; r16: r=16/alpha=64/dropout 0.1; r32 (GRPO "
                    "default): r=32/alpha=64. Default r8, r32 for grpo.")
