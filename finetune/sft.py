@@ -227,8 +227,16 @@ def common_args(opts: Options, run_dir: Path, has_eval: bool) -> dict:
 def callbacks(opts: Options, has_eval: bool) -> list:
     from transformers import EarlyStoppingCallback
 
+    class OnMeanLoss(EarlyStoppingCallback):
+        """Early stopping on the mean validation loss only: the per-task evaluations that precede it carry
+        no `eval_loss`, and the stock callback would warn (wrongly) that early stopping is disabled."""
+
+        def on_evaluate(self, args, state, control, metrics, **kwargs):
+            if "eval_loss" in metrics:
+                super().on_evaluate(args, state, control, metrics, **kwargs)
+
     if opts.save and has_eval and opts.patience > 0:
-        return [EarlyStoppingCallback(early_stopping_patience=opts.patience)]
+        return [OnMeanLoss(early_stopping_patience=opts.patience)]
     return []
 
 

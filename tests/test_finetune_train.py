@@ -244,3 +244,18 @@ def test_finetune_cli_config_file_and_errors(causal_model, agent_data, tmp_path)
                                        "--out", str(out)])
     assert result.exit_code == 1
     assert "Error: GRPO rewards executed SQL" in result.output
+
+
+def test_checkpoints_best_model_and_resume(causal_model, agent_data, tmp_path):
+    from macsql.finetune.commands import run
+
+    opts = options(causal_model, agent_data, tmp_path, method="lora", save=True, eval_steps=1, patience=5,
+                   extra={})
+    first = run("decomposer", opts)
+    assert first["steps"] == 2 and first["best_checkpoint"].endswith(("checkpoint-1", "checkpoint-2"))
+    assert (tmp_path / "checkpoints" / "decomposer-lora" / "checkpoint-2").is_dir()
+    opts.max_steps, opts.resume = 3, True
+    again = run("decomposer", opts)
+    assert again["steps"] == 3  # continued from checkpoint-2, not from scratch
+    history = json.loads((tmp_path / "decomposer-lora-log.json").read_text())
+    assert [e["step"] for e in history if "eval_loss" in e] == [1, 2, 3]
