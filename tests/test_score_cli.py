@@ -110,6 +110,7 @@ def _scripted_pipeline(calls):
         return f"```sql\n{sql}\n```"
 
     def build(**opts):
+        calls.append("build")
         return Pipeline(ScriptedLLM(reply), max_rounds=opts["max_rounds"], timeout_s=opts["timeout_s"],
                         use_selector=not opts["no_selector"], use_decomposer=not opts["no_decomposer"],
                         use_refiner=not opts["no_refiner"])
@@ -136,7 +137,8 @@ def test_eval_ablations_resume_and_compare(spider_set, tmp_path, monkeypatch):
     assert "| full | 4 | 75.00 |" in table and "| baseline | 4 | 75.00 |" in table
 
     n_calls = len(calls)
-    assert run(*args).exit_code == 0 and len(calls) == n_calls  # everything was done: nothing re-asked
+    r = run(*args)  # everything is done: no model is loaded, the reports and the table are rebuilt
+    assert r.exit_code == 0 and len(calls) == n_calls and "full: n=4  EX 75.0" in r.output
 
     r = run("compare", out / "baseline", out / "full")
     assert r.exit_code == 0 and "EX (BIRD)" in r.output and "0 fixed by B, 0 broken by B" in r.output

@@ -126,6 +126,30 @@ def _model_path(model_opts: dict) -> str | None:
         return None
 
 
+_MODEL_KEYS = ("model", "model_arg", "model_path", "backend", "backend_arg", "workers", "max_rounds", "timeout_s")
+
+
+def _finished_run(run_dir: Path, name: str, flags: dict, examples, model_opts: dict) -> dict | None:
+    """The run.json of a run in `run_dir` that already answered every example with these model options,
+    or None when the model has work to do."""
+    import json
+
+    try:
+        old = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    opts = old.get("pipeline_options") or {}
+    same = (old.get("variant") == name and old.get("model_arg") == model_opts.get("model")
+            and old.get("backend_arg") == model_opts.get("backend")
+            and old.get("max_rounds") == model_opts["max_rounds"] and old.get("timeout_s") == model_opts["timeout_s"]
+            and opts.get("output_format", "sql") == model_opts.get("output_format", "sql")
+            and all(opts.get(k) == v for k, v in flags.items()))
+    if not same or not (run_dir / "predictions.jsonl").is_file():
+        return None
+    done = read_predictions(run_dir / "predictions.jsonl")
+    return old if all(e.question_id in done for e in examples) else None
+
+
 # ---------------------------------------------------------------------------------------------- eval
 @click.command("eval")
 @data_options
@@ -191,31 +215,44 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
     _require_databases(examples, db_root)
     base = _base_config(data, fmt, db_root, limit, dbs, seed, split, examples)
 
-    pipe = build_pipeline(**model_opts)
-    base.update({"model": pipe.llm.name, "model_arg": model_opts.get("model"), "model_path": _model_path(model_opts),
-                 "backend": type(pipe.llm).__name__, "backend_arg": model_opts.get("backend"),
-                 "workers": workers, "max_rounds": model_opts["max_rounds"], "timeout_s": model_opts["timeout_s"]})
     out_dir = Path(out)
-    results = {}
+    plans = []  # (variant name, agent switches, folder)
     for name in names:
-        options = dict(pipe.options)
         if name in VARIANTS:
-            options.update({"use_selector": True, "use_decomposer": True, "use_refiner": True, **VARIANTS[name]})
-        if name == "custom":
-            name = "full" if all(options.get(k, True) for k in ("use_selector", "use_decomposer", "use_refiner")) \
-                else "+".join(k[4:] + "=off" for k in ("use_selector", "use_decomposer", "use_refiner")
-                              if not options.get(k, True))
-        run_dir = out_dir / name if ablations else out_dir
-        config = {**base, "variant": name, "pipeline_options": options}
-        if overwrite and (run_dir / "predictions.jsonl").exists():
-            (run_dir / "predictions.jsonl").unlink()
-            (run_dir / "run.json").unlink(missing_ok=True)
-        # The sample may grow (--limit 30, then 150: nested seeds keep the first 30); the answers may not mix.
-        check_run_config(run_dir, config, keys=("model", "backend", "variant", "pipeline_options", "data_sha256"))
-        if not quiet:
-            click.echo(f"{name}: {len(examples)} questions -> {run_dir}", err=True)
-        records = run_predictions(pipe.with_options(**options), examples, run_dir / "predictions.jsonl",
-                                  variant=name, workers=workers, progress=not quiet)
+            flags = {"use_selector": True, "use_decomposer": True, "use_refiner": True, **VARIANTS[name]}
+        else:
+            flags = {"use_selector": not model_opts["no_selector"], "use_decomposer": not model_opts["no_decomposer"],
+                     "use_refiner": not model_opts["no_refiner"]}
+            name = "full" if all(flags.values()) else "+".join(k[4:] + "=off" for k, on in flags.items() if not on)
+        plans.append((name, flags, out_dir / name if ablations else out_dir))
+    # A rerun of finished runs (e.g. to rebuild the reports or the ablation table) needs no model.
+    finished = {} if overwrite else {n: _finished_run(d, n, f, examples, model_opts) for n, f, d in plans}
+    pipe = None if finished and all(finished.values()) else build_pipeline(**model_opts)
+    if pipe is not None:
+        base.update({"model": pipe.llm.name, "model_arg": model_opts.get("model"),
+                     "model_path": _model_path(model_opts), "backend": type(pipe.llm).__name__,
+                     "backend_arg": model_opts.get("backend"), "workers": workers,
+                     "max_rounds": model_opts["max_rounds"], "timeout_s": model_opts["timeout_s"]})
+    results = {}
+    for name, flags, run_dir in plans:
+        if pipe is None:
+            old = finished[name]
+            base.update({k: old.get(k) for k in _MODEL_KEYS})
+            config = {**base, "variant": name, "pipeline_options": old["pipeline_options"]}
+            records = read_predictions(run_dir / "predictions.jsonl")
+        else:
+            options = {**pipe.options, **flags}
+            config = {**base, "variant": name, "pipeline_options": options}
+            if overwrite and (run_dir / "predictions.jsonl").exists():
+                (run_dir / "predictions.jsonl").unlink()
+                (run_dir / "run.json").unlink(missing_ok=True)
+            # The sample may grow (--limit 30, then 150: nested seeds keep the first 30); answers may not mix.
+            check_run_config(run_dir, config, keys=("model", "backend", "variant", "pipeline_options",
+                                                    "data_sha256"))
+            if not quiet:
+                click.echo(f"{name}: {len(examples)} questions -> {run_dir}", err=True)
+            records = run_predictions(pipe.with_options(**options), examples, run_dir / "predictions.jsonl",
+                                      variant=name, workers=workers, progress=not quiet)
         summary, _ = _score_and_report(examples, records, run_dir, config, timeout_s=model_opts["timeout_s"],
                                        ves=ves, ves_repeats=ves_repeats, workers=score_workers,
                                        plots=not no_plots, quiet=quiet)
