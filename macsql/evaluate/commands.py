@@ -184,7 +184,7 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
       macsql eval --data dev.json --db-root dev_databases --out runs/bird --limit 200 --seed 0
       macsql eval --data spider/dev.json --out runs/spider --limit 30 --seed 1 --ablations --backend hf
       macsql eval --data geography.json --out runs/geo --limit 50 --workers 4 --backend openai
-      macsql eval --suite                     # every category suite on the demo database
+      macsql eval --suite                     # every category suite (demo and shared-data databases)
       macsql eval --suite error_correction --db demo
     """
     from macsql.cli import build_pipeline
