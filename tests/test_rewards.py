@@ -109,3 +109,23 @@ def test_parse_weights():
         rewards.parse_weights("exec=1")
     with pytest.raises(InputError, match="bad reward weight"):
         rewards.parse_weights("execution")
+
+
+def test_dpo_pairs_reject_invented_schema(db):
+    """DPO's rejected replies name a table or column the database lacks; the chosen one is the gold reply."""
+    from macsql.agents import decomposer
+    from macsql.finetune.dpo import hallucination_pairs
+    from macsql.schema import introspect
+
+    schema = introspect(db)
+    gold = "SELECT T1.name FROM customer AS T1 JOIN orders AS T2 ON T1.id = T2.customer_id WHERE T2.amount > 6"
+    row = {"task": "decomposer", "gold_sql": gold, "db_path": db, "prompt": [{"role": "user", "content": "q"}],
+           "completion": [{"role": "assistant", "content": decomposer.format_target(gold)}]}
+    pairs = hallucination_pairs([row] * 20 + [{**row, "task": "selector"}], seed=0)
+    assert len(pairs) == 20  # Selector rows make no pairs
+    for p in pairs:
+        assert p["chosen"] == row["completion"] and p["prompt"] == row["prompt"]
+        bad_sql = rewards.reply_sql(p["rejected"][0]["content"], "decomposer")
+        assert rewards.invented_names(bad_sql, schema)
+        assert rewards.grounding_reward([p["rejected"]], **cols(db, 1)) == [0.0]
+    assert len({p["rejected"][0]["content"] for p in pairs}) > 3  # varied inventions, tables and columns
