@@ -35,10 +35,15 @@ def plot_losses(history: list[dict], path: str | Path, title: str = "") -> Path 
     matplotlib.use("Agg")  # files only: no display on training machines
     import matplotlib.pyplot as plt
 
+    tasks = [n for n in series if n != "train" and not n.startswith("validation")]
+    if len(tasks) == 1:
+        series.pop("validation (mean)", None)  # the mean of one task is that task's curve again
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, (steps, values) in series.items():
-        style = "-" if name == "train" else "--" if name.startswith("validation") else "-o"
-        ax.plot(steps, values, style, label=name if name == "train" else f"validation: {name}", markersize=3)
+        if name == "train" or name.startswith("validation"):
+            ax.plot(steps, values, "-" if name == "train" else "--", label=name)
+        else:
+            ax.plot(steps, values, "-o", label=f"validation: {name}", markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title or "loss")
