@@ -88,7 +88,7 @@ def statement_error(sql: str) -> str | None:
         return "empty SQL"
     try:
         statements = [s for s in sqlglot.parse(text, read="sqlite") if s is not None]
-    except sqlglot.errors.ParseError:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         # sqlglot is stricter than SQLite on some valid queries; SQLite's own parser and the authorizer
         # still guard execution, so let SQLite report the real error.
         return None
