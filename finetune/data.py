@@ -58,7 +58,7 @@ def gold_selection(sql: str, schema) -> dict[str, list[str]]:
 
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.ParseError:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return {}
     used: dict[str, set[str]] = {}
     try:
@@ -222,7 +222,7 @@ def corrupt(sql: str, schema, rng: random.Random, kinds: Iterable[str] = CORRUPT
         else:
             try:
                 tree = sqlglot.parse_one(sql, read="sqlite")
-            except sqlglot.errors.ParseError:
+            except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
                 continue
             tree = CORRUPTIONS[kind](tree, schema, rng)
             broken = tree.sql(dialect="sqlite") if tree is not None else None

@@ -39,7 +39,7 @@ def invent(sql: str, schema, rng: random.Random) -> str | None:
 
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.ParseError:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return None
     columns = {c.name.lower() for t in schema.tables for c in t.columns}
     tables = {t.name.lower() for t in schema.tables}

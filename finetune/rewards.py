@@ -137,7 +137,7 @@ def sql_features(sql: str) -> dict[str, int] | None:
 
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.ParseError:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return None
     if tree is None:
         return None
@@ -182,7 +182,7 @@ def invented_names(sql: str, schema) -> list[str] | None:
 
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.ParseError:
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return None
     if tree is None:
         return None

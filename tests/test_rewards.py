@@ -129,3 +129,13 @@ def test_dpo_pairs_reject_invented_schema(db):
         assert rewards.invented_names(bad_sql, schema)
         assert rewards.grounding_reward([p["rejected"]], **cols(db, 1)) == [0.0]
     assert len({p["rejected"][0]["content"] for p in pairs}) > 3  # varied inventions, tables and columns
+
+
+def test_rewards_survive_sql_that_sqlglot_cannot_tokenise(db):
+    """An unterminated quote makes sqlglot's tokenizer (not its parser) fail; that is a wrong answer, not a crash."""
+    broken = [final("SELECT `name FROM customer")]
+    c = cols(db, 1)
+    assert rewards.execution_reward(broken, **c) == [0.0]
+    assert rewards.executes_reward(broken, **c) == [0.0]
+    assert rewards.complexity_reward(broken, **c) == [0.0]
+    assert rewards.grounding_reward(broken, **c) == [0.0]
