@@ -77,3 +77,8 @@ def test_compare_results_and_ordering_detection():
     assert not compare_results(a, b, "SELECT x FROM y ORDER BY x").strict
     assert gold_is_ordered("SELECT a FROM t ORDER BY a LIMIT 1")
     assert not gold_is_ordered("SELECT a FROM (SELECT a FROM t ORDER BY a)")
+
+
+def test_unclosed_quote_in_gold_does_not_raise():
+    assert gold_is_ordered('SELECT "abc FROM t ORDER BY x')  # sqlglot cannot tokenize it; the text decides
+    assert not gold_is_ordered('SELECT "abc FROM t')

@@ -148,3 +148,8 @@ def test_gold_failures_are_listed(db):
                             workers=1, progress=False)
     s = summarize(scores)
     assert s["ex"] == 0.0 and s["gold_errors"][0]["question_id"] == "0"
+
+
+def test_unclosed_quotes_are_handled(db):
+    assert metrics.normalize_sql("SELECT `abc FROM singer") == "select `abc from singer"
+    assert not metrics.grounding('SELECT "abc FROM singer', introspect(db)).parsed

@@ -40,7 +40,7 @@ def gold_is_ordered(sql: str) -> bool:
 
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.ParseError:
+    except sqlglot.errors.SqlglotError:  # ParseError, and TokenError for an unclosed quote
         return "order by" in sql.lower()
     return isinstance(tree, exp.Query) and tree.args.get("order") is not None
 

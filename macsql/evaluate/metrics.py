@@ -35,7 +35,7 @@ def normalize_sql(sql: str) -> str:
         tree = tree.transform(lambda node: _quoted_to_string(node, text))
         tree = normalize_identifiers(tree, dialect="sqlite")
         return tree.sql(dialect="sqlite", normalize=True, comments=False)
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError):
+    except (sqlglot.errors.SqlglotError, ValueError):
         return " ".join(text.lower().split())
 
 
@@ -107,7 +107,7 @@ def grounding(sql: str, schema: Schema) -> Grounding:
         return Grounding(parsed=False)
     try:
         tree = sqlglot.parse_one(text, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError):
+    except (sqlglot.errors.SqlglotError, ValueError):
         return Grounding(parsed=False)
     if tree is None:
         return Grounding(parsed=False)
