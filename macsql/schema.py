@@ -20,13 +20,21 @@ from pathlib import Path
 from macsql.sqlexec import connect_readonly
 
 SAMPLE_SCAN_ROWS = 2000  # rows read per column when sampling values (bounded work on huge tables)
+SMALL_TABLE_ROWS = 10  # all values of a table this small count as categories (lookup tables, codes)
 MAX_EXAMPLES = 3
 MAX_EXAMPLE_CHARS = 40
-CACHE_VERSION = 3
+CACHE_VERSION = 6
 # Column names whose values carry no meaning for a prompt (identifiers, links, blobs).
 _NO_EXAMPLE_NAME = re.compile(r"(^id$|_id$|^id_|uuid|guid|url|uri|link|href|image|photo|blob|hash|token)", re.I)
 
 Selection = dict[str, list[str]]  # table -> kept columns, in schema order
+# Prompt compaction, measured with benchmarks/bench_ask.py --prompt-variant full (see benchmarks/README.md):
+# numeric columns get no value examples (`Capacity INT -- e.g. 2000, 3100, 3808` tells a model little), and
+# free-text columns whose values never repeat (names, addresses, phones, timestamps) get one, which shows
+# the format. Categories keep MAX_EXAMPLES: they show how the values a question filters on are spelled.
+NUMERIC_EXAMPLES = False
+FREE_TEXT_EXAMPLES = 1
+_NUMERIC_TYPE = re.compile(r"INT|REAL|FLOA|DOUB|DEC|NUM", re.I)
 
 
 @dataclass
@@ -36,6 +44,9 @@ class Column:
     examples: list[str] = field(default_factory=list)
     description: str = ""
     value_description: str = ""
+    # Whether sampled values repeat (a category: 'France', 'M') rather than being all different (names,
+    # addresses, timestamps). Free text gets one example in prompts: it shows the format; more cost tokens.
+    repeats: bool = True
 
 
 @dataclass
@@ -151,34 +162,42 @@ def _read_schema(conn, path: Path) -> Schema:
         pks = [c.name for c in t.columns if c.is_pk]
         fks = [ForeignKey(fk.column, fk.other_table, fk.other_column) for fk in t.foreign_keys]
         table = Table(name=name, columns=columns, primary_key=pks, foreign_keys=fks)
+        try:
+            n_rows = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {_quote(name)} "
+                                  f"LIMIT {SAMPLE_SCAN_ROWS})").fetchone()[0]
+        except Exception:  # noqa: BLE001 - a virtual table whose module is missing, say
+            n_rows = 0
         for col in columns:
             if _NO_EXAMPLE_NAME.search(col.name) or "BLOB" in col.type:
                 continue
-            col.examples = _sample_values(conn, name, col.name)
+            col.examples, col.repeats = _sample_values(conn, name, col.name, n_rows)
         tables.append(table)
     return Schema(db_id=path.stem, tables=tables)
 
 
-def _sample_values(conn, table: str, column: str) -> list[str]:
-    """Up to MAX_EXAMPLES distinct, most frequent non-empty values among the first rows of the table."""
+def _sample_values(conn, table: str, column: str, n_rows: int = 0) -> tuple[list[str], bool]:
+    """Up to MAX_EXAMPLES distinct, most frequent non-empty values among the first rows of the table, and
+    whether they look like a category: some value occurs twice, or the table is a small lookup table (its
+    few values are likely what questions filter on)."""
     sql = (
         f"SELECT v, COUNT(*) AS n FROM (SELECT {_quote(column)} AS v FROM {_quote(table)} "
         f"LIMIT {SAMPLE_SCAN_ROWS}) WHERE v IS NOT NULL AND TRIM(CAST(v AS TEXT)) != '' "
         f"GROUP BY v ORDER BY n DESC, v LIMIT {MAX_EXAMPLES}"
     )
     try:
-        values = [row[0] for row in conn.execute(sql)]
+        rows = conn.execute(sql).fetchall()
     except Exception:  # noqa: BLE001 - odd column types must not break introspection
-        return []
+        return [], True
+    repeats = n_rows <= SMALL_TABLE_ROWS or (bool(rows) and rows[0][1] > 1)
     out = []
-    for v in values:
+    for v, _n in rows:
         if isinstance(v, bytes):
             continue
         text = str(v)
         if len(text) > MAX_EXAMPLE_CHARS:
             continue  # long free text wastes tokens and rarely helps
         out.append(text)
-    return out
+    return out, repeats
 
 
 def _read_csv_rows(path: Path) -> list[dict]:
@@ -264,16 +283,21 @@ def render_schema(
                 notes.append(col.description)
             if descriptions and col.value_description and len(col.value_description) <= 160:
                 notes.append(col.value_description)
-            if examples and col.examples:
-                notes.append("e.g. " + ", ".join(_literal(v) for v in col.examples))
+            if examples and col.examples and (NUMERIC_EXAMPLES or not _only_numbers(col)):
+                shown = col.examples if col.repeats else col.examples[:FREE_TEXT_EXAMPLES]
+                notes.append("e.g. " + ", ".join(_literal(v) for v in shown))
             lines.append((line, "; ".join(notes)))
         if len(table.primary_key) > 1 and (keep is None or set(table.primary_key) <= keep):
             lines.append((f"  PRIMARY KEY ({', '.join(map(_render_identifier, table.primary_key))})", ""))
+        seen_fks = set()  # some databases (Spider's dog_kennels) declare the same key twice
         for fk in table.foreign_keys:
             if keep is not None and fk.column not in keep:
                 continue
             if selection is not None and fk.ref_table not in selection:
                 continue
+            if (fk.column, fk.ref_table, fk.ref_column) in seen_fks:
+                continue
+            seen_fks.add((fk.column, fk.ref_table, fk.ref_column))
             lines.append((
                 f"  FOREIGN KEY ({_render_identifier(fk.column)}) REFERENCES "
                 f"{_render_identifier(fk.ref_table)}({_render_identifier(fk.ref_column)})",
@@ -285,6 +309,19 @@ def render_schema(
             body.append(f"{text}{comma} -- {note}" if note else f"{text}{comma}")
         blocks.append(f"CREATE TABLE {_render_identifier(table.name)} (\n" + "\n".join(body) + "\n);")
     return "\n".join(blocks)
+
+
+def _only_numbers(col: Column) -> bool:
+    """A numeric column whose examples are all numbers: its examples say little a model can use."""
+    return bool(_NUMERIC_TYPE.search(col.type)) and all(_is_number(v) for v in col.examples)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return False
 
 
 def _literal(value: str) -> str:

