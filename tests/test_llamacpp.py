@@ -102,3 +102,16 @@ def test_llama_cpp_reuses_the_shared_schema_prefix(smol):
 @pytest.mark.real_model
 def test_auto_picks_llama_cpp_for_gguf_weights(smol):
     assert isinstance(make_llm(SMOL, backend="auto", n_ctx=512), LlamaCppLLM)
+
+
+def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch):
+    import torch
+
+    from macsql import llm
+
+    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: True)
+    assert llm._torch_dtype("auto", "cpu") is torch.bfloat16
+    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: False)
+    assert llm._torch_dtype("auto", "cpu") is torch.float32
+    assert llm._torch_dtype("auto", "cuda:0") is torch.bfloat16
+    assert llm._torch_dtype("fp32", "cpu") is torch.float32
