@@ -107,7 +107,18 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-variant", choices=PROMPT_VARIANTS, default="current")
     ap.add_argument("--repeat", type=int, default=1, help="ask every question this many times (demo mode)")
     ap.add_argument("--out", default=None, help="write one JSON line per question and backend here")
+    ap.add_argument("--summarize", default=None, metavar="JSONL",
+                    help="print the summary of an earlier run's --out file (e.g. one cut short) and exit")
     args = ap.parse_args(argv)
+    if args.summarize:
+        rows: dict[str, list[dict]] = {}
+        for line in Path(args.summarize).read_text().splitlines():
+            row = json.loads(line)
+            rows.setdefault(row["backend"], []).append(row)
+        n = min(len(r) for r in rows.values())  # only questions every backend answered
+        print_summary([summarize(spec, r[:n], float("nan")) for spec, r in rows.items()],
+                      f"{n} questions from {args.summarize}")
+        return 0
 
     from macsql.pipeline import Pipeline
     from macsql.schema import introspect
@@ -155,8 +166,14 @@ def main(argv=None) -> int:
         out.close()
 
     sums = [summarize(spec, rows[spec], loads[spec]) for spec in pipes]
-    print(f"\n## {len(work)} questions ({'demo' if args.db else f'{args.data}, seed {args.seed}'}), "
-          f"prompt variant {args.prompt_variant}; seconds per question\n")
+    print_summary(sums, f"{len(work)} questions ({'demo' if args.db else f'{args.data}, seed {args.seed}'}), "
+                  f"prompt variant {args.prompt_variant}")
+    print(f"\npeak RSS of this process (all backends loaded): {peak_rss_mb():.0f} MB")
+    return 0
+
+
+def print_summary(sums: list[dict], title: str) -> None:
+    print(f"\n## {title}; seconds per question\n")
     headers = ["backend", "n", "EX", "EX strict", "median s", "p90 s", "model", "prefill", "decode", "other",
                "other %", "prompt tok", "compl tok", "cached tok", "calls", "load s"]
     table(headers, [[s["backend"], s["n"], s.get("ex", "-"), s.get("ex_strict", "-"), s["wall_med"],
@@ -169,8 +186,6 @@ def main(argv=None) -> int:
         for s in sums[1:]:
             print(f"median speed-up {s['backend']} vs {base['backend']}: {base['wall_med'] / s['wall_med']:.2f}x "
                   f"(p90 {base['wall_p90'] / s['wall_p90']:.2f}x)")
-    print(f"\npeak RSS of this process (all backends loaded): {peak_rss_mb():.0f} MB")
-    return 0
 
 
 if __name__ == "__main__":
