@@ -125,9 +125,11 @@ def _log_of(out: Path, agent: str, method: str) -> list[dict]:
 
 
 def run_sweep(agent: str, base, sweep: dict[str, list[tuple[str, Any]]], *, eval_questions: int = 0,
-              train: Callable[[str, Any], dict] | None = None, echo: Callable[[str], None] = click.echo
-              ) -> list[dict]:
-    """Train every setting of the grid into OUT/<setting>/ and return one row of figures per setting."""
+              pipeline_options: dict | None = None, train: Callable[[str, Any], dict] | None = None,
+              echo: Callable[[str], None] = click.echo) -> list[dict]:
+    """Train every setting of the grid into OUT/<setting>/ and return one row of figures per setting.
+
+    `pipeline_options` go to the Pipeline that measures execution accuracy (default: one refine round)."""
     if train is None:
         from macsql.finetune.commands import run as train
     settings = expand(sweep)
@@ -148,7 +150,7 @@ def run_sweep(agent: str, base, sweep: dict[str, list[tuple[str, Any]]], *, eval
         row = {"setting": s.name, **s.labels, **losses(_log_of(out, agent, opts.method)),
                "seconds": summary.get("seconds"), "out": str(out)}
         if questions:
-            row["ex"], row["eval_n"] = execution_accuracy(opts, out, questions)
+            row["ex"], row["eval_n"] = execution_accuracy(opts, out, questions, **(pipeline_options or {}))
         rows.append(row)
         write_table(root, rows, agent, base)  # after each run: a killed sweep still leaves its table
     plot_sweep(root, rows, agent, base.method)
@@ -175,7 +177,7 @@ def validation_questions(data: str | Path, n: int) -> list[dict]:
     return out
 
 
-def execution_accuracy(opts, out: Path, questions: list[dict]) -> tuple[float, int]:
+def execution_accuracy(opts, out: Path, questions: list[dict], **pipeline_options) -> tuple[float, int]:
     """EX (%) of the whole pipeline on the trained weights: base model + OUT adapters, or the OUT model."""
     from macsql.errors import MacSQLError
     from macsql.evaluate.compare import execution_match
@@ -183,7 +185,7 @@ def execution_accuracy(opts, out: Path, questions: list[dict]) -> tuple[float, i
 
     full = opts.method == "sft"
     pipe = Pipeline.from_pretrained(str(out) if full else opts.model, backend="hf",
-                                    adapters=None if full else out, max_rounds=1)
+                                    adapters=None if full else out, **{"max_rounds": 1, **pipeline_options})
     correct = 0
     for q in questions:
         try:
