@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from macsql.errors import InputError
+from macsql.finetune.sweep import sweep_options
 
 
 @click.group("data")
@@ -110,7 +111,7 @@ def _load_config(path: str | None) -> dict:
     return {str(k).replace("-", "_"): v for k, v in cfg.items()}
 
 
-@click.command("finetune")
+@click.command("finetune", context_settings={"allow_extra_args": True})  # --sweep lr=.. batch=.. (sweep.py)
 @click.argument("agent", type=click.Choice(["selector", "decomposer", "refiner", "all"]))
 @click.option("--method", type=click.Choice(["sft", "lora", "grpo", "dpo"]), default="lora", show_default=True,
               help="sft: full fine-tuning; lora: LoRA SFT; grpo: RL on execution rewards; dpo: against "
@@ -153,8 +154,9 @@ def _load_config(path: str | None) -> dict:
 @click.option("--gradient-checkpointing", is_flag=True)
 @click.option("--no-save", "no_save", is_flag=True, help="No checkpoints (no --resume, no best-model reload).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@sweep_options
 @click.pass_context
-def finetune(ctx, agent, config_file, no_save, **cli):
+def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
     """Train AGENT (selector, decomposer, refiner, or all: one shared multitask adapter) on agent data.
 
     \b
@@ -187,6 +189,10 @@ def finetune(ctx, agent, config_file, no_save, **cli):
     if not Path(values["data"]).exists():
         raise InputError(f"--data {values['data']!r} does not exist; build it with `macsql data build`")
     opts = Options(**{k: v for k, v in values.items() if k in Options.names()})
+    from macsql.finetune.sweep import sweep_from_cli
+
+    if sweep_from_cli(agent, opts, sweep, ctx.args, sweep_eval):
+        return  # one run per setting under OUT/<setting>/, and the table
     summary = run(agent, opts)
     click.echo(json.dumps(summary, indent=2, default=str))
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from macsql.errors import InputError, NoSQLError
+from macsql.finetune.reasoning_reward import reasoning_reward
 
 SQL_TASKS = ("decomposer", "refiner")
 TIMEOUT_S = 5.0  # per query: a reward must not stall a training step
@@ -226,6 +227,7 @@ REWARDS: dict[str, Callable] = {
     "executes": executes_reward,
     "complexity": complexity_reward,
     "grounding": grounding_reward,
+    "reasoning": reasoning_reward,  # for the <reasoning>/<sql> format; off unless weighted
 }
 DEFAULT_WEIGHTS = {"format": 0.2, "execution": 1.0, "executes": 0.2, "complexity": 0.1, "grounding": 0.2}
 

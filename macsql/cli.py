@@ -157,6 +157,11 @@ from macsql.finetune.commands import data_group, finetune  # noqa: E402
 
 main.add_command(data_group)
 main.add_command(finetune)
+from macsql.evaluate.judge import judge_cmd  # noqa: E402
+from macsql.finetune.clean import clean_cmd  # noqa: E402
+
+data_group.add_command(clean_cmd)  # macsql data clean
+main.add_command(judge_cmd)  # macsql judge
 
 
 if __name__ == "__main__":

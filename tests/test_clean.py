@@ -176,3 +176,15 @@ def test_real_spider_and_bird_dev():
     _, bird = clean_data(SHARED_DATA / "bird" / "dev.json", progress=False)
     assert bird["questions"] == 1534 and bird["skipped_checks"]["execute"] == 1534  # no BIRD .sqlite here
     assert bird["tables"].endswith("dev_tables.json")
+
+
+def test_registered_as_macsql_data_clean(spider_dir, tmp_path):
+    from macsql.cli import main
+
+    result = CliRunner().invoke(main, ["data", "clean", "--data", str(spider_dir / "dev.json"), "--out",
+                                       str(tmp_path / "c.json"), "--timeout", "0.3", "--keep", "timeout", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "kept 4, dropped 7" in result.output
+    result = CliRunner().invoke(main, ["data", "clean", "--data", str(spider_dir / "dev.json"), "--out",
+                                       str(tmp_path / "c.json"), "--keep", "nope"])
+    assert result.exit_code == 1 and "Error: unknown reason 'nope'" in result.output

@@ -212,3 +212,14 @@ def test_cli_errors(run_dir, tmp_path, args, message):
     result = CliRunner().invoke(_cli(), ["judge", "--model", "m", "-q", *args])
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_registered_as_macsql_judge(run_dir, openai_server):
+    from macsql.cli import main
+
+    url, _ = openai_server
+    result = CliRunner().invoke(main, ["judge", "--run", str(run_dir), "--model", "judge-7b", "--base-url", url,
+                                       "--out", str(run_dir / "errors"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "| filter_value | 3 | 75.0 |" in result.output
+    assert (run_dir / "errors" / "error_categories.csv").is_file()

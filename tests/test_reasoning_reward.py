@@ -114,3 +114,11 @@ def test_real_spider_schema():
                  "stadium and return the name and capacity of the one with the most concerts.", sql)
     vague = reply("Find the place that hosted the most events recently and show some details about it.", sql)
     assert reasoning_reward([good, vague], db_path=[str(db)] * 2) == [1.0, 0.0]
+
+
+def test_registered_in_the_grpo_reward_registry():
+    from macsql.finetune.rewards import REWARDS, parse_weights
+
+    assert REWARDS["reasoning"] is reasoning_reward
+    assert parse_weights("reasoning=0.3")["reasoning"] == 0.3
+    assert "reasoning" not in parse_weights(None)  # off unless asked for: it only fits the reasoning format

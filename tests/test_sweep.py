@@ -141,3 +141,23 @@ def test_real_two_setting_sweep_on_a_tiny_model(tiny_causal_dir, agent_data, tmp
     assert rows[0]["best_eval_loss"] != rows[1]["best_eval_loss"]  # the settings really differ
     assert "EX %" in table_markdown(rows)
     assert (tmp_path / "sweep" / "sweep-loss.png").is_file()
+
+
+def test_cli_finetune_sweep_on_a_tiny_model(tiny_causal_dir, agent_data, tmp_path):
+    pytest.importorskip("trl")
+    from click.testing import CliRunner
+
+    from macsql.cli import main
+
+    out = tmp_path / "cli-sweep"
+    result = CliRunner().invoke(main, [
+        "finetune", "decomposer", "--method", "lora", "--model", str(tiny_causal_dir), "--data", str(agent_data),
+        "--out", str(out), "--max-steps", "2", "--batch-size", "1", "--eval-steps", "1", "--max-length", "2048",
+        "--no-save", "--sweep", "lr=1e-3,5e-2", "lora_r=4"])
+    assert result.exit_code == 0, result.output
+    assert "| lr1e-3_lora-r4" in result.output and "| lr5e-2_lora-r4" in result.output
+    assert "best eval loss" in result.output
+    assert (out / "sweep.md").is_file() and (out / "lr5e-2_lora-r4" / "decomposer" / "adapter_config.json").is_file()
+    result = CliRunner().invoke(main, ["finetune", "decomposer", "--data", str(agent_data), "--out", str(out),
+                                       "--sweep", "lr=1e-3", "batch"])
+    assert result.exit_code == 1 and "Error: --sweep: cannot read 'batch'" in result.output
