@@ -9,6 +9,7 @@ completions of a batch in parallel (SQLite releases the GIL) and each query unde
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,6 +68,9 @@ def _parallel(fn: Callable, items: Sequence) -> list:
 
 
 # -------------------------------------------------------------------------------------------- format
+_REASONING_REPLY = re.compile(r"(?s)<reasoning>.+?</reasoning>\s*<sql>.+?</sql>")
+
+
 def format_reward(completions, task=None, **columns) -> list[float | None]:
     """1.0 when the reply is in the agent's format, 0.5 when its answer can be read but the layout is off."""
     from macsql.agents.parsing import extract_json_object
@@ -83,6 +87,8 @@ def format_reward(completions, task=None, **columns) -> list[float | None]:
         sql = reply_sql(text, t)
         if sql is None:
             out.append(0.0)
+        elif _REASONING_REPLY.fullmatch(text):  # the `--format reasoning` layout is as valid as the default
+            out.append(1.0)
         elif t == "decomposer":
             out.append(1.0 if "Final SQL:" in text and "```sql" in text else 0.5)
         else:

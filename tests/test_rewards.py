@@ -139,3 +139,10 @@ def test_rewards_survive_sql_that_sqlglot_cannot_tokenise(db):
     assert rewards.executes_reward(broken, **c) == [0.0]
     assert rewards.complexity_reward(broken, **c) == [0.0]
     assert rewards.grounding_reward(broken, **c) == [0.0]
+
+
+def test_format_reward_accepts_the_reasoning_layout():
+    from macsql.finetune.rewards import format_reward
+
+    good = "<reasoning>singer.name for singers from France</reasoning>\n<sql>SELECT name FROM singer</sql>"
+    assert format_reward([good, "<reasoning></reasoning>SELECT 1"], task=["decomposer", "refiner"]) == [1.0, 0.5]
