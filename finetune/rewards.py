@@ -183,35 +183,11 @@ def complexity_reward(completions, **columns) -> list[float | None]:
 # ------------------------------------------------------------------------------------------ grounding
 def invented_names(sql: str, schema) -> list[str] | None:
     """Tables and columns in `sql` that the schema does not have (aliases and CTE names are not invented);
-    None when the SQL cannot be parsed."""
-    import sqlglot
-    from sqlglot import exp
+    None when the SQL cannot be parsed. The evaluator's grounding check, so reward and metric agree."""
+    from macsql.evaluate.metrics import grounding
 
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return None
-    if tree is None:
-        return None
-    ctes = {c.alias.lower() for c in tree.find_all(exp.CTE)}
-    aliases = {a.alias.lower() for a in tree.find_all(exp.Alias, exp.TableAlias) if a.alias}
-    aliases |= {t.alias.lower() for t in tree.find_all(exp.Table) if t.alias}
-    aliases |= {sq.alias.lower() for sq in tree.find_all(exp.Subquery) if sq.alias}
-    known_columns = {c.name.lower() for t in schema.tables for c in t.columns}
-    bad = []
-    for table in tree.find_all(exp.Table):
-        if table.name.lower() not in ctes and schema.table(table.name) is None:
-            bad.append(table.name)
-    for col in tree.find_all(exp.Column):
-        if not isinstance(col.this, exp.Identifier):
-            continue  # `*`
-        name = col.name.lower()
-        if name in known_columns or name in aliases:
-            continue
-        if not col.table and col.this.quoted:
-            continue  # SQLite reads an unknown double-quoted name as a string literal (GeoQuery gold does this)
-        bad.append(col.name)
-    return bad
+    found = grounding(sql, schema)
+    return found.unknown if found.parsed else None
 
 
 def grounding_reward(completions, **columns) -> list[float | None]:
