@@ -96,16 +96,13 @@ def sql_names(sql: str, schema) -> list[str | None] | None:
     Columns come from sqlglot's qualifier (`gold_selection`, the one that builds the Selector's targets);
     columns that only a `SELECT *` brings in are left out: nobody explains a star column by column.
     """
-    import sqlglot
     from sqlglot import exp
 
     from macsql.finetune.data import gold_selection
     from macsql.finetune.rewards import invented_names
+    from macsql.sqlexec import parse_query
 
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return None
+    tree = parse_query(sql)
     if tree is None:
         return None
     written = {c.name.lower() for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)}

@@ -139,13 +139,11 @@ def executes_reward(completions, **columns) -> list[float | None]:
 # ---------------------------------------------------------------------------------------- complexity
 def sql_features(sql: str) -> dict[str, int] | None:
     """Counts of the constructs that make a query complex, or None when sqlglot cannot parse it."""
-    import sqlglot
     from sqlglot import exp
 
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        return None
+    from macsql.sqlexec import parse_query
+
+    tree = parse_query(sql)
     if tree is None:
         return None
     return {

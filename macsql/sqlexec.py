@@ -78,6 +78,22 @@ def _authorizer(action, arg1, arg2, _db, _trigger):
     return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
 
+def parse_query(sql: str):
+    """The sqlglot tree of `sql` read as SQLite, or None when it is empty or cannot be parsed.
+
+    The one place that turns model or gold SQL into a tree for analysis (rewards, metrics, data building).
+    """
+    import sqlglot
+
+    text = (sql or "").strip().rstrip(";").strip()
+    if not text:
+        return None
+    try:
+        return sqlglot.parse_one(text, read="sqlite")
+    except (sqlglot.errors.SqlglotError, ValueError):
+        return None
+
+
 def statement_error(sql: str) -> str | None:
     """Why `sql` is not exactly one SELECT/WITH statement, or None if it is."""
     import sqlglot
