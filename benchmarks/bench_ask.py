@@ -21,13 +21,15 @@ graph, SQL execution, Python); prompt, completion and KV-cached prompt tokens; m
 `compare.execution_match` against the gold SQL (BIRD semantics; Spider-strict alongside).
 
 Backend specs are `name[:key=value,...]`, passed as backend options: `hf:dtype=bf16`, `hf:dtype=fp32`,
-`llamacpp:n_threads=1`. `--prompt-variant` switches schema-rendering policies of macsql.schema for a prompt
+`llamacpp:n_threads=1`; keys that are pipeline options (`macsql.state.Context` fields) go to the pipeline
+instead: `llamacpp:decompose=sub-sql` (the Decomposer's reply style), `hf:use_refiner=false`. `--prompt-variant` switches schema-rendering policies of macsql.schema for a prompt
 A/B on the same run (see `--help`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -122,6 +124,7 @@ def main(argv=None) -> int:
 
     from macsql.pipeline import Pipeline
     from macsql.schema import introspect
+    from macsql.state import Context
     from macsql.weights import DEFAULT_MODEL
 
     apply_prompt_variant(args.prompt_variant)
@@ -139,9 +142,12 @@ def main(argv=None) -> int:
         introspect(db)  # warm the schema cache: this benchmark is about answering, not first contact
 
     pipes, loads = {}, {}
+    pipeline_keys = {f.name for f in dataclasses.fields(Context)} - {"llm", "db_path"}
     for spec, name, options in map(parse_backend_spec, args.backends.split(",")):
+        pipe_options = {k: options.pop(k) for k in list(options) if k in pipeline_keys}
         start = time.perf_counter()
-        pipes[spec] = Pipeline.from_pretrained(args.model or DEFAULT_MODEL, backend=name, backend_options=options)
+        pipes[spec] = Pipeline.from_pretrained(args.model or DEFAULT_MODEL, backend=name, backend_options=options,
+                                               **pipe_options)
         loads[spec] = time.perf_counter() - start
         print(f"# {spec}: {type(pipes[spec].llm).__name__} loaded in {loads[spec]:.1f}s, "
               f"peak RSS so far {peak_rss_mb():.0f} MB", flush=True)

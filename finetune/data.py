@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from macsql.errors import InputError
+from macsql.sqlexec import parse_query
 
 TASKS = ("selector", "decomposer", "refiner")
 BALANCE = ("undersample", "oversample", "none")
@@ -56,9 +57,8 @@ def gold_selection(sql: str, schema) -> dict[str, list[str]]:
     from sqlglot.optimizer.qualify import qualify
     from sqlglot.optimizer.scope import traverse_scope
 
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+    tree = parse_query(sql)
+    if tree is None:
         return {}
     used: dict[str, set[str]] = {}
     try:
@@ -211,7 +211,6 @@ CORRUPTIONS: dict[str, Callable] = {
 
 def corrupt(sql: str, schema, rng: random.Random, kinds: Iterable[str] = CORRUPTIONS) -> list[tuple[str, str]]:
     """(kind, broken SQL) for each corruption that applies to `sql`, in a seeded random order."""
-    import sqlglot
 
     kinds = list(kinds)
     rng.shuffle(kinds)
@@ -220,9 +219,8 @@ def corrupt(sql: str, schema, rng: random.Random, kinds: Iterable[str] = CORRUPT
         if kind == "syntax_slip":
             broken = _syntax_slip(sql, rng)
         else:
-            try:
-                tree = sqlglot.parse_one(sql, read="sqlite")
-            except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+            tree = parse_query(sql)
+            if tree is None:
                 continue
             tree = CORRUPTIONS[kind](tree, schema, rng)
             broken = tree.sql(dialect="sqlite") if tree is not None else None
@@ -344,7 +342,8 @@ def _sql_llama_target(task: str, target: str) -> str:
         return target.strip()
     subs = [{"question": q.strip(), "sql": s.strip()} for q, s in _SQL_LLAMA_SUBQ.findall(target)]
     final = subs[-1]["sql"] if subs else extract_sql(target)
-    return decomposer.format_target(final, subs[:-1] if len(subs) > 1 else None)
+    # MAC-SQL's data carries SQL for every sub-question: keep it (the `sub-sql` style) rather than drop it
+    return decomposer.format_target(final, subs[:-1] if len(subs) > 1 else None, style="sub-sql")
 
 
 def import_sql_llama(path: str | Path) -> list[dict]:

@@ -34,12 +34,12 @@ _COMMON = ("name", "title", "year", "date", "price", "amount", "total", "count",
 
 def invent(sql: str, schema, rng: random.Random) -> str | None:
     """`sql` with one real column or table replaced by a plausible name the schema lacks, or None."""
-    import sqlglot
     from sqlglot import exp
 
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+    from macsql.sqlexec import parse_query
+
+    tree = parse_query(sql)
+    if tree is None:
         return None
     columns = {c.name.lower() for t in schema.tables for c in t.columns}
     tables = {t.name.lower() for t in schema.tables}

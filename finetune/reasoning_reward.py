@@ -133,16 +133,15 @@ def _mentions(text: str, name: str) -> bool:
 
 def _unknown_share(reasoning: str, schema, sql: str) -> float:
     """Share of identifier-looking words in the reasoning that name nothing in the schema or the query."""
-    import sqlglot
     from sqlglot import exp
 
+    from macsql.sqlexec import parse_query
+
     known = {t.name.lower() for t in schema.tables} | {c.name.lower() for t in schema.tables for c in t.columns}
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
+    tree = parse_query(sql)
+    if tree is not None:
         known |= {a.alias.lower() for a in tree.find_all(exp.Alias, exp.TableAlias, exp.Table) if a.alias}
         known |= {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-        pass
     words = []
     for quoted, snake, dotted in _IDENTIFIER_WORDS.findall(reasoning):
         if dotted:

@@ -73,6 +73,9 @@ def model_options(f):
         click.option("--format", "output_format", type=click.Choice(["sql", "reasoning"]), default="sql",
                      show_default=True, help="Agents' reply format; `reasoning` asks for "
                                              "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
+        click.option("--decompose", type=click.Choice(["steps", "sub-sql"]), default="steps", show_default=True,
+                     help="Decomposer reply style: short sub-question lines then the SQL, or MAC-SQL's "
+                          "original layout with SQL for every sub-question (about 1.7x the tokens)."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
         click.option("--no-decomposer", is_flag=True, help="Ablation: ask for SQL directly."),
         click.option("--no-refiner", is_flag=True, help="Ablation: do not repair failing SQL."),
@@ -83,7 +86,7 @@ def model_options(f):
 
 
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
-                   no_decomposer, no_refiner, output_format="sql", **extra):
+                   no_decomposer, no_refiner, output_format="sql", decompose="steps", **extra):
     from macsql.pipeline import Pipeline
     from macsql.weights import DEFAULT_MODEL
 
@@ -97,7 +100,8 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
     return Pipeline.from_pretrained(
         model or DEFAULT_MODEL, backend=backend, adapters=adapters, backend_options=backend_options,
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
-        use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format, **extra)
+        use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
+        decompose=decompose, **extra)
 
 
 @main.command()

@@ -50,6 +50,7 @@ class Context:
     use_selector: bool = True
     use_decomposer: bool = True
     use_refiner: bool = True
+    decompose: str = "steps"  # the Decomposer's reply style: "steps" or "sub-sql" (agents/decomposer.py)
     schema_examples: bool = True
     output_format: str = "sql"  # or "reasoning": <reasoning>…</reasoning><sql>…</sql>
     extra: Any = None

@@ -35,8 +35,30 @@ def test_decomposer_reply_with_sub_questions():
     assert sql.startswith("SELECT COUNT(*) FROM orders")
     assert subs == [{"question": "Which customers are in Spain?",
                      "sql": "SELECT customer_id FROM customers WHERE country = 'Spain'"}]
-    again, _ = decomposer.parse_reply(decomposer.format_target(sql, subs))
-    assert again == sql  # the training target parses back to itself
+    again, again_subs = decomposer.parse_reply(decomposer.format_target(sql, subs, style="sub-sql"))
+    assert (again, again_subs) == (sql, subs)  # the training target parses back to itself
+
+
+def test_decomposer_steps_reply():
+    reply = ("Steps:\n1. Find the customers in Spain.\n2. Count their orders.\n\nFinal SQL:\n```sql\n"
+             "SELECT COUNT(*) FROM orders JOIN customers USING (customer_id) WHERE country = 'Spain'\n```")
+    sql, subs = decomposer.parse_reply(reply)
+    assert sql == "SELECT COUNT(*) FROM orders JOIN customers USING (customer_id) WHERE country = 'Spain'"
+    assert subs == [{"question": "Find the customers in Spain.", "sql": ""},
+                    {"question": "Count their orders.", "sql": ""}]
+    target = decomposer.format_target(sql, subs)  # the default style writes steps, no sub-question SQL
+    assert target.startswith("Steps:\n1. Find the customers in Spain.\n2. Count their orders.\nFinal SQL:")
+    assert decomposer.parse_reply(target) == (sql, subs)
+    assert decomposer.format_target(sql) == f"Final SQL:\n```sql\n{sql}\n```"  # no steps: just the query
+
+
+def test_decomposer_prompt_styles():
+    steps = decomposer.build_prompt("How many?", "CREATE TABLE t (a INT);")[-1]["content"]
+    sub_sql = decomposer.build_prompt("How many?", "CREATE TABLE t (a INT);", style="sub-sql")[-1]["content"]
+    assert "Steps:" in steps and "Sub-questions" not in steps
+    assert "Sub-questions" in sub_sql
+    with pytest.raises(ValueError, match="unknown Decomposer style"):
+        decomposer.build_prompt("How many?", "CREATE TABLE t (a INT);", style="tree")
 
 
 def test_selector_reply_maps_onto_schema_and_keeps_keys(shop_db):

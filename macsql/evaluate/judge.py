@@ -132,13 +132,11 @@ def _result_text(res) -> str:
 
 
 def _tables_in(sql: str, schema) -> set[str]:
-    import sqlglot
     from sqlglot import exp
 
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.SqlglotError:
-        return set()
+    from macsql.sqlexec import parse_query
+
+    tree = parse_query(sql)
     return {t.name for n in (tree.find_all(exp.Table) if tree else ()) if (t := schema.table(n.name))}
 
 

@@ -99,16 +99,14 @@ def grounding(sql: str, schema: Schema) -> Grounding:
     SELECT aliases. An unqualified, double-quoted name that matches no column is a string literal in
     SQLite ("France"), as Spider's gold SQL uses it, so it is not counted either.
     """
-    import sqlglot
     from sqlglot import exp
+
+    from macsql.sqlexec import parse_query
 
     text = (sql or "").strip().rstrip(";").strip()
     if not text:
         return Grounding(parsed=False)
-    try:
-        tree = sqlglot.parse_one(text, read="sqlite")
-    except (sqlglot.errors.SqlglotError, ValueError):
-        return Grounding(parsed=False)
+    tree = parse_query(text)
     if tree is None:
         return Grounding(parsed=False)
 
