@@ -1,5 +1,8 @@
+import json
 import os
 import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,45 @@ def tiny_t5_dir(tmp_path_factory) -> Path:
 def needs_shared_data():
     return pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"benchmark data not found at {SHARED_DATA} "
                               "(it sits beside the repo as ../shared/data on project machines)")
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    """Just enough of the OpenAI chat API: POST /v1/chat/completions, answered by `reply(body)`."""
+
+    reply = None  # set per server: request body -> assistant text
+    requests: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append((self.path, body))
+        data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": type(self).reply(body)},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 42, "completion_tokens": 7}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def openai_server():
+    """Start a real HTTP server on loopback speaking the OpenAI chat API: `url, requests = openai_server(reply)`,
+    where `reply(body)` gives the assistant's text and `requests` collects (path, body) of every call."""
+    servers = []
+
+    def start(reply):
+        handler = type("Handler", (_ChatHandler,), {"reply": staticmethod(reply), "requests": []})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/v1", handler.requests
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -1,9 +1,5 @@
 """Each backend class runs a real model (tiny, random weights, built in-process) through the user code path."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from macsql.errors import ModelError
@@ -54,45 +50,16 @@ def test_tiny_model_through_the_whole_pipeline(tiny_causal_dir, shop_db):
     assert ans.llm_calls == 2 and ans.completion_tokens > 0
 
 
-class _FakeOpenAIServer(BaseHTTPRequestHandler):
-    """A real HTTP server on loopback that answers the OpenAI chat API with a fixed query."""
-
-    seen: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append(body)
-        reply = {"choices": [{"message": {"content": "```sql\nSELECT COUNT(*) FROM customers\n```"}}],
-                 "usage": {"prompt_tokens": 42, "completion_tokens": 7}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def openai_server():
-    server = HTTPServer(("127.0.0.1", 0), _FakeOpenAIServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-
-
 def test_openai_compatible_backend_with_a_model_per_agent(openai_server, shop_db):
-    _FakeOpenAIServer.seen.clear()
-    llm = make_llm("base-model", "openai", base_url=openai_server, models={"decomposer": "sql-lora"})
+    url, requests = openai_server(lambda body: "```sql\nSELECT COUNT(*) FROM customers\n```")
+    llm = make_llm("base-model", "openai", base_url=url, models={"decomposer": "sql-lora"})
     assert isinstance(llm, OpenAICompatLLM)
     ans = Pipeline(llm).ask("How many customers?", shop_db)
     assert ans.rows == [[3]] and ans.prompt_tokens == 42 and ans.completion_tokens == 7
-    assert _FakeOpenAIServer.seen[0]["model"] == "sql-lora" and _FakeOpenAIServer.seen[0]["temperature"] == 0.0
+    seen = [body for _, body in requests]
+    assert seen[0]["model"] == "sql-lora" and seen[0]["temperature"] == 0.0
     gens = llm.generate([PROMPT] * 3, agent="refiner")  # concurrent pool
-    assert len(gens) == 3 and _FakeOpenAIServer.seen[-1]["model"] == "base-model"
+    assert len(gens) == 3 and [body["model"] for _, body in requests[1:]] == ["base-model"] * 3
 
 
 def test_unreachable_server_is_a_model_error():

@@ -195,3 +195,18 @@ def test_batching_a_real_transformers_model_gives_the_serial_answers(tiny_causal
     llm.close()
     assert [results[i] for i in range(4)] == serial
     assert max(llm.batches) > 1
+
+
+def test_questions_are_answered_grouped_by_database(shop_db, tmp_path):
+    from tests.conftest import SHOP_SQL, make_db
+
+    other = make_db(tmp_path / "a_other.sqlite", SHOP_SQL + "CREATE TABLE extra (x INTEGER);")
+    # the sample interleaves two databases; answering them grouped lets a prompt cache keep the schema
+    examples = [Example(question_id=str(i), db_id="x", question=f"How many customers in group {i}?",
+                        gold_sql="SELECT count(*) FROM customers", db_path=shop_db if i % 2 else other)
+                for i in range(6)]
+    llm = ScriptedLLM(_reply)
+    run_predictions(Pipeline(llm), examples, tmp_path / "p.jsonl", progress=False)
+    assert [r["question_id"] for r in _lines(tmp_path / "p.jsonl")] == ["0", "2", "4", "1", "3", "5"]
+    schemas = [messages[-1]["content"].split("Question:")[0] for _, messages in llm.calls]
+    assert len(set(schemas)) == 2 and schemas == sorted(schemas, key=schemas.index)  # one run per database

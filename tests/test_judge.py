@@ -2,8 +2,6 @@
 
 import csv
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
@@ -113,44 +111,19 @@ def test_rerun_skips_judged_questions_and_uses_correct_field(shop_db, tmp_path):
     assert report["skipped"] == [{"question_id": "2", "why": "no database to execute on and no `correct` field"}]
 
 
-class _OpenAIHandler(BaseHTTPRequestHandler):
-    """Just enough of the OpenAI chat API: POST /v1/chat/completions with a JSON body."""
-
-    requests: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append((self.path, body))
-        user = body["messages"][-1]["content"]
-        content = ('{"category": "join", "explanation": "cross join"}' if "customers, orders" in user
-                   else '{"category": "filter_value", "explanation": "value case"}')
-        data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                        "finish_reason": "stop"}],
-                           "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def _judge_reply(body: dict) -> str:
+    user = body["messages"][-1]["content"]
+    return ('{"category": "join", "explanation": "cross join"}' if "customers, orders" in user
+            else '{"category": "filter_value", "explanation": "value case"}')
 
 
 @pytest.fixture
-def openai_server():
-    _OpenAIHandler.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAIHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _OpenAIHandler.requests
-    server.shutdown()
-    server.server_close()
+def judge_server(openai_server):
+    return openai_server(_judge_reply)
 
 
-def test_judge_over_a_loopback_openai_server(shop_db, openai_server):
-    url, requests = openai_server
+def test_judge_over_a_loopback_openai_server(shop_db, judge_server):
+    url, requests = judge_server
     llm = make_llm("judge-7b", "openai", base_url=url)
     report = judge_records(records_for(shop_db)[:3], llm, progress=False)
     assert [(j["question_id"], j["category"]) for j in report["judgements"]] == [("0", "filter_value"),
@@ -188,8 +161,8 @@ def _cli():
     return group
 
 
-def test_cli_judges_a_run_folder(run_dir, openai_server):
-    url, _ = openai_server
+def test_cli_judges_a_run_folder(run_dir, judge_server):
+    url, _ = judge_server
     result = CliRunner().invoke(_cli(), ["judge", "--run", str(run_dir), "--model", "judge-7b", "--base-url", url,
                                          "-q"])
     assert result.exit_code == 0, result.output
@@ -214,10 +187,10 @@ def test_cli_errors(run_dir, tmp_path, args, message):
     assert message in result.output
 
 
-def test_registered_as_macsql_judge(run_dir, openai_server):
+def test_registered_as_macsql_judge(run_dir, judge_server):
     from macsql.cli import main
 
-    url, _ = openai_server
+    url, _ = judge_server
     result = CliRunner().invoke(main, ["judge", "--run", str(run_dir), "--model", "judge-7b", "--base-url", url,
                                        "--out", str(run_dir / "errors"), "-q"])
     assert result.exit_code == 0, result.output
