@@ -4,7 +4,8 @@
     flock /tmp/macsql-heavy.lock .venv/bin/python benchmarks/bench_llamacpp.py \
         --configs "n_threads=1;n_threads=2;n_batch=128;n_batch=1024;flash_attn=true;extra_bufts=false"
 
-Each config (`;`-separated, each `key=value,...` passed to `LlamaCppLLM`) loads the model once and runs,
+Each config (`;`-separated, each `key=value,...` passed to `LlamaCppLLM`; `model=PATH.gguf` picks the weights)
+loads the model once and runs,
 with the KV cache cleared before each prompt:
 - prefill: a Spider-sized prompt (the `dog_kennels` schema, ~1,600 tokens with value examples) → tokens/s
   of reading a prompt;
@@ -62,8 +63,9 @@ def main(argv=None) -> int:
     rows = []
     for cfg in args.configs.split(";"):
         _, _, options = parse_backend_spec("x:" + cfg)
+        model = options.pop("model", args.model or DEFAULT_MODEL)  # `model=PATH.gguf` compares weight files
         start = time.perf_counter()
-        llm = LlamaCppLLM(args.model or DEFAULT_MODEL, **options)
+        llm = LlamaCppLLM(model, **options)
         load = time.perf_counter() - start
         llm.generate([decode], max_new_tokens=4)  # warm-up: first compute allocates buffers
         pre, dec, cold, warm, cached = [], [], [], [], []
