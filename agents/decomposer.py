@@ -18,8 +18,6 @@ from macsql.agents.prompting import REASONING_FORMAT, messages, question_block, 
 from macsql.errors import NoSQLError
 from macsql.llm import LLM, Messages
 
-STYLES = ("steps", "sub-sql")
-
 STEPS_TASK = """Task: write one SQLite query that answers the question, using only the tables and columns above.
 Answer in this format, with no other text: the steps the query needs, one short line each (a simple
 question needs one step), then the query.
@@ -53,6 +51,9 @@ above. Answer with only the query in a ```sql block, no explanation.
 
 {question}"""
 
+STYLE_TASKS = {"steps": STEPS_TASK, "sub-sql": SUB_SQL_TASK}
+STYLES = tuple(STYLE_TASKS)
+
 REASONING_TASK = """Task: write one SQLite query that answers the question, using only the tables and columns
 above. """ + REASONING_FORMAT + """
 
@@ -72,19 +73,14 @@ class Decomposition:
 
 def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
                  output_format: str = "sql", style: str = "steps") -> Messages:
-    if output_format == "reasoning":
-        task = REASONING_TASK
-    elif direct:
-        task = DIRECT_TASK
-    else:
-        task = _style_task(style)
+    _check_style(style)
+    task = REASONING_TASK if output_format == "reasoning" else DIRECT_TASK if direct else STYLE_TASKS[style]
     return messages(schema_text, task.format(question=question_block(question, evidence)))
 
 
-def _style_task(style: str) -> str:
-    if style not in STYLES:
+def _check_style(style: str) -> None:
+    if style not in STYLE_TASKS:
         raise ValueError(f"unknown Decomposer style {style!r}; choose from {', '.join(STYLES)}")
-    return STEPS_TASK if style == "steps" else SUB_SQL_TASK
 
 
 def format_target(sql: str, sub_questions: list[dict] | None = None, *, reasoning: str | None = None,
@@ -92,7 +88,7 @@ def format_target(sql: str, sub_questions: list[dict] | None = None, *, reasonin
     """The reply the Decomposer should give (used to build training data)."""
     if reasoning is not None:
         return reasoning_target(reasoning, sql)
-    _style_task(style)
+    _check_style(style)
     parts = ["Steps:"] if sub_questions and style == "steps" else []
     for i, sq in enumerate(sub_questions or [], 1):
         if style == "steps":

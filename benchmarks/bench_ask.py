@@ -22,7 +22,8 @@ graph, SQL execution, Python); prompt, completion and KV-cached prompt tokens; m
 
 Backend specs are `name[:key=value,...]`, passed as backend options: `hf:dtype=bf16`, `hf:dtype=fp32`,
 `llamacpp:n_threads=1`; keys that are pipeline options (`macsql.state.Context` fields) go to the pipeline
-instead: `llamacpp:decompose=sub-sql` (the Decomposer's reply style), `hf:use_refiner=false`. `--prompt-variant` switches schema-rendering policies of macsql.schema for a prompt
+instead: `llamacpp:decompose=sub-sql` (the Decomposer's reply style), `hf:use_refiner=false`.
+`--prompt-variant` switches schema-rendering policies of macsql.schema for a prompt
 A/B on the same run (see `--help`).
 """
 

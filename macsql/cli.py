@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
 from macsql.errors import MacSQLError
 
 BACKEND_CHOICES = ["auto", "hf", "llamacpp", "openai"]
@@ -73,7 +74,7 @@ def model_options(f):
         click.option("--format", "output_format", type=click.Choice(["sql", "reasoning"]), default="sql",
                      show_default=True, help="Agents' reply format; `reasoning` asks for "
                                              "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
-        click.option("--decompose", type=click.Choice(["steps", "sub-sql"]), default="steps", show_default=True,
+        click.option("--decompose", type=click.Choice(DECOMPOSER_STYLES), default="steps", show_default=True,
                      help="Decomposer reply style: short sub-question lines then the SQL, or MAC-SQL's "
                           "original layout with SQL for every sub-question (about 1.7x the tokens)."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
