@@ -179,15 +179,19 @@ def validation_questions(data: str | Path, n: int) -> list[dict]:
 
 def execution_accuracy(opts, out: Path, questions: list[dict], **pipeline_options) -> tuple[float, int]:
     """EX (%) of the whole pipeline on the trained weights: base model + OUT adapters, or the OUT model."""
+    from tqdm import tqdm
+
     from macsql.errors import MacSQLError
     from macsql.evaluate.compare import execution_match
     from macsql.pipeline import Pipeline
 
     full = opts.method == "sft"
+    # The weights run in the dtype they were trained in.
     pipe = Pipeline.from_pretrained(str(out) if full else opts.model, backend="hf",
-                                    adapters=None if full else out, **{"max_rounds": 1, **pipeline_options})
+                                    adapters=None if full else out, backend_options={"dtype": opts.dtype},
+                                    **{"max_rounds": 1, **pipeline_options})
     correct = 0
-    for q in questions:
+    for q in tqdm(questions, desc=f"EX {out.name}", unit="q", leave=False, dynamic_ncols=True):
         try:
             answer = pipe.ask(q["question"], q["db_path"], evidence=q.get("evidence", ""))
         except MacSQLError:
