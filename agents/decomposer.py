@@ -1,4 +1,5 @@
-"""Decomposer: breaks a question into sub-questions, then writes the final SQL.
+"""Decomposer: breaks a question into sub-questions, then writes the final SQL; and the candidates the
+execution vote chooses among (`write_candidates`).
 
 Two reply styles, both plain text a small model can learn, both ending in `Final SQL:` and a fenced query:
 - `steps` (the default): the sub-questions as short numbered lines, no SQL of their own;
@@ -140,9 +141,63 @@ def decompose(question: str, schema_text: str, *, llm: LLM, evidence: str = "", 
     return Decomposition(sql=sql, sub_questions=subs, error=error, reasoning=reasoning, trace=[entry])
 
 
+@dataclass
+class Candidates:
+    drafts: list[dict]  # {"sql", "source", "error"}, in vote order: direct, decomposed, samples
+    sub_questions: list[dict] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list)
+
+
+def _draft(reply: str, source: str, *, decomposed: bool) -> tuple[dict, list[dict]]:
+    try:
+        sql, subs = parse_reply(reply) if decomposed else (extract_sql(reply), [])
+        return {"sql": sql, "source": source, "error": None}, subs
+    except NoSQLError as exc:
+        return {"sql": "", "source": source, "error": str(exc)}, []
+
+
+def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str = "", k: int = 1,
+                     use_decomposer: bool = True, temperature: float = 0.8, output_format: str = "sql",
+                     style: str = "steps", max_new_tokens: int = 512) -> Candidates:
+    """The SQL candidates for the vote.
+
+    k=1 is one greedy query: decomposed, or direct when the Decomposer is off (MAC-SQL's single answer).
+    k>1: the direct query first (the single prompt's answer, so a tie goes to it), then the decomposed one,
+    then k-2 (or k-1 without the Decomposer) queries sampled from the direct prompt: short replies whose
+    prompt is already in the KV cache, the cheapest extra votes a backend can give.
+    """
+    reasoning = output_format == "reasoning"
+    use_decomposer = use_decomposer and not reasoning  # one reasoning prompt serves both
+    direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style)
+    decomposed = build_prompt(question, schema_text, evidence, output_format=output_format, style=style)
+    if k <= 1:
+        plan = [(decomposed, "decomposed", True)] if use_decomposer else [(direct, "direct", False)]
+    else:
+        plan = [(direct, "direct", False)] + ([(decomposed, "decomposed", True)] if use_decomposer else [])
+    greedy = llm.generate([p for p, _, _ in plan], agent="decomposer", max_new_tokens=max_new_tokens)
+    drafts, trace, subs = [], [], []
+    for (prompt, source, is_decomposed), gen in zip(plan, greedy, strict=True):
+        draft, found = _draft(gen.text, source, decomposed=is_decomposed or reasoning)
+        subs = found if is_decomposed else subs
+        drafts.append(draft)
+        trace.append(trace_entry("decomposer", prompt, gen, source=source, sql=draft["sql"],
+                                 sub_questions=found, reasoning=extract_reasoning(gen.text)))
+    n_samples = max(0, k - len(plan)) if k > 1 else 0
+    if n_samples:
+        gens = llm.generate([direct], agent="decomposer", max_new_tokens=max_new_tokens, n=n_samples,
+                            temperature=temperature)
+        for i, gen in enumerate(gens, 1):
+            draft, _ = _draft(gen.text, f"sample {i}", decomposed=reasoning)
+            drafts.append(draft)
+            trace.append(trace_entry("decomposer", direct, gen, source=f"sample {i}", sql=draft["sql"]))
+    return Candidates(drafts, subs, trace)
+
+
 def node(state, runtime) -> dict:
     ctx = runtime.context
-    out = decompose(state["question"], state["schema_text"], llm=ctx.llm, evidence=state.get("evidence", ""),
-                    direct=not ctx.use_decomposer, output_format=ctx.output_format,
-                    style=ctx.decompose, max_new_tokens=ctx.max_new_tokens)
-    return {"sql": out.sql, "sub_questions": out.sub_questions, "parse_error": out.error, "trace": out.trace}
+    out = write_candidates(state["question"], state["schema_text"], llm=ctx.llm,
+                           evidence=state.get("evidence", ""), k=ctx.candidates,
+                           use_decomposer=ctx.use_decomposer, temperature=ctx.temperature,
+                           output_format=ctx.output_format, style=ctx.decompose,
+                           max_new_tokens=ctx.max_new_tokens)
+    return {"drafts": out.drafts, "sub_questions": out.sub_questions, "trace": out.trace}

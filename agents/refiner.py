@@ -78,11 +78,49 @@ def refine(question: str, schema_text: str, sql: str, problem: str, *, llm: LLM,
                                                  reasoning=reasoning)])
 
 
+def same_sql(a: str, b: str) -> bool:
+    """Two queries that differ only in layout, case or a trailing ';' (a "fix" that changes nothing)."""
+    def canon(s: str) -> str:
+        return " ".join((s or "").strip().rstrip(";").lower().split())
+    return canon(a) == canon(b)
+
+
+def to_refine(candidates: list[dict], round_: int, limit: int) -> list[dict]:
+    """The failing candidates of the latest round worth a model call: distinct queries, earliest first."""
+    picked: list[dict] = []
+    for cand in candidates:
+        if cand["round"] != round_ or cand["score"] == 2:
+            continue
+        if any(same_sql(cand["sql"], p["sql"]) for p in picked):
+            continue
+        picked.append(cand)
+    return picked[:limit]
+
+
 def node(state, runtime) -> dict:
+    """Fix the latest round's failing candidates; each fix becomes a draft that joins the vote. A fix that
+    repeats any query already tried is dropped, and a round with no new query ends the loop."""
+    from macsql.agents.hints import repair_hint
+
     ctx = runtime.context
     round_ = state.get("rounds", 0) + 1
-    problem = problem_with(state.get("result"), state.get("parse_error")) or "the result looks wrong"
-    out = refine(state["question"], state["schema_text"], state.get("sql", ""), problem, llm=ctx.llm,
-                 evidence=state.get("evidence", ""), round_=round_, output_format=ctx.output_format,
-                 max_new_tokens=ctx.max_new_tokens)
-    return {"sql": out.sql, "parse_error": out.error, "rounds": round_, "trace": out.trace}
+    tried = [c["sql"] for c in state["candidates"]]
+    drafts, trace = [], []
+    for cand in to_refine(state["candidates"], round_ - 1, ctx.max_refine):
+        problem = problem_with(cand["result"], cand.get("error")) or "the result looks wrong"
+        if ctx.use_hints and cand["sql"]:
+            hint = repair_hint(cand["sql"], cand["result"], state["schema"], ctx.db_path)
+            if hint:
+                problem += f"\nHint: {hint}"
+        out = refine(state["question"], state["schema_text"], cand["sql"], problem, llm=ctx.llm,
+                     evidence=state.get("evidence", ""), round_=round_, output_format=ctx.output_format,
+                     max_new_tokens=ctx.max_new_tokens)
+        entry = {**out.trace[0], "candidate": cand["id"]}
+        if out.sql and any(same_sql(out.sql, t) for t in tried):
+            entry["repeated"] = True  # costs no execution and no further round
+        elif out.sql or out.error:
+            drafts.append({"sql": out.sql, "source": f"fix of #{cand['id']}", "error": out.error,
+                           "parent": cand["id"]})
+            tried.append(out.sql)
+        trace.append(entry)
+    return {"drafts": drafts, "rounds": round_, "trace": trace}

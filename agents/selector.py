@@ -1,9 +1,12 @@
-"""Selector: prunes a large schema to the tables and columns a question needs.
+"""Selector: links the question to the schema's values, and prunes a large schema to what it needs.
 
+Linking runs on every schema and costs no model call: the question's words are looked up in the database's
+value index (macsql.values), and the matched columns are shown with the values in every agent's prompt.
 Small schemas are kept whole without a model call (pruning them saves few tokens and risks dropping what
 the question needs). The model answers with a JSON object {table: [columns] | "keep_all"}; tables it does
-not name are dropped. Whatever the model says, keys that the kept columns need stay: each kept table keeps
-its primary key and the foreign keys that link it to other kept tables.
+not name are dropped. Whatever the model says, the columns whose values the question mentions stay, and so
+do the keys that the kept columns need: each kept table keeps its primary key and the foreign keys that link
+it to other kept tables.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ def needs_selection(schema: Schema) -> bool:
     return len(schema.tables) >= MIN_TABLES and schema.n_columns >= MIN_COLUMNS
 
 
-def build_prompt(question: str, schema: Schema, evidence: str = "") -> Messages:
-    return messages(render_schema(schema), TASK.format(question=question_block(question, evidence)))
+def build_prompt(question: str, schema: Schema, evidence: str = "", *,
+                 matches: dict[tuple[str, str], list[str]] | None = None) -> Messages:
+    return messages(render_schema(schema, matches=matches), TASK.format(question=question_block(question, evidence)))
 
 
 def format_target(selection: Selection, schema: Schema) -> str:
@@ -89,23 +93,56 @@ def close_over_keys(selection: Selection, schema: Schema) -> Selection:
 
 
 def select_schema(question: str, schema: Schema, *, llm: LLM, evidence: str = "",
-                  force: bool = False, max_new_tokens: int = 256) -> SelectorOutput:
-    """Prune `schema` for `question`. Falls back to the full schema when the reply is unusable."""
+                  force: bool = False, max_new_tokens: int = 256,
+                  matches: dict[tuple[str, str], list[str]] | None = None) -> SelectorOutput:
+    """Prune `schema` for `question`. Falls back to the full schema when the reply is unusable. Columns in
+    `matches` (the question's values, from macsql.values) are always kept."""
     if not force and not needs_selection(schema):
         return SelectorOutput(schema.full_selection(), pruned=False)
-    prompt = build_prompt(question, schema, evidence)
+    prompt = build_prompt(question, schema, evidence, matches=matches)
     gen = llm.generate([prompt], agent="selector", max_new_tokens=max_new_tokens)[0]
     parsed = parse_reply(gen.text, schema)
+    if parsed:
+        for table, column in matches or {}:
+            parsed.setdefault(table, [])
+            if column not in parsed[table]:
+                parsed[table].append(column)
     selection = close_over_keys(parsed, schema) if parsed else schema.full_selection()
     entry = trace_entry("selector", prompt, gen, parsed=parsed is not None,
                         kept={t: len(c) for t, c in selection.items()})
     return SelectorOutput(selection, pruned=parsed is not None, trace=[entry])
 
 
+def link_values(question: str, db_path) -> list[dict]:
+    """The database values the question mentions: [{"table", "column", "value"}] (macsql.values)."""
+    from macsql.values import value_index
+
+    return [{"table": m.table, "column": m.column, "value": m.value}
+            for m in value_index(db_path).match(question)]
+
+
+def matches_map(matches: list[dict] | None) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for m in matches or []:
+        vals = out.setdefault((m["table"], m["column"]), [])
+        if m["value"] not in vals:
+            vals.append(m["value"])
+    return out
+
+
 def node(state, runtime) -> dict:
-    """LangGraph node: prune the schema unless the Selector is switched off."""
+    """LangGraph node: link values (unless switched off), then prune the schema (unless switched off)."""
+    import time
+
     ctx = runtime.context
+    update: dict = {}
+    if ctx.use_values:
+        start = time.perf_counter()
+        update["matches"] = link_values(state["question"], ctx.db_path)
+        update["trace"] = [{"agent": "values", "matches": update["matches"],
+                            "seconds": round(time.perf_counter() - start, 4)}]
     if not ctx.use_selector:
-        return {"selection": state["schema"].full_selection()}
-    out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""))
-    return {"selection": out.selection, "trace": out.trace}
+        return {**update, "selection": state["schema"].full_selection()}
+    out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""),
+                        matches=matches_map(update.get("matches")))
+    return {**update, "selection": out.selection, "trace": update.get("trace", []) + out.trace}

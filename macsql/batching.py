@@ -24,10 +24,11 @@ class SerializedLLM:
         self.name = llm.name
         self._lock = threading.Lock()
 
-    def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512
-                 ) -> list[Generation]:
+    def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512,
+                 n: int = 1, temperature: float = 0.0) -> list[Generation]:
         with self._lock:
-            return self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens)
+            return self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens, n=n,
+                                     temperature=temperature)
 
 
 class BatchingLLM:
@@ -36,7 +37,8 @@ class BatchingLLM:
     One daemon thread owns the backend. Callers enqueue their prompts and wait on a Future. The thread takes
     what is queued once `max_batch` prompts are waiting or `max_wait_s` has passed since the oldest arrived
     (a short wait: the other questions are usually a few milliseconds behind, executing SQL), groups the
-    requests by (agent, max_new_tokens) because a batch runs one adapter with one length limit, and answers
+    requests by (agent, max_new_tokens, n, temperature) because a batch runs one adapter with one length limit
+    and one sampling setting, and answers
     each caller with its own slice of the results.
     """
 
@@ -47,20 +49,20 @@ class BatchingLLM:
         self.max_wait_s = max_wait_s
         self.batches: list[int] = []  # size of every batched call, for tests and the report
         self._cond = threading.Condition()
-        self._queue: list[tuple[list[Messages], str, int, Future, float]] = []
+        self._queue: list[tuple[list[Messages], tuple, Future, float]] = []  # prompts, group key, ...
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="macsql-batching", daemon=True)
         self._thread.start()
 
-    def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512
-                 ) -> list[Generation]:
+    def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512,
+                 n: int = 1, temperature: float = 0.0) -> list[Generation]:
         if not prompts:
             return []
         fut: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("BatchingLLM is closed")
-            self._queue.append((list(prompts), agent, max_new_tokens, fut, time.monotonic()))
+            self._queue.append((list(prompts), (agent, max_new_tokens, n, temperature), fut, time.monotonic()))
             self._cond.notify_all()
         return fut.result()
 
@@ -77,17 +79,17 @@ class BatchingLLM:
                 if self._closed and not self._queue:
                     return None
                 if self._queue:
-                    waited = time.monotonic() - self._queue[0][4]
+                    waited = time.monotonic() - self._queue[0][3]
                     queued = sum(len(r[0]) for r in self._queue)
                     if queued >= self.max_batch or waited >= self.max_wait_s or self._closed:
                         break
                     self._cond.wait(self.max_wait_s - waited)
                 else:
                     self._cond.wait()
-            key = (self._queue[0][1], self._queue[0][2])
+            key = self._queue[0][1]
             group, rest, size = [], [], 0
             for req in self._queue:
-                if (req[1], req[2]) == key and (size == 0 or size + len(req[0]) <= self.max_batch):
+                if req[1] == key and (size == 0 or size + len(req[0]) <= self.max_batch):
                     group.append(req)
                     size += len(req[0])
                 else:
@@ -101,18 +103,19 @@ class BatchingLLM:
             if group is None:
                 return
             prompts = [p for req in group for p in req[0]]
-            agent, max_new_tokens = group[0][1], group[0][2]
+            agent, max_new_tokens, n, temperature = group[0][1]
             self.batches.append(len(prompts))
             try:
-                gens = self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens)
+                gens = self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens, n=n,
+                                         temperature=temperature)
             except BaseException as exc:  # every waiting caller gets the backend's error, not a hang
                 for req in group:
-                    req[3].set_exception(exc)
+                    req[2].set_exception(exc)
                 continue
             at = 0
             for req in group:
-                req[3].set_result(gens[at:at + len(req[0])])
-                at += len(req[0])
+                req[2].set_result(gens[at:at + n * len(req[0])])
+                at += n * len(req[0])
 
 
 def for_threads(llm: LLM, workers: int) -> LLM:

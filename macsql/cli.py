@@ -13,6 +13,7 @@ import click
 
 from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
 from macsql.errors import MacSQLError
+from macsql.state import Context
 
 BACKEND_CHOICES = ["auto", "hf", "llamacpp", "openai"]
 
@@ -77,6 +78,14 @@ def model_options(f):
         click.option("--decompose", type=click.Choice(DECOMPOSER_STYLES), default="steps", show_default=True,
                      help="Decomposer reply style: short sub-question lines then the SQL, or MAC-SQL's "
                           "original layout with SQL for every sub-question (about 1.7x the tokens)."),
+        click.option("--candidates", "candidates", default=Context.candidates, show_default=True,
+                     type=click.IntRange(1, 32), metavar="K",
+                     help="SQL candidates for the execution vote: the direct query, the decomposed one and "
+                          "sampled ones; 1 = a single greedy query, no vote."),
+        click.option("--temperature", default=Context.temperature, show_default=True,
+                     type=click.FloatRange(0.0, 2.0, min_open=True), help="Sampling temperature of the extra candidates."),
+        click.option("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
+        click.option("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
         click.option("--no-decomposer", is_flag=True, help="Ablation: ask for SQL directly."),
         click.option("--no-refiner", is_flag=True, help="Ablation: do not repair failing SQL."),
@@ -87,7 +96,8 @@ def model_options(f):
 
 
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
-                   no_decomposer, no_refiner, output_format="sql", decompose="steps", **extra):
+                   no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
+                   temperature=Context.temperature, no_values=False, no_hints=False, **extra):
     from macsql.pipeline import Pipeline
     from macsql.weights import DEFAULT_MODEL
 
@@ -102,7 +112,8 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
         model or DEFAULT_MODEL, backend=backend, adapters=adapters, backend_options=backend_options,
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
         use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
-        decompose=decompose, **extra)
+        decompose=decompose, candidates=candidates, temperature=temperature, use_values=not no_values,
+        use_hints=not no_hints, **extra)
 
 
 @main.command()

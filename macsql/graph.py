@@ -1,7 +1,10 @@
-"""The MAC-SQL graph: schema → Selector → Decomposer → execute ⇄ Refiner (bounded) → finish.
+"""The MAC-SQL graph: schema → Selector → render → Decomposer (candidates) → execute ⇄ Refiner → vote.
 
-Unlike the original MAC-SQL loop, the last fix is executed too, and the answer is the best SQL seen rather
-than the last one: SQL that runs and returns values beats SQL that returns nothing, which beats SQL that fails.
+The Decomposer writes several candidate queries (the direct one, the decomposed one, sampled ones); each is
+executed with the one executor; while the vote is not settled, the Refiner fixes the latest round's failing
+candidates (with repair hints) and its fixes are executed and join the vote, for a bounded number of rounds;
+then the biggest group of equal results wins (macsql.vote). With one candidate this is MAC-SQL's loop, except
+that the last fix is executed too and the answer is the best query seen rather than the last one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from macsql.agents import decomposer, refiner, selector
 from macsql.schema import introspect, render_schema
 from macsql.sqlexec import ExecResult, execute
 from macsql.state import Candidate, Context, State
+from macsql.vote import Vote, vote
 
 
 def score(sql: str, result: ExecResult | None) -> int:
@@ -35,35 +39,63 @@ def load_schema(state: State, runtime: Runtime[Context]) -> dict:
 
 
 def render_selected(state: State, runtime: Runtime[Context]) -> dict:
-    text = render_schema(state["schema"], state["selection"], examples=runtime.context.schema_examples)
+    selection = state["selection"]
+    matches = {k: v for k, v in selector.matches_map(state.get("matches")).items()
+               if k[0] in selection and k[1] in selection[k[0]]}
+    text = render_schema(state["schema"], selection, examples=runtime.context.schema_examples, matches=matches)
     return {"schema_text": text}
 
 
 def run_sql(state: State, runtime: Runtime[Context]) -> dict:
+    """Execute the new drafts (a query seen before reuses its result) and add them as candidates."""
     ctx = runtime.context
-    sql = state.get("sql", "")
-    result = execute(ctx.db_path, sql, timeout_s=ctx.timeout_s, max_rows=ctx.max_rows) if sql else None
+    seen = {c["sql"]: c["result"] for c in state.get("candidates", []) if c["sql"]}
     round_ = state.get("rounds", 0)
-    cand = Candidate(sql=sql, round=round_, result=result, score=score(sql, result))
-    entry = {"agent": "execute", "round": round_, "sql": sql,
-             "error": result.error if result else state.get("parse_error"),
-             "rows": len(result.rows) if result else 0, "seconds": round(result.seconds, 4) if result else 0.0}
-    return {"result": result, "candidates": [cand], "trace": [entry]}
+    first = len(state.get("candidates", []))
+    cands, trace = [], []
+    for i, draft in enumerate(state.get("drafts", [])):
+        sql = draft["sql"]
+        if sql and sql not in seen:
+            seen[sql] = execute(ctx.db_path, sql, timeout_s=ctx.timeout_s, max_rows=ctx.max_rows)
+        result = seen.get(sql) if sql else None
+        cand = Candidate(id=first + i, sql=sql, source=draft["source"], round=round_, result=result,
+                         error=draft.get("error"), score=score(sql, result))
+        if "parent" in draft:
+            cand["parent"] = draft["parent"]
+        cands.append(cand)
+        trace.append({"agent": "execute", "round": round_, "candidate": cand["id"], "source": cand["source"],
+                      "sql": sql, "error": result.error if result else draft.get("error"),
+                      "rows": len(result.rows) if result else 0,
+                      "seconds": round(result.seconds, 4) if result else 0.0})
+    return {"candidates": cands, "drafts": [], "trace": trace}
 
 
-def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["refine", "finish"]:
+def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["refine", "vote"]:
     ctx = runtime.context
     if not ctx.use_refiner or state.get("rounds", 0) >= ctx.max_rounds:
-        return "finish"
-    if refiner.problem_with(state.get("result"), state.get("parse_error") if not state.get("sql") else None):
-        return "refine"
-    return "finish"
+        return "vote"
+    cands = state["candidates"]
+    if vote(cands).settled:
+        return "vote"
+    return "refine" if refiner.to_refine(cands, state.get("rounds", 0), ctx.max_refine) else "vote"
+
+
+def route_after_refine(state: State, runtime: Runtime[Context]) -> Literal["execute", "vote"]:
+    return "execute" if state.get("drafts") else "vote"  # every fix repeated a tried query: stop
 
 
 def finish(state: State, runtime: Runtime[Context]) -> dict:
-    # max() keeps the first of equal scores: a "fix" that is no better than the original does not replace it
-    best = max(state["candidates"], key=lambda c: c["score"])
-    return {"final": best}
+    cands = state["candidates"]
+    result = vote(cands)
+    summary = vote_summary(result, cands)
+    return {"final": cands[result.winner], "vote": summary, "trace": [{"agent": "vote", **summary}]}
+
+
+def vote_summary(result: Vote, cands: list[Candidate]) -> dict:
+    return {"winner": result.winner,
+            "groups": [{"members": list(g.members), "votes": g.votes, "rows": g.n_rows, "score": g.score}
+                       for g in result.groups],
+            "group_of": {str(k): v for k, v in result.group_of.items()}, "candidates": len(cands)}
 
 
 def build_graph():
@@ -74,13 +106,13 @@ def build_graph():
     graph.add_node("decomposer", decomposer.node)
     graph.add_node("execute", run_sql)
     graph.add_node("refiner", refiner.node)
-    graph.add_node("finish", finish)
+    graph.add_node("vote", finish)
     graph.add_edge(START, "schema")
     graph.add_edge("schema", "selector")
     graph.add_edge("selector", "render")
     graph.add_edge("render", "decomposer")
     graph.add_edge("decomposer", "execute")
-    graph.add_conditional_edges("execute", route_after_execute, {"refine": "refiner", "finish": "finish"})
-    graph.add_edge("refiner", "execute")
-    graph.add_edge("finish", END)
+    graph.add_conditional_edges("execute", route_after_execute, {"refine": "refiner", "vote": "vote"})
+    graph.add_conditional_edges("refiner", route_after_refine, {"execute": "execute", "vote": "vote"})
+    graph.add_edge("vote", END)
     return graph.compile()

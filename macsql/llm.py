@@ -37,10 +37,16 @@ class Generation:
 
 
 class LLM(Protocol):
+    """`generate` returns `n` generations per prompt, prompt by prompt (n=1: one each, greedy).
+
+    With `temperature` > 0 the replies are sampled: the vote's extra candidates. Each backend makes the
+    n samples of one prompt cheap: one batched `generate` (transformers), repeats that reuse the prompt's
+    KV cache (llama.cpp), the `n` field of the request (OpenAI-compatible servers)."""
+
     name: str
 
-    def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512
-                 ) -> list[Generation]: ...
+    def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512,
+                 n: int = 1, temperature: float = 0.0) -> list[Generation]: ...
 
 
 def flatten(messages: Messages) -> str:
@@ -58,17 +64,18 @@ class ScriptedLLM:
         self._replies = replies if callable(replies) else list(replies)
         self.calls: list[tuple[str, Messages]] = []
 
-    def generate(self, prompts, *, agent="", max_new_tokens=512):
+    def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         out = []
         for messages in prompts:
-            self.calls.append((agent, messages))
-            if callable(self._replies):
-                text = self._replies(messages, agent)
-            elif self._replies:
-                text = self._replies.pop(0)
-            else:
-                raise ModelError("scripted backend ran out of replies")
-            out.append(Generation(text, len(flatten(messages).split()), len(text.split()), 0.0))
+            for _ in range(n):
+                self.calls.append((agent, messages))
+                if callable(self._replies):
+                    text = self._replies(messages, agent)
+                elif self._replies:
+                    text = self._replies.pop(0)
+                else:
+                    raise ModelError("scripted backend ran out of replies")
+                out.append(Generation(text, len(flatten(messages).split()), len(text.split()), 0.0))
         return out
 
 
@@ -173,27 +180,31 @@ class HFCausalLM(_HFBase):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return flatten(messages) + "\n"
 
-    def generate(self, prompts, *, agent="", max_new_tokens=512):
+    def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         out: list[Generation] = []
-        for i in range(0, len(prompts), self.batch_size):
-            out.extend(self._generate_batch([self.render(m) for m in prompts[i:i + self.batch_size]],
-                                            agent, max_new_tokens))
+        # n samples of a prompt are one batch row each: a batch holds batch_size rows in all
+        step = max(1, self.batch_size // max(1, n))
+        for i in range(0, len(prompts), step):
+            out.extend(self._generate_batch([self.render(m) for m in prompts[i:i + step]],
+                                            agent, max_new_tokens, n, temperature))
         return out
 
-    def _generate_batch(self, texts, agent, max_new_tokens):
+    def _generate_batch(self, texts, agent, max_new_tokens, n=1, temperature=0.0):
         torch = self._torch
         start = time.perf_counter()
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         clock = _FirstStepClock()
+        sampling = _sampling_kwargs(n, temperature)
         with torch.inference_mode(), self._adapter_context(agent):
-            ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, **sampling,
                                       pad_token_id=self.tokenizer.pad_token_id, logits_processor=[clock])
         new = ids[:, enc["input_ids"].shape[1]:]
         end = time.perf_counter()
-        seconds = (end - start) / len(texts)
-        prefill = ((clock.first or end) - start) / len(texts)
+        seconds = (end - start) / len(new)
+        prefill = ((clock.first or end) - start) / len(new)
+        masks = enc["attention_mask"].repeat_interleave(n, dim=0)  # generate() returns n rows per prompt
         gens = []
-        for row, mask in zip(new, enc["attention_mask"], strict=True):
+        for row, mask in zip(new, masks, strict=True):
             n_out = _count_until_eos(row.tolist(), self._stop_ids())
             text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
             gens.append(Generation(text, int(mask.sum()), n_out, seconds, prefill_seconds=prefill))
@@ -210,23 +221,33 @@ class HFCausalLM(_HFBase):
         return stop
 
 
+def _sampling_kwargs(n: int, temperature: float) -> dict:
+    """generate() arguments: greedy for one reply at temperature 0, else n sampled replies per prompt."""
+    if temperature <= 0:
+        if n > 1:
+            raise ValueError("n > 1 greedy replies would all be the same; pass a temperature > 0")
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, "top_p": 0.95, "num_return_sequences": n}
+
+
 class HFSeq2SeqLM(_HFBase):
     """Encoder-decoder models (T5 family): the flattened prompt in, the answer out."""
 
     auto_class = "AutoModelForSeq2SeqLM"
 
-    def generate(self, prompts, *, agent="", max_new_tokens=512):
+    def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         torch = self._torch
         out: list[Generation] = []
-        for i in range(0, len(prompts), self.batch_size):
-            texts = [flatten(m) for m in prompts[i:i + self.batch_size]]
+        step = max(1, self.batch_size // max(1, n))
+        for i in range(0, len(prompts), step):
+            texts = [flatten(m) for m in prompts[i:i + step]]
             start = time.perf_counter()
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(self.device)
             with torch.inference_mode(), self._adapter_context(agent):
-                ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-            seconds = (time.perf_counter() - start) / len(texts)
+                ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, **_sampling_kwargs(n, temperature))
+            seconds = (time.perf_counter() - start) / len(ids)
             stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-            for row, mask in zip(ids, enc["attention_mask"], strict=True):
+            for row, mask in zip(ids, enc["attention_mask"].repeat_interleave(n, dim=0), strict=True):
                 produced = row.tolist()[1:]  # position 0 is the decoder start token
                 n_out = _count_until_eos(produced, stop)
                 text = self.tokenizer.decode(produced[:n_out], skip_special_tokens=True)
@@ -311,6 +332,7 @@ class LlamaCppLLM:
             raise ModelError(f"the llama.cpp backend needs a .gguf model; {resolved.name!r} is a "
                              "transformers checkpoint (use --backend hf)")
         self.name = resolved.name
+        self.seed = seed
         self._llama_cpp = llama_cpp
         if extra_bufts is None:
             extra_bufts = not _llama_has_amx(llama_cpp)
@@ -324,30 +346,32 @@ class LlamaCppLLM:
         except ValueError as exc:  # llama-cpp-python reports a file it cannot load as ValueError
             raise ModelError(f"llama.cpp cannot load {resolved.path}: {exc}") from exc
 
-    def generate(self, prompts, *, agent="", max_new_tokens=512):
+    def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
+        # n samples of one prompt run one after another: llama.cpp keeps the prompt's KV cache, so each
+        # repeat evaluates only its own reply tokens.
+        return [self._complete(messages, max_new_tokens, temperature, i) for messages in prompts for i in range(n)]
+
+    def _complete(self, messages, max_new_tokens, temperature, index) -> Generation:
         lc = self._llama_cpp
         ctx = self.llama._ctx.ctx
-        out = []
-        for messages in prompts:
-            lc.llama_perf_context_reset(ctx)
-            start = time.perf_counter()
-            try:
-                reply = self.llama.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
-                                                          temperature=0.0, top_k=1)
-            except ValueError as exc:  # "Requested tokens (N) exceed context window of M"
-                raise ModelError(f"llama.cpp: {exc}; pass a larger n_ctx or prune the schema") from exc
-            seconds = time.perf_counter() - start
-            perf = lc.llama_perf_context(ctx)
-            usage = reply.get("usage", {})
-            prompt_tokens = usage.get("prompt_tokens", 0)
-            # llama.cpp counts batched evaluations as prompt eval and single-token ones as decode; a prompt
-            # whose uncached rest is one token shows up as decode, which is fine at this resolution.
-            evaluated = perf.n_p_eval if perf.n_p_eval else min(1, prompt_tokens)
-            out.append(Generation(reply["choices"][0]["message"]["content"] or "", prompt_tokens,
-                                  usage.get("completion_tokens", 0), seconds,
-                                  prefill_seconds=perf.t_p_eval_ms / 1000.0,
-                                  cached_tokens=max(0, prompt_tokens - evaluated)))
-        return out
+        sampling = ({"temperature": 0.0, "top_k": 1} if temperature <= 0 else
+                    {"temperature": temperature, "top_p": 0.95, "top_k": 40, "seed": self.seed + 1 + index})
+        lc.llama_perf_context_reset(ctx)
+        start = time.perf_counter()
+        try:
+            reply = self.llama.create_chat_completion(messages=messages, max_tokens=max_new_tokens, **sampling)
+        except ValueError as exc:  # "Requested tokens (N) exceed context window of M"
+            raise ModelError(f"llama.cpp: {exc}; pass a larger n_ctx or prune the schema") from exc
+        seconds = time.perf_counter() - start
+        perf = lc.llama_perf_context(ctx)
+        usage = reply.get("usage", {})
+        prompt_tokens = usage.get("prompt_tokens", 0)
+        # llama.cpp counts batched evaluations as prompt eval and single-token ones as decode; a prompt
+        # whose uncached rest is one token shows up as decode, which is fine at this resolution.
+        evaluated = perf.n_p_eval if perf.n_p_eval else min(1, prompt_tokens)
+        return Generation(reply["choices"][0]["message"]["content"] or "", prompt_tokens,
+                          usage.get("completion_tokens", 0), seconds, prefill_seconds=perf.t_p_eval_ms / 1000.0,
+                          cached_tokens=max(0, prompt_tokens - evaluated))
 
 
 _PARAMS_LOCK = threading.Lock()
@@ -397,12 +421,15 @@ class OpenAICompatLLM:
         key = api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")
         self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"})
 
-    def _one(self, messages: Messages, agent: str, max_new_tokens: int) -> Generation:
+    def _one(self, messages: Messages, agent: str, max_new_tokens: int, n: int = 1,
+             temperature: float = 0.0) -> list[Generation]:
         import httpx
 
         start = time.perf_counter()
         body = {"model": self.models.get(agent, self.name), "messages": messages,
-                "max_tokens": max_new_tokens, "temperature": 0.0}
+                "max_tokens": max_new_tokens, "temperature": temperature}
+        if n > 1:
+            body["n"] = n  # vLLM and most servers sample n replies sharing one prompt prefill
         try:
             resp = self.client.post(f"{self.base_url}/chat/completions", json=body)
         except httpx.HTTPError as exc:
@@ -412,16 +439,22 @@ class OpenAICompatLLM:
             raise ModelError(f"model server at {self.base_url} answered {resp.status_code}: {resp.text[:200]}")
         data = resp.json()
         usage = data.get("usage") or {}
-        return Generation(data["choices"][0]["message"].get("content") or "", usage.get("prompt_tokens", 0),
-                          usage.get("completion_tokens", 0), time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        choices = data["choices"][:n]
+        per = max(1, len(choices))
+        return [Generation(c["message"].get("content") or "", usage.get("prompt_tokens", 0),
+                           usage.get("completion_tokens", 0) // per, seconds / per) for c in choices]
 
-    def generate(self, prompts, *, agent="", max_new_tokens=512):
+    def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         from concurrent.futures import ThreadPoolExecutor
 
+        def one(m):
+            return self._one(m, agent, max_new_tokens, n, temperature)
+
         if len(prompts) == 1:
-            return [self._one(prompts[0], agent, max_new_tokens)]
+            return one(prompts[0])
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(lambda m: self._one(m, agent, max_new_tokens), prompts))
+            return [g for gens in pool.map(one, prompts) for g in gens]
 
 
 # ----------------------------------------------------------------------------------------- choosing

@@ -28,6 +28,8 @@ class Answer:
     rounds: int
     trace: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    candidates: list[dict] = field(default_factory=list)  # every query tried, with its group and votes
+    matches: list[dict] = field(default_factory=list)  # database values the question mentions
 
     @property
     def llm_calls(self) -> int:
@@ -52,7 +54,8 @@ class Answer:
             "error": self.error, "truncated": self.truncated, "sub_questions": self.sub_questions,
             "selection": self.selection, "refine_rounds": self.rounds, "llm_calls": self.llm_calls,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "model_seconds": round(self.model_seconds, 4), "seconds": round(self.seconds, 4), "trace": trace,
+            "model_seconds": round(self.model_seconds, 4), "seconds": round(self.seconds, 4),
+            "matches": self.matches, "candidates": self.candidates, "trace": trace,
         }
 
 
@@ -93,12 +96,33 @@ class Pipeline:
         return to_answer(state, time.perf_counter() - start)
 
 
+CANDIDATE_ROWS = 20  # rows of each candidate's result kept in an answer (the winner keeps all of its rows)
+
+
+def candidate_summaries(state: dict) -> list[dict]:
+    """Each candidate as JSON-ready data: its SQL, where it came from, its result, its group and votes."""
+    vote = state.get("vote") or {}
+    groups = vote.get("groups", [])
+    out = []
+    for cand in state.get("candidates", []):
+        res = cand.get("result")
+        group = vote.get("group_of", {}).get(str(cand["id"]))
+        out.append({"id": cand["id"], "sql": cand["sql"], "source": cand.get("source", ""),
+                    "round": cand["round"], "score": cand["score"],
+                    "error": (res.error if res is not None else cand.get("error")),
+                    "n_rows": len(res.rows) if res is not None else 0,
+                    "rows": [list(r) for r in res.rows[:CANDIDATE_ROWS]] if res is not None else [],
+                    "group": group, "votes": groups[group]["votes"] if group is not None else 0,
+                    "chosen": cand["id"] == vote.get("winner")})
+    return out
+
+
 def to_answer(state: dict, seconds: float) -> Answer:
     final = state["final"]
     result = final["result"]
     error = None
     if not final["sql"]:
-        error = state.get("parse_error") or "no SQL was produced"
+        error = final.get("error") or "no SQL was produced"
     elif result is not None and result.error:
         error = result.error
     return Answer(
@@ -106,7 +130,7 @@ def to_answer(state: dict, seconds: float) -> Answer:
         columns=list(result.columns) if result else [], rows=[list(r) for r in result.rows] if result else [],
         error=error, truncated=bool(result and result.truncated), sub_questions=state.get("sub_questions", []),
         selection=state.get("selection", {}), rounds=state.get("rounds", 0), trace=state.get("trace", []),
-        seconds=seconds,
+        seconds=seconds, candidates=candidate_summaries(state), matches=state.get("matches", []),
     )
 
 

@@ -109,17 +109,29 @@ def _cache_dir() -> Path:
     return Path(root) / "schema"
 
 
+def _file_key(path: Path) -> tuple:
+    stat = path.stat()
+    return (str(path), stat.st_mtime_ns, stat.st_size, CACHE_VERSION)
+
+
+def cache_file(db_path: str | Path, kind: str = "schema") -> Path:
+    """Where facts about one version of a database file are cached (`kind`: schema, values, ...): the key
+    holds the path, mtime and size, so an edited database is read again."""
+    path = Path(db_path).resolve()
+    digest = hashlib.sha256(repr(_file_key(path)).encode()).hexdigest()[:24]
+    suffix = "" if kind == "schema" else f".{kind}"
+    return _cache_dir() / f"{path.stem}-{digest}{suffix}.json"
+
+
 def introspect(db_path: str | Path, *, cache: bool = True) -> Schema:
     """The schema of a SQLite database, with sampled values and BIRD descriptions when present."""
     path = Path(db_path).resolve()
     conn = connect_readonly(path)  # validates the path before anything is cached
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size, CACHE_VERSION)
+    key = _file_key(path)
     if cache and key in _MEMORY_CACHE:
         conn.close()
         return _MEMORY_CACHE[key]
-    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
-    disk = _cache_dir() / f"{path.stem}-{digest}.json"
+    disk = cache_file(path)
     if cache and disk.exists():
         try:
             schema = Schema.from_dict(json.loads(disk.read_text()))
@@ -168,11 +180,16 @@ def _read_schema(conn, path: Path) -> Schema:
         except Exception:  # noqa: BLE001 - a virtual table whose module is missing, say
             n_rows = 0
         for col in columns:
-            if _NO_EXAMPLE_NAME.search(col.name) or "BLOB" in col.type:
+            if skips_examples(col):
                 continue
             col.examples, col.repeats = _sample_values(conn, name, col.name, n_rows)
         tables.append(table)
     return Schema(db_id=path.stem, tables=tables)
+
+
+def skips_examples(col: Column) -> bool:
+    """Columns whose values mean nothing to a model (identifiers, links, blobs): no examples, no index."""
+    return bool(_NO_EXAMPLE_NAME.search(col.name)) or "BLOB" in col.type
 
 
 def _sample_values(conn, table: str, column: str, n_rows: int = 0) -> tuple[list[str], bool]:
@@ -260,11 +277,14 @@ def render_schema(
     *,
     examples: bool = True,
     descriptions: bool = True,
+    matches: dict[tuple[str, str], list[str]] | None = None,
 ) -> str:
     """Render (part of) a schema as compact CREATE TABLE statements with value examples as comments.
 
     DDL is what code models have seen most; comments carry the examples and BIRD descriptions so a small
-    model can match question words to values. The same text is used for inference and for training.
+    model can match question words to values. `matches` ((table, column) -> stored values) are the values
+    the question mentions (macsql.values): shown on their column, spelled as stored, so the model filters
+    on the right column with the right literal. The same text is used for inference and for training.
     """
     blocks = []
     for table in schema.tables:
@@ -283,7 +303,10 @@ def render_schema(
                 notes.append(col.description)
             if descriptions and col.value_description and len(col.value_description) <= 160:
                 notes.append(col.value_description)
-            if examples and col.examples and (NUMERIC_EXAMPLES or not _only_numbers(col)):
+            matched = (matches or {}).get((table.name, col.name))
+            if matched:
+                notes.append("matches in question: " + ", ".join(_literal(v) for v in matched))
+            elif examples and col.examples and (NUMERIC_EXAMPLES or not _only_numbers(col)):
                 shown = col.examples if col.repeats else col.examples[:FREE_TEXT_EXAMPLES]
                 notes.append("e.g. " + ", ".join(_literal(v) for v in shown))
             lines.append((line, "; ".join(notes)))

@@ -14,11 +14,15 @@ from macsql.schema import Schema, Selection
 from macsql.sqlexec import DEFAULT_MAX_ROWS, ExecResult
 
 
-class Candidate(TypedDict):
+class Candidate(TypedDict, total=False):
+    id: int  # position in the state's candidate list
     sql: str
-    round: int
+    source: str  # "direct", "decomposed", "sample 2", "fix of #1"
+    round: int  # 0: written by the Decomposer; n: a Refiner fix of round n
     result: ExecResult | None
+    error: str | None  # why there is no SQL (the reply held none)
     score: int  # 2: rows with a value, 1: ran but empty/NULL, 0: error or no SQL
+    parent: int  # the candidate a fix repairs
 
 
 class State(TypedDict, total=False):
@@ -27,13 +31,13 @@ class State(TypedDict, total=False):
     schema: Schema
     selection: Selection
     schema_text: str
+    matches: list[dict]  # database values the question mentions: {"table", "column", "value"}
     sub_questions: list[dict]
-    sql: str
-    parse_error: str | None
-    result: ExecResult | None
+    drafts: list[dict]  # SQL written but not yet executed: {"sql", "source", "error", "parent"?}
     rounds: int
     candidates: Annotated[list[Candidate], operator.add]
     trace: Annotated[list[dict], operator.add]
+    vote: dict  # the groups and the winner, as in the trace
     final: Candidate
 
 
@@ -50,6 +54,13 @@ class Context:
     use_selector: bool = True
     use_decomposer: bool = True
     use_refiner: bool = True
+    # Candidates for the execution vote: 1 is a single greedy query (no vote); k>1 adds the direct query,
+    # the decomposed one and sampled ones. Default chosen by measurement (README, "Evaluating").
+    candidates: int = 5
+    temperature: float = 0.8  # for the sampled candidates
+    use_values: bool = True  # link question words to the database's values (macsql.values)
+    use_hints: bool = True  # repair hints from the schema and the data in the Refiner's problem text
+    max_refine: int = 2  # failing candidates the Refiner fixes per round, at most
     decompose: str = "steps"  # the Decomposer's reply style: "steps" or "sub-sql" (agents/decomposer.py)
     schema_examples: bool = True
     output_format: str = "sql"  # or "reasoning": <reasoning>…</reasoning><sql>…</sql>

@@ -46,7 +46,8 @@ def test_model_reply_without_sql(tiny_causal_dir, shop_db):
             "--backend", "hf", "--max-rounds", "0", "--json")
     assert r.exit_code == 1
     payload = json.loads(r.stdout)  # --json still prints the answer with its trace
-    assert payload["sql"] == "" and payload["trace"][1]["agent"] == "decomposer"
+    assert payload["sql"] == "" and [t["agent"] for t in payload["trace"]][1:3] == ["values", "decomposer"]
+    assert len(payload["candidates"]) == 5 and all(c["group"] is None for c in payload["candidates"])
     assert r.stderr.strip().splitlines()[-1] == ("Error: no working SQL after 0 refine round(s): the model reply contains no SQL query")
 
 

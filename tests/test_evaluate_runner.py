@@ -14,6 +14,11 @@ from macsql.llm import ScriptedLLM
 from macsql.pipeline import Pipeline
 
 
+def _single(llm):
+    """The single-query pipeline: these tests count model calls per question."""
+    return Pipeline(llm, candidates=1)
+
+
 def _examples(db, n=6):
     return [Example(question_id=str(i), db_id="shop", question=f"How many customers are in group {i}?",
                     gold_sql="SELECT count(*) FROM customers", db_path=db) for i in range(n)]
@@ -29,7 +34,7 @@ def _lines(path):
 
 def test_records_hold_prediction_trace_summary_and_costs(shop_db, tmp_path):
     out = tmp_path / "predictions.jsonl"
-    records = run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db, 2), out, progress=False)
+    records = run_predictions(_single(ScriptedLLM(_reply)), _examples(shop_db, 2), out, progress=False)
     lines = _lines(out)
     assert [r["question_id"] for r in lines] == ["0", "1"] and set(records) == {"0", "1"}
     rec = lines[0]
@@ -51,11 +56,11 @@ def test_backend_dying_midway_then_rerun_completes_without_duplicates(shop_db, t
 
     examples = _examples(shop_db)
     with pytest.raises(ModelError):
-        run_predictions(Pipeline(ScriptedLLM(flaky)), examples, out, progress=False)
+        run_predictions(_single(ScriptedLLM(flaky)), examples, out, progress=False)
     assert [r["question_id"] for r in _lines(out)] == ["0", "1", "2"]
 
     second = ScriptedLLM(_reply)
-    records = run_predictions(Pipeline(second), examples, out, progress=False)
+    records = run_predictions(_single(second), examples, out, progress=False)
     ids = [r["question_id"] for r in _lines(out)]
     assert ids == ["0", "1", "2", "3", "4", "5"] and len(records) == 6
     assert len(second.calls) == 3  # only the missing questions were asked
@@ -72,22 +77,22 @@ def test_ctrl_c_leaves_whole_lines(shop_db, tmp_path):
         return _reply(messages, agent)
 
     with pytest.raises(KeyboardInterrupt):
-        run_predictions(Pipeline(ScriptedLLM(interrupted)), _examples(shop_db), out, progress=False)
+        run_predictions(_single(ScriptedLLM(interrupted)), _examples(shop_db), out, progress=False)
     assert out.read_bytes().endswith(b"\n") and len(_lines(out)) == 2
-    run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db), out, progress=False)
+    run_predictions(_single(ScriptedLLM(_reply)), _examples(shop_db), out, progress=False)
     assert sorted(r["question_id"] for r in _lines(out)) == [str(i) for i in range(6)]
 
 
 def test_torn_last_line_is_cut_and_redone(shop_db, tmp_path):
     out = tmp_path / "predictions.jsonl"
-    run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db, 3), out, progress=False)
+    run_predictions(_single(ScriptedLLM(_reply)), _examples(shop_db, 3), out, progress=False)
     data = out.read_bytes()
     out.write_bytes(data[: len(data) - 25])  # a kill in the middle of writing the third line
     store = PredictionStore(out)
     assert store.repaired and set(store.done) == {"0", "1"}
     store.close()
     llm = ScriptedLLM(_reply)
-    run_predictions(Pipeline(llm), _examples(shop_db, 3), out, progress=False)
+    run_predictions(_single(llm), _examples(shop_db, 3), out, progress=False)
     assert [r["question_id"] for r in _lines(out)] == ["0", "1", "2"] and len(llm.calls) == 1
 
 
@@ -97,7 +102,7 @@ def test_one_crashing_question_is_recorded_not_fatal(shop_db, tmp_path):
             raise RuntimeError("tokenizer exploded")
         return _reply(messages, agent)
 
-    records = run_predictions(Pipeline(ScriptedLLM(odd)), _examples(shop_db, 3), tmp_path / "p.jsonl",
+    records = run_predictions(_single(ScriptedLLM(odd)), _examples(shop_db, 3), tmp_path / "p.jsonl",
                               progress=False)
     assert records["1"]["error"].startswith("pipeline crashed: RuntimeError") and records["1"]["pred_sql"] == ""
     assert records["2"]["error"] is None
@@ -105,7 +110,7 @@ def test_one_crashing_question_is_recorded_not_fatal(shop_db, tmp_path):
 
 def test_workers_run_concurrently_and_write_each_question_once(shop_db, tmp_path):
     out = tmp_path / "predictions.jsonl"
-    records = run_predictions(Pipeline(ScriptedLLM(_reply)), _examples(shop_db, 9), out, workers=3,
+    records = run_predictions(_single(ScriptedLLM(_reply)), _examples(shop_db, 9), out, workers=3,
                               progress=False)
     assert sorted(r["question_id"] for r in _lines(out)) == [str(i) for i in range(9)] and len(records) == 9
 
@@ -206,7 +211,7 @@ def test_questions_are_answered_grouped_by_database(shop_db, tmp_path):
                         gold_sql="SELECT count(*) FROM customers", db_path=shop_db if i % 2 else other)
                 for i in range(6)]
     llm = ScriptedLLM(_reply)
-    run_predictions(Pipeline(llm), examples, tmp_path / "p.jsonl", progress=False)
+    run_predictions(_single(llm), examples, tmp_path / "p.jsonl", progress=False)
     assert [r["question_id"] for r in _lines(tmp_path / "p.jsonl")] == ["0", "2", "4", "1", "3", "5"]
     schemas = [messages[-1]["content"].split("Question:")[0] for _, messages in llm.calls]
     assert len(set(schemas)) == 2 and schemas == sorted(schemas, key=schemas.index)  # one run per database

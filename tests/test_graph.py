@@ -1,4 +1,7 @@
-"""The pipeline end to end with a scripted backend: routing, refine rounds, best-candidate choice, trace."""
+"""The pipeline end to end with a scripted backend: routing, refine rounds, best-candidate choice, trace.
+
+These tests pin the single-query MAC-SQL loop (`candidates=1`); the vote over several candidates is in
+test_vote.py."""
 
 import pytest
 
@@ -13,17 +16,17 @@ def fenced(sql):
 
 def test_correct_sql_needs_one_call(shop_db):
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'")])
-    ans = Pipeline(llm).ask("How many customers are in Spain?", shop_db)
+    ans = Pipeline(llm, candidates=1).ask("How many customers are in Spain?", shop_db)
     assert ans.rows == [[2]] and ans.error is None and ans.rounds == 0
     assert [a for a, _ in llm.calls] == ["decomposer"]  # small schema: no Selector call
     agents = [t["agent"] for t in ans.trace]
-    assert agents == ["schema", "decomposer", "execute"]
+    assert agents == ["schema", "values", "decomposer", "execute", "vote"]
     assert ans.llm_calls == 1 and ans.prompt_tokens > 0
 
 
 def test_refiner_fixes_an_error(shop_db):
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM customer"), fenced("SELECT COUNT(*) FROM customers")])
-    ans = Pipeline(llm).ask("How many customers?", shop_db)
+    ans = Pipeline(llm, candidates=1).ask("How many customers?", shop_db)
     assert ans.sql == "SELECT COUNT(*) FROM customers" and ans.rows == [[3]] and ans.rounds == 1
     refiner_prompt = llm.calls[1][1][-1]["content"]
     assert "no such table: customer" in refiner_prompt  # the real SQLite error reaches the model
@@ -32,7 +35,7 @@ def test_refiner_fixes_an_error(shop_db):
 def test_stops_at_the_round_limit_and_executes_the_last_fix(shop_db):
     bad = [fenced(f"SELECT nope{i} FROM customers") for i in range(10)]
     llm = ScriptedLLM(bad)
-    ans = Pipeline(llm, max_rounds=2).ask("Anything?", shop_db)
+    ans = Pipeline(llm, candidates=1, max_rounds=2).ask("Anything?", shop_db)
     assert ans.rounds == 2
     assert [a for a, _ in llm.calls] == ["decomposer", "refiner", "refiner"]
     executes = [t for t in ans.trace if t["agent"] == "execute"]
@@ -43,20 +46,20 @@ def test_stops_at_the_round_limit_and_executes_the_last_fix(shop_db):
 def test_best_candidate_wins_over_a_later_worse_one(shop_db):
     # empty result → refine → SQL error: the earlier empty-but-valid SQL is kept
     llm = ScriptedLLM([fenced("SELECT name FROM customers WHERE country = 'Mars'"), fenced("SELECT broken FROM")])
-    ans = Pipeline(llm, max_rounds=1).ask("Who lives on Mars?", shop_db)
+    ans = Pipeline(llm, candidates=1, max_rounds=1).ask("Who lives on Mars?", shop_db)
     assert ans.sql == "SELECT name FROM customers WHERE country = 'Mars'" and ans.error is None
 
 
 def test_reply_without_sql_goes_to_the_refiner(shop_db):
     llm = ScriptedLLM(["I am not sure what you mean.", fenced("SELECT name FROM customers WHERE customer_id = 1")])
-    ans = Pipeline(llm).ask("Name of customer 1?", shop_db)
+    ans = Pipeline(llm, candidates=1).ask("Name of customer 1?", shop_db)
     assert ans.rows == [["Ana"]]
     assert "contains no SQL" in llm.calls[1][1][-1]["content"]
 
 
 def test_no_refiner_ablation(shop_db):
     llm = ScriptedLLM([fenced("SELECT nope FROM customers")])
-    ans = Pipeline(llm, use_refiner=False).ask("x?", shop_db)
+    ans = Pipeline(llm, candidates=1, use_refiner=False).ask("x?", shop_db)
     assert ans.rounds == 0 and ans.error and len(llm.calls) == 1
 
 
@@ -67,7 +70,7 @@ def test_selector_runs_on_a_big_schema(tmp_path):
                   for i in range(5))
     db = make_db(tmp_path / "big.sqlite", ddl + "INSERT INTO t3 (id, c1) VALUES (1, 'x');")
     llm = ScriptedLLM(['{"t3": ["c1"]}', fenced("SELECT c1 FROM t3")])
-    ans = Pipeline(llm).ask("What is c1 in t3?", db)
+    ans = Pipeline(llm, candidates=1).ask("What is c1 in t3?", db)
     assert ans.selection == {"t3": ["id", "c1"]}  # primary key kept although not named
     decomposer_prompt = llm.calls[1][1][-1]["content"]
     assert "CREATE TABLE t3" in decomposer_prompt and "CREATE TABLE t0" not in decomposer_prompt
@@ -81,7 +84,7 @@ def test_empty_question_is_refused(shop_db):
 
 def test_evidence_reaches_the_prompt(shop_db):
     llm = ScriptedLLM([fenced("SELECT 1")])
-    Pipeline(llm).ask("q?", shop_db, evidence="big spender = amount > 50")
+    Pipeline(llm, candidates=1).ask("q?", shop_db, evidence="big spender = amount > 50")
     assert "Evidence: big spender = amount > 50" in llm.calls[0][1][-1]["content"]
 
 
@@ -89,7 +92,7 @@ def test_reasoning_format_end_to_end(shop_db):
     reply = ("<reasoning>customers.country holds the country; count the rows for Spain</reasoning>\n"
              "<sql>SELECT COUNT(*) FROM customers WHERE country = 'Spain'</sql>")
     llm = ScriptedLLM([reply])
-    ans = Pipeline(llm, output_format="reasoning").ask("How many customers are in Spain?", shop_db)
+    ans = Pipeline(llm, candidates=1, output_format="reasoning").ask("How many customers are in Spain?", shop_db)
     assert ans.rows == [[2]]
     assert "<reasoning>" in llm.calls[0][1][-1]["content"]  # the prompt asks for the format
     step = next(t for t in ans.trace if t["agent"] == "decomposer")

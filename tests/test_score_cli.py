@@ -113,7 +113,7 @@ def _scripted_pipeline(calls):
         calls.append("build")
         return Pipeline(ScriptedLLM(reply), max_rounds=opts["max_rounds"], timeout_s=opts["timeout_s"],
                         use_selector=not opts["no_selector"], use_decomposer=not opts["no_decomposer"],
-                        use_refiner=not opts["no_refiner"])
+                        use_refiner=not opts["no_refiner"], candidates=opts["candidates"])
     return build
 
 
@@ -132,7 +132,8 @@ def test_eval_ablations_resume_and_compare(spider_set, tmp_path, monkeypatch):
     base = [json.loads(x) for x in (out / "baseline" / "predictions.jsonl").read_text().splitlines()]
     assert all(rec["llm_calls"] == 1 and rec["refine_rounds"] == 0 for rec in base)  # single prompt
     full = {json.loads(x)["question_id"]: json.loads(x) for x in (out / "full" / "predictions.jsonl").read_text().splitlines()}
-    assert full["1"]["refine_rounds"] == 3  # the wrong one was refined (and stayed wrong)
+    # the wrong one was refined once: the fix repeated the query, which ends the loop instead of 2 more rounds
+    assert full["1"]["refine_rounds"] == 1
     table = (out / "ablations.md").read_text()
     assert "| full | 4 | 75.00 |" in table and "| baseline | 4 | 75.00 |" in table
 
@@ -192,9 +193,9 @@ def test_eval_sample_can_grow(spider_set, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr("macsql.cli.build_pipeline", _scripted_pipeline(calls))
     out = tmp_path / "run"
-    assert run("eval", "--data", spider_set, "--out", out, "--limit", "2", "--seed", "1", "--no-refiner",
+    assert run("eval", "--data", spider_set, "--out", out, "--limit", "2", "--seed", "1", "--no-refiner", "--candidates", "1",
                "-q").exit_code == 0
     assert calls.count("decomposer") == 2
-    r = run("eval", "--data", spider_set, "--out", out, "--limit", "4", "--seed", "1", "--no-refiner", "-q")
+    r = run("eval", "--data", spider_set, "--out", out, "--limit", "4", "--seed", "1", "--no-refiner", "--candidates", "1", "-q")
     assert r.exit_code == 0 and "n=4" in r.output
     assert calls.count("decomposer") == 4  # only the two new questions were asked

@@ -23,11 +23,17 @@ class Match:
     gold: ExecResult
 
 
+def result_key(rows) -> frozenset:
+    """A hashable form of a result under BIRD semantics: two results are equal when their keys are (the
+    vote groups candidates by it)."""
+    return frozenset(tuple(r) for r in rows)
+
+
 def rows_match(pred: tuple | list, gold: tuple | list, *, strict: bool = False, ordered: bool = False) -> bool:
+    if not strict:
+        return result_key(pred) == result_key(gold)
     pred_rows = [tuple(r) for r in pred]
     gold_rows = [tuple(r) for r in gold]
-    if not strict:
-        return set(pred_rows) == set(gold_rows)
     if ordered:
         return pred_rows == gold_rows
     return Counter(pred_rows) == Counter(gold_rows)

@@ -19,13 +19,17 @@ from macsql.errors import InputError, MacSQLError, ModelError
 from macsql.evaluate.datasets import Example
 
 # Pipeline options of each ablation variant. "baseline" is a single prompt: whole schema, SQL asked for
-# directly, no repair: exactly one model call per question.
-VARIANTS: dict[str, dict[str, bool]] = {
+# directly, no value linking, no vote, no repair: exactly one model call per question.
+VARIANTS: dict[str, dict] = {
     "full": {},
     "no-selector": {"use_selector": False},
     "no-decomposer": {"use_decomposer": False},
     "no-refiner": {"use_refiner": False},
-    "baseline": {"use_selector": False, "use_decomposer": False, "use_refiner": False},
+    "no-vote": {"candidates": 1},
+    "no-values": {"use_values": False},
+    "no-hints": {"use_hints": False},
+    "baseline": {"use_selector": False, "use_decomposer": False, "use_refiner": False, "candidates": 1,
+                 "use_values": False, "use_hints": False},
 }
 PIPELINE_AGENTS = ("selector", "decomposer", "refiner")
 
@@ -88,7 +92,7 @@ class PredictionStore:
 def _trace_summary(trace: list[dict]) -> list[dict]:
     """The trace without prompts or replies: who ran, in which round, what it cost, what SQL came out."""
     keep = ("agent", "round", "prompt_tokens", "completion_tokens", "seconds", "sql", "error", "rows", "parsed",
-            "kept")
+            "kept", "source", "candidate", "repeated", "problem", "winner", "groups", "matches")
     return [{k: t[k] for k in keep if k in t} for t in trace]
 
 
@@ -104,6 +108,7 @@ def record_for(example: Example, answer=None, *, variant: str = "full", error: s
         "llm_calls": answer.llm_calls, "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.completion_tokens, "model_seconds": round(answer.model_seconds, 4),
         "seconds": round(answer.seconds, 4), "rows": len(answer.rows), "trace": _trace_summary(answer.trace),
+        "candidates": [{k: v for k, v in c.items() if k != "rows"} for c in answer.candidates],
     })
     return rec
 

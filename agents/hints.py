@@ -1,0 +1,172 @@
+"""Repair hints: deterministic facts from the schema and the data that tell the Refiner what to change.
+
+A small model told only "no such column: Weight" tends to return a query it already tried. Told that
+`Weight` lives in `cars_data`, or that 'france' does not occur in `country.name` but 'France' does, it can
+act. Every hint here is computed, never guessed by a model:
+- no such column X: the tables that have X, else the closest column names;
+- no such table X: the closest table names;
+- ambiguous column X: the tables in the query that have X, to qualify it with;
+- an empty result: each WHERE literal that does not occur in its column, with the closest real values (and
+  the columns where it does occur).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+from macsql.schema import Schema
+from macsql.sqlexec import ExecResult, execute, parse_query
+
+_NO_COLUMN = re.compile(r"no such column:\s*(\S+)", re.I)
+_NO_TABLE = re.compile(r"no such table:\s*(\S+)", re.I)
+_AMBIGUOUS = re.compile(r"ambiguous column name:\s*(\S+)", re.I)
+MAX_LITERALS = 3
+MAX_SUGGESTIONS = 3
+
+
+def _bare(name: str) -> str:
+    return name.strip().strip('`"[]').strip()
+
+
+def _tables_in_query(sql: str, schema: Schema) -> tuple[list[str], dict[str, str]]:
+    """The schema tables a query reads, and alias (lower) -> table name."""
+    from sqlglot import exp
+
+    tree = parse_query(sql)
+    tables, aliases = [], {}
+    if tree is None:
+        return tables, aliases
+    for node in tree.find_all(exp.Table):
+        table = schema.table(node.name)
+        if table is None:
+            continue
+        if table.name not in tables:
+            tables.append(table.name)
+        aliases[table.name.lower()] = table.name
+        if node.alias:
+            aliases[node.alias.lower()] = table.name
+    return tables, aliases
+
+
+def _close(word: str, options: list[str]) -> list[str]:
+    low = {o.lower(): o for o in options}
+    return [low[m] for m in difflib.get_close_matches(word.lower(), list(low), n=MAX_SUGGESTIONS, cutoff=0.6)]
+
+
+def missing_column_hint(name: str, schema: Schema, sql: str = "") -> str:
+    qualifier, _, column = _bare(name).rpartition(".")
+    column = _bare(column)
+    owners = [t.name for t in schema.tables if t.column(column) is not None]
+    in_query, aliases = _tables_in_query(sql, schema)
+    if owners:
+        where = ", ".join(f"{t}.{schema.table(t).column(column).name}" for t in owners)
+        hint = f"column {column!r} exists only as {where}"
+        if qualifier and aliases.get(_bare(qualifier).lower()) not in owners:
+            hint += f" (not in {_bare(qualifier)})"
+        missing = [t for t in owners if t not in in_query]
+        if missing and len(missing) == len(owners):
+            hint += f"; join {' or '.join(missing)} to use it"
+        return hint
+    every = [f"{t.name}.{c.name}" for t in schema.tables for c in t.columns]
+    close = _close(column, [c.split(".", 1)[1] for c in every])
+    named = [c for c in every if c.split(".", 1)[1] in close][:MAX_SUGGESTIONS]
+    return f"no table has a column {column!r}" + (f"; closest: {', '.join(named)}" if named else "")
+
+
+def missing_table_hint(name: str, schema: Schema) -> str:
+    close = _close(_bare(name), [t.name for t in schema.tables])
+    return f"no table {_bare(name)!r}" + (f"; closest: {', '.join(close)}" if close else
+                                          f"; tables are: {', '.join(t.name for t in schema.tables)}")
+
+
+def ambiguous_hint(name: str, schema: Schema, sql: str) -> str:
+    column = _bare(name).rpartition(".")[2]
+    in_query, _ = _tables_in_query(sql, schema)
+    owners = [t for t in in_query if schema.table(t).column(column) is not None]
+    if not owners:
+        owners = [t.name for t in schema.tables if t.column(column) is not None]
+    return f"qualify {column!r} with its table: " + " or ".join(f"{t}.{column}" for t in owners)
+
+
+def _literal_filters(sql: str, schema: Schema) -> list[tuple[str, str, str, bool]]:
+    """(table, column, literal, is_like) for each `column = 'text'` / `column LIKE '...'` in the query."""
+    from sqlglot import exp
+
+    tree = parse_query(sql)
+    if tree is None:
+        return []
+    in_query, aliases = _tables_in_query(sql, schema)
+    out = []
+    for node in tree.find_all(exp.EQ, exp.Like, exp.ILike):
+        col, lit = node.this, node.expression
+        if isinstance(col, exp.Literal):
+            col, lit = lit, col
+        if not (isinstance(col, exp.Column) and isinstance(lit, exp.Literal) and lit.is_string):
+            continue
+        if col.table:
+            table = aliases.get(col.table.lower())
+        else:
+            owners = [t for t in in_query if schema.table(t).column(col.name) is not None]
+            table = owners[0] if len(owners) == 1 else None
+        column = schema.table(table).column(col.name) if table else None
+        if column is not None:
+            out.append((table, column.name, lit.this, isinstance(node, (exp.Like, exp.ILike))))
+    return out[:MAX_LITERALS]
+
+
+def _quote_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def empty_result_hints(sql: str, schema: Schema, db_path: str | Path, *, timeout_s: float = 5.0) -> list[str]:
+    """For each WHERE literal that its column does not hold: the closest values it does hold."""
+    from macsql.values import normalize, value_index
+
+    index = value_index(db_path, schema)
+    hints = []
+    for table, column, literal, is_like in _literal_filters(sql, schema):
+        op = "LIKE" if is_like else "="
+        probe = (f"SELECT 1 FROM {_quote_name(table)} WHERE {_quote_name(column)} {op} {_quote_text(literal)} "
+                 "LIMIT 1")
+        found: ExecResult = execute(db_path, probe, timeout_s=timeout_s, max_rows=1)
+        if not found.ok or found.rows:
+            continue
+        values = index.values_of(table, column)
+        bare = literal.strip("%")
+        close = [v for v in values if bare and normalize(bare) == normalize(v)]
+        close = close or [v for v in values if bare and normalize(bare) in normalize(v)][:MAX_SUGGESTIONS]
+        close = close or _close(bare, values)
+        hint = f"{table}.{column} has no value {literal!r}"
+        if close:
+            hint += "; closest values: " + ", ".join(_quote_text(v) for v in close[:MAX_SUGGESTIONS])
+        elsewhere = [m for m in index.match(bare) if (m.table, m.column) != (table, column)]
+        if elsewhere:
+            hint += "; it occurs in " + ", ".join(f"{m.table}.{m.column} as {_quote_text(m.value)}"
+                                                   for m in elsewhere[:MAX_SUGGESTIONS])
+        hints.append(hint)
+    return hints
+
+
+def repair_hint(sql: str, result: ExecResult | None, schema: Schema, db_path: str | Path) -> str | None:
+    """One line of facts for the Refiner about what is wrong with `sql`, or None when there is nothing
+    to add to the error itself."""
+    if result is None or result.timed_out:
+        return None
+    if result.error:
+        for pattern, make in ((_NO_COLUMN, lambda n: missing_column_hint(n, schema, sql)),
+                              (_NO_TABLE, lambda n: missing_table_hint(n, schema)),
+                              (_AMBIGUOUS, lambda n: ambiguous_hint(n, schema, sql))):
+            m = pattern.search(result.error)
+            if m:
+                return make(m.group(1))
+        return None
+    if not result.rows:
+        hints = empty_result_hints(sql, schema, db_path)
+        return "; ".join(hints) if hints else None
+    return None
