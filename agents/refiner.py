@@ -86,12 +86,14 @@ def same_sql(a: str, b: str) -> bool:
 
 
 def to_refine(candidates: list[dict], round_: int, limit: int) -> list[dict]:
-    """The failing candidates of the latest round worth a model call: distinct queries, earliest first."""
+    """The failing candidates of the latest round worth a model call: distinct queries not tried in an
+    earlier round, earliest first."""
+    earlier = [c["sql"] for c in candidates if c["round"] < round_]
     picked: list[dict] = []
     for cand in candidates:
         if cand["round"] != round_ or cand["score"] == 2:
             continue
-        if any(same_sql(cand["sql"], p["sql"]) for p in picked):
+        if any(same_sql(cand["sql"], s) for s in earlier) or any(same_sql(cand["sql"], p["sql"]) for p in picked):
             continue
         picked.append(cand)
     return picked[:limit]
@@ -99,7 +101,8 @@ def to_refine(candidates: list[dict], round_: int, limit: int) -> list[dict]:
 
 def node(state, runtime) -> dict:
     """Fix the latest round's failing candidates; each fix becomes a draft that joins the vote. A fix that
-    repeats any query already tried is dropped, and a round with no new query ends the loop."""
+    repeats a query already tried is not run again (its result is reused: when it repeats another candidate
+    it is one more vote for that result), and a round that brings no new query ends the loop."""
     from macsql.agents.hints import repair_hint
 
     ctx = runtime.context
@@ -116,11 +119,11 @@ def node(state, runtime) -> dict:
                      evidence=state.get("evidence", ""), round_=round_, output_format=ctx.output_format,
                      max_new_tokens=ctx.max_new_tokens)
         entry = {**out.trace[0], "candidate": cand["id"]}
-        if out.sql and any(same_sql(out.sql, t) for t in tried):
-            entry["repeated"] = True  # costs no execution and no further round
-        elif out.sql or out.error:
-            drafts.append({"sql": out.sql, "source": f"fix of #{cand['id']}", "error": out.error,
-                           "parent": cand["id"]})
-            tried.append(out.sql)
+        repeated = next((t for t in tried if out.sql and same_sql(out.sql, t)), None)
+        entry["repeated"] = repeated is not None
+        drafts.append({"sql": repeated if repeated is not None else out.sql, "source": f"fix of #{cand['id']}",
+                       "error": out.error, "parent": cand["id"], "repeated": repeated is not None})
+        tried.append(out.sql)
         trace.append(entry)
-    return {"drafts": drafts, "rounds": round_, "trace": trace}
+    return {"drafts": drafts, "rounds": round_, "trace": trace,
+            "stalled": all(d["repeated"] for d in drafts)}

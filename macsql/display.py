@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape  # model text is data: a "[bold]" in it must print as written
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -37,18 +38,29 @@ def print_trace(answer: Answer, console: Console) -> None:
         elif agent == "selector":
             kept = ", ".join(f"{t}({n})" for t, n in step.get("kept", {}).items())
             console.print(f"[bold]selector[/bold] kept {kept} · {step['seconds']:.1f}s")
+        elif agent == "values":
+            found = ", ".join(f"{m['table']}.{m['column']}={m['value']!r}" for m in step.get("matches", []))
+            console.print(f"[bold]values[/bold] {found or 'no database value in the question'}",
+                          markup=False, highlight=False)
         elif agent == "decomposer":
-            console.print(f"[bold]decomposer[/bold] {step['prompt_tokens']}+{step['completion_tokens']} tokens · "
-                          f"{step['seconds']:.1f}s")
+            source = f" ({step['source']})" if step.get("source") else ""
+            console.print(f"[bold]decomposer[/bold]{source} {step['prompt_tokens']}+{step['completion_tokens']} "
+                          f"tokens · {step['seconds']:.1f}s")
             if step.get("reasoning"):
-                console.print(f"  [italic]{step['reasoning']}[/italic]")
+                console.print(f"  [italic]{escape(step['reasoning'])}[/italic]")
             for i, sq in enumerate(step.get("sub_questions", []), 1):
-                console.print(f"  {i}. {sq['question']}\n     [cyan]{sq['sql']}[/cyan]")
+                console.print(f"  {i}. {escape(sq['question'])}" + (f"\n     [cyan]{escape(sq['sql'])}[/cyan]"
+                                                                     if sq.get("sql") else ""))
         elif agent == "refiner":
-            console.print(f"[bold]refiner[/bold] round {step['round']}: {step.get('problem', '')} · "
+            console.print(f"[bold]refiner[/bold] round {step['round']}: {escape(step.get('problem', ''))} · "
                           f"{step['seconds']:.1f}s")
             if step.get("reasoning"):
-                console.print(f"  [italic]{step['reasoning']}[/italic]")
+                console.print(f"  [italic]{escape(step['reasoning'])}[/italic]")
         elif agent == "execute":
             status = f"error: {step['error']}" if step.get("error") else f"{step['rows']} row(s)"
-            console.print(f"[bold]execute[/bold] round {step['round']}: {status} · {step['seconds']:.3f}s")
+            who = f" #{step['candidate']} {step.get('source', '')}" if "candidate" in step else ""
+            console.print(f"[bold]execute[/bold]{who} round {step['round']}: {status} · {step['seconds']:.3f}s")
+        elif agent == "vote":
+            groups = "; ".join(f"{g['votes']} vote(s) for {g['rows']} row(s) (#{', #'.join(map(str, g['members']))})"
+                               for g in step.get("groups", []))
+            console.print(f"[bold]vote[/bold] {groups or 'no candidate ran'} → #{step['winner']}")

@@ -72,7 +72,7 @@ def run_sql(state: State, runtime: Runtime[Context]) -> dict:
 
 def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["refine", "vote"]:
     ctx = runtime.context
-    if not ctx.use_refiner or state.get("rounds", 0) >= ctx.max_rounds:
+    if not ctx.use_refiner or state.get("rounds", 0) >= ctx.max_rounds or state.get("stalled"):
         return "vote"
     cands = state["candidates"]
     if vote(cands).settled:
@@ -81,7 +81,7 @@ def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["ref
 
 
 def route_after_refine(state: State, runtime: Runtime[Context]) -> Literal["execute", "vote"]:
-    return "execute" if state.get("drafts") else "vote"  # every fix repeated a tried query: stop
+    return "execute" if state.get("drafts") else "vote"
 
 
 def finish(state: State, runtime: Runtime[Context]) -> dict:

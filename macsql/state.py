@@ -35,6 +35,7 @@ class State(TypedDict, total=False):
     sub_questions: list[dict]
     drafts: list[dict]  # SQL written but not yet executed: {"sql", "source", "error", "parent"?}
     rounds: int
+    stalled: bool  # the Refiner's last round brought no query not tried before: stop refining
     candidates: Annotated[list[Candidate], operator.add]
     trace: Annotated[list[dict], operator.add]
     vote: dict  # the groups and the winner, as in the trace

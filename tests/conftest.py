@@ -70,8 +70,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append((self.path, body))
         data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": type(self).reply(body)},
-                                        "finish_reason": "stop"}],
+                           "choices": [{"index": i, "message": {"role": "assistant", "content": type(self).reply(body)},
+                                        "finish_reason": "stop"} for i in range(body.get("n", 1))],
                            "usage": {"prompt_tokens": 42, "completion_tokens": 7}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
