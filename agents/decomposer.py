@@ -60,6 +60,8 @@ above. """ + REASONING_FORMAT + """
 
 {question}"""
 
+SAMPLE_MAX_TOKENS = 192  # Spider/BIRD gold queries are under ~150 tokens; a longer sample is mostly prose
+
 _SUBQ = re.compile(r"(?m)^\s*(?:Sub-question\s*)?(\d+)[.):]\s+(.+?)\s*$")
 
 
@@ -184,8 +186,9 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
                                  sub_questions=found, reasoning=extract_reasoning(gen.text)))
     n_samples = max(0, k - len(plan)) if k > 1 else 0
     if n_samples:
-        gens = llm.generate([direct], agent="decomposer", max_new_tokens=max_new_tokens, n=n_samples,
-                            temperature=temperature)
+        # A sampled reply that rambles past a query's length is rarely worth its tokens: cap it.
+        gens = llm.generate([direct], agent="decomposer", max_new_tokens=min(max_new_tokens, SAMPLE_MAX_TOKENS),
+                            n=n_samples, temperature=temperature)
         for i, gen in enumerate(gens, 1):
             draft, _ = _draft(gen.text, f"sample {i}", decomposed=reasoning)
             drafts.append(draft)

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,8 +355,11 @@ class LlamaCppLLM:
     def _complete(self, messages, max_new_tokens, temperature, index) -> Generation:
         lc = self._llama_cpp
         ctx = self.llama._ctx.ctx
+        # A sample's seed comes from the prompt and the sample's number: reruns give the same candidates, and
+        # the n samples of one prompt draw different random streams.
+        seed = (self.seed + zlib.crc32(repr(messages).encode()) + 7919 * (index + 1)) % (2 ** 31)
         sampling = ({"temperature": 0.0, "top_k": 1} if temperature <= 0 else
-                    {"temperature": temperature, "top_p": 0.95, "top_k": 40, "seed": self.seed + 1 + index})
+                    {"temperature": temperature, "top_p": 0.95, "top_k": 40, "seed": seed})
         lc.llama_perf_context_reset(ctx)
         start = time.perf_counter()
         try:
