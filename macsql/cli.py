@@ -68,6 +68,9 @@ def model_options(f):
         click.option("--device", default=None, help="torch device for --backend hf (default: cuda if present)."),
         click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
                      show_default=True, help="Weights dtype for --backend hf."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for llama.cpp (default: every CPU this process may use). On a busy "
+                          "machine 1 can be much faster: llama.cpp's threads wait for each other."),
         click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(0, 10),
                      help="Refiner rounds at most."),
         click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
@@ -97,7 +100,7 @@ def model_options(f):
 
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
                    no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
-                   temperature=Context.temperature, no_values=False, no_hints=False, **extra):
+                   temperature=Context.temperature, no_values=False, no_hints=False, threads=None, **extra):
     from macsql.pipeline import Pipeline
     from macsql.weights import DEFAULT_MODEL
 
@@ -108,6 +111,8 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
         backend_options.update({k: v for k, v in {"device": device, "dtype": dtype}.items() if v})
         if backend == "auto":
             backend_options = {"device": device, "dtype": dtype} if (device or dtype != "auto") else {}
+    if threads and backend != "openai":
+        backend_options["n_threads"] = threads
     return Pipeline.from_pretrained(
         model or DEFAULT_MODEL, backend=backend, adapters=adapters, backend_options=backend_options,
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,

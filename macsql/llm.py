@@ -118,13 +118,15 @@ class _HFBase:
     auto_class = "AutoModelForCausalLM"
 
     def __init__(self, model: str | os.PathLike, *, adapters: dict[str, str | Path] | None = None,
-                 device: str | None = None, dtype: str = "auto", batch_size: int = 4):
+                 device: str | None = None, dtype: str = "auto", batch_size: int = 4, n_threads: int | None = None):
         import torch
         import transformers
         from transformers import AutoTokenizer
 
         from macsql import weights
 
+        if n_threads:
+            torch.set_num_threads(n_threads)
         resolved = weights.resolve(model)
         folder = weights.checkpoint_for_transformers(resolved)
         self.name = resolved.name
