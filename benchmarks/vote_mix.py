@@ -85,9 +85,9 @@ def main() -> None:
 
     def ex(keep, with_fixes):
         right = 0
+        fix = fixes_of(keep)
         for _rec, cands in table:
             if with_fixes:
-                fix = fixes_of(keep)
                 right += _pick(cands, lambda c, cands=cands: (keep(c) and c["round"] == 0) or fix(c, cands))
             else:
                 right += _pick(cands, lambda c: keep(c) and c["round"] == 0)
