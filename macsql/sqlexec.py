@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,74 @@ class _Authorizer:
         return sqlite3.SQLITE_DENY
 
 
+_PRINTF_SPEC = re.compile(r"%([-+ 0#,!]*)(\*|\d+)?(?:\.(\*|\d+))?([a-zA-Z%])")
+_BUILTINS = threading.local()
+
+
+def _builtin(name: str, *args):
+    """SQLite's own `name(args)`, computed on a private in-memory connection (same limits)."""
+    conn = getattr(_BUILTINS, "conn", None)
+    if conn is None:
+        conn = _BUILTINS.conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"])
+    marks = ", ".join("?" * len(args))
+    return conn.execute(f"SELECT {name}({marks})", args).fetchone()[0]
+
+
+class _Guarded:
+    """Linear-time stand-ins for the few built-in functions whose cost is not bounded by the deadline.
+
+    The progress handler runs between VM steps, and one call of a function is one step: SQLite's `instr`
+    and `replace` compare the needle at every position (O(n*m): ~8 s for a 1 MB haystack, hours at the
+    length limit), and `printf('%.*c', 1000000000, 'x')` writes its whole width before noticing the length
+    limit. Strings and blobs go to Python's linear-time search; other argument types, and printf after its
+    widths are checked, go to SQLite's own function, so results are the same.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.reason: str | None = None
+        self.max_len = SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"]
+        conn.create_function("instr", 2, self.instr, deterministic=True)
+        conn.create_function("replace", 3, self.replace, deterministic=True)
+        for name in ("printf", "format"):
+            conn.create_function(name, -1, self.printf, deterministic=True)
+
+    @staticmethod
+    def instr(hay, needle):
+        if hay is None or needle is None:
+            return None
+        if type(hay) is type(needle) and isinstance(hay, (str, bytes)):
+            return hay.find(needle) + 1
+        return _builtin("instr", hay, needle)
+
+    def replace(self, text, old, new):
+        if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+            if not old:
+                return text
+            if len(new) > len(old) and len(text) // len(old) * (len(new) - len(old)) + len(text) > self.max_len:
+                return self._refuse("replace() would build a string longer than the length limit")
+            return text.replace(old, new)
+        return _builtin("replace", text, old, new)
+
+    def printf(self, fmt=None, *args):
+        if isinstance(fmt, str):
+            arg = 0
+            for _flags, width, precision, kind in _PRINTF_SPEC.findall(fmt):
+                for part in (width, precision):
+                    if part == "*":
+                        value = args[arg] if arg < len(args) else 0
+                        arg += 1
+                        part = value if isinstance(value, int) else 0
+                    if part and abs(int(part)) > self.max_len:
+                        return self._refuse(f"printf() width or precision {part} is over the length limit")
+                arg += kind != "%"
+        return _builtin("printf", fmt, *args)
+
+    def _refuse(self, reason: str):
+        self.reason = reason
+        raise ValueError(reason)
+
+
 def check_timeout(timeout_s: float) -> float:
     """`timeout_s` if it is a positive, finite number of seconds, else InputError (nan/inf turn it off)."""
     try:
@@ -239,6 +308,8 @@ def _strip_statement(sql: str) -> str:
     """The text of one statement without trailing `;`, blanks and comments (`SELECT 1; -- note` is one
     statement). Only a trailing comment is cut, outside quotes: a `--` inside a string stays."""
     text = (sql or "").strip()
+    if len(text) > MAX_SQL_CHARS:
+        return text  # refused by _text_problem; not worth a character-by-character scan
     while True:
         text = text.rstrip().rstrip(";").rstrip()
         cut = _trailing_comment_start(text)
@@ -350,7 +421,7 @@ def execute(
     # a locked database waits for the lock no longer than the deadline allows
     conn = connect_readonly(db_path, busy_timeout_s=deadline - time.perf_counter())
     timed_out = False
-    authorizer = None
+    authorizer = guarded = None
 
     def _progress() -> int:
         nonlocal timed_out
@@ -365,6 +436,7 @@ def execute(
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(unusable_database_message(db_path, exc)) from exc
         conn.set_authorizer(authorizer)
+        guarded = _Guarded(conn)
         conn.set_progress_handler(_progress, 1000)
         cur = conn.execute(_strip_statement(sql))
         rows: list[tuple] = []
@@ -393,6 +465,8 @@ def execute(
         message = " ".join(str(exc).split()) or type(exc).__name__
         if "not authorized" in message or "prohibited" in message or "constructor failed" in message:
             message = f"{message} ({(authorizer and authorizer.denied) or 'only read queries are allowed'})"
+        elif "user-defined function raised exception" in message and guarded and guarded.reason:
+            message = guarded.reason
         elif isinstance(exc, MemoryError):
             message = "the query ran out of memory"
         return ExecResult(error=message, seconds=elapsed())
