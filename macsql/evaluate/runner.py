@@ -263,12 +263,29 @@ def check_run_config(out_dir: Path, config: dict, *, keys: Sequence[str]) -> Non
         try:
             old = json.loads(path.read_text())
         except ValueError:
-            old = {}
+            old = None
+        if not isinstance(old, dict):
+            raise InputError(f"{path} is unreadable, so it cannot say which run {out_dir} holds; use a new "
+                             "--out folder or --overwrite")
         diff = [k for k in keys if old.get(k) != config.get(k)]
         if diff:
             raise InputError(f"{out_dir} holds a run with a different {', '.join(diff)} "
                              f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use a new --out folder "
                              "or --overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**config, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                               indent=2, default=str))
+    write_atomic(path, json.dumps({**config, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                                  indent=2, default=str))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync it and rename it over `path`: a kill at any
+    moment leaves the old file or the new one, never half of one (resume reads run.json to compare)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
