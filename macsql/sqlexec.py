@@ -41,7 +41,6 @@ SQLITE_LIMITS = {
     "SQLITE_LIMIT_LIKE_PATTERN_LENGTH": 10_000,
 }
 MAX_RESULT_BYTES = 64 * 1024 * 1024  # estimated size of all fetched values together
-_FETCH_CHUNK = 256
 
 # sqlglot logs "Falling back to parsing as a Command" for statements it does not model (PRAGMA, VACUUM...);
 # we refuse those anyway, and the warning would land on the user's terminal in the middle of an eval.
@@ -218,7 +217,17 @@ def _builtin(name: str, *args):
         conn = _BUILTINS.conn = sqlite3.connect(":memory:", check_same_thread=False)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"])
     marks = ", ".join("?" * len(args))
-    return conn.execute(f"SELECT {name}({marks})", args).fetchone()[0]
+    call = "CAST(? AS TEXT)" if name == "CAST" else f"{name}({marks})"
+    return conn.execute(f"SELECT {call}", args).fetchone()[0]
+
+
+def _as_text(value) -> str:
+    """A value as SQLite's text conversion gives it (blobs are read as UTF-8; numbers in SQLite's format)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return _builtin("CAST", value) if isinstance(value, float) else str(value)
 
 
 class _Guarded:
@@ -227,8 +236,8 @@ class _Guarded:
     The progress handler runs between VM steps, and one call of a function is one step: SQLite's `instr`
     and `replace` compare the needle at every position (O(n*m): ~8 s for a 1 MB haystack, hours at the
     length limit), and `printf('%.*c', 1000000000, 'x')` writes its whole width before noticing the length
-    limit. Strings and blobs go to Python's linear-time search; other argument types, and printf after its
-    widths are checked, go to SQLite's own function, so results are the same.
+    limit. instr and replace run on Python's linear-time search (values converted to text as SQLite does);
+    printf, once its widths are checked, is SQLite's own, so results are the same.
     """
 
     def __init__(self, conn: sqlite3.Connection):
@@ -243,18 +252,19 @@ class _Guarded:
     def instr(hay, needle):
         if hay is None or needle is None:
             return None
-        if type(hay) is type(needle) and isinstance(hay, (str, bytes)):
+        if isinstance(hay, bytes) and isinstance(needle, bytes):
             return hay.find(needle) + 1
-        return _builtin("instr", hay, needle)
+        return _as_text(hay).find(_as_text(needle)) + 1
 
     def replace(self, text, old, new):
-        if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
-            if not old:
-                return text
-            if len(new) > len(old) and len(text) // len(old) * (len(new) - len(old)) + len(text) > self.max_len:
-                return self._refuse("replace() would build a string longer than the length limit")
-            return text.replace(old, new)
-        return _builtin("replace", text, old, new)
+        if text is None or old is None or new is None:
+            return None
+        text, old, new = _as_text(text), _as_text(old), _as_text(new)
+        if not old:
+            return text
+        if len(new) > len(old) and len(text) // len(old) * (len(new) - len(old)) + len(text) > self.max_len:
+            return self._refuse("replace() would build a string longer than the length limit")
+        return text.replace(old, new)
 
     def printf(self, fmt=None, *args):
         if isinstance(fmt, str):
@@ -441,16 +451,15 @@ def execute(
         cur = conn.execute(_strip_statement(sql))
         rows: list[tuple] = []
         size = 0
-        while len(rows) <= max_rows:
-            chunk = cur.fetchmany(min(_FETCH_CHUNK, max_rows + 1 - len(rows)))
-            if not chunk:
-                break
-            size += sum(_row_bytes(r) for r in chunk)
+        for row in cur:  # row by row: a chunk of big rows could already be far over the ceiling
+            size += _row_bytes(row)
             if size > max_bytes:
                 return ExecResult(error=f"the result is larger than {max_bytes // (1024 * 1024)} MB; select "
                                         "fewer or smaller values (e.g. add LIMIT, leave out blobs)",
                                   seconds=elapsed())
-            rows.extend(chunk)
+            rows.append(row)
+            if len(rows) > max_rows:
+                break
         columns = tuple(d[0] for d in cur.description or ())
         truncated = len(rows) > max_rows
         return ExecResult(
