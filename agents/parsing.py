@@ -6,6 +6,7 @@ import json
 import re
 
 from macsql.errors import NoSQLError
+from macsql.sqlexec import sql_spans
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|$)", re.S)
 # A statement starts at SELECT, or at WITH [RECURSIVE] name [(columns)] AS [[NOT] MATERIALIZED] ( where the
@@ -23,31 +24,14 @@ def _looks_like_sql(text: str) -> bool:
 
 
 def _trim_statement(text: str) -> str:
-    """Cut trailing prose after the statement: keep up to the first ';' outside quotes, brackets and
-    comments, or a blank line."""
-    out, quote = [], None
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"`[":
-            quote = "]" if ch == "[" else ch
-        elif text.startswith("--", i) or text.startswith("/*", i):
-            # a comment is kept whole: a ';' inside it does not end the statement
-            end = text.find("\n", i) if ch == "-" else text.find("*/", i + 2)
-            end = len(text) if end == -1 else (end if ch == "-" else end + 2)
-            out.append(text[i:end])
-            i = end
-            continue
-        elif ch == ";":
-            break
-        elif ch == "\n" and text[i + 1:i + 2] == "\n":
-            break
-        out.append(ch)
-        i += 1
-    return "".join(out).strip()
+    """Cut trailing prose after the statement: keep up to the first ';' or blank line in the code, outside
+    quotes, brackets and comments (a ';' inside a comment does not end the statement)."""
+    cut = re.compile(r";|\n[ \t]*\n")
+    for kind, start, end in sql_spans(text):
+        match = cut.search(text, start, end) if kind == "code" else None
+        if match:
+            return text[:match.start()].strip()
+    return text.strip()
 
 
 def extract_sql(reply: str) -> str:

@@ -328,30 +328,40 @@ def _strip_statement(sql: str) -> str:
         text = text[:cut]
 
 
-def _trailing_comment_start(text: str) -> int | None:
-    """Where a comment that runs to the end of `text` starts (`-- ...` on the last line, or `/* ... */` at
-    the very end), outside quotes; None when the text does not end in a comment."""
-    quote = None
-    i, n = 0, len(text)
+def sql_spans(text: str):
+    """Split SQL text into (kind, start, end) spans, kind "code", "quoted" ('...', "...", `...`, [...]) or
+    "comment" (-- to the end of the line, /* ... */); an unclosed quote or comment runs to the end. The one
+    scanner that tells a ';' or '--' in the code from one inside a string or comment."""
+    i, n, start = 0, len(text), 0
     while i < n:
         ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"`[":
-            quote = "]" if ch == "[" else ch
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            if end == -1:
-                return i
-            i = end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end == -1 or end + 2 >= n or not text[end + 2:].strip():
-                return i
-            i = end + 1
-        i += 1
-    return None
+        if ch in "'\"`[" or text.startswith(("--", "/*"), i):
+            if start < i:
+                yield "code", start, i
+            if ch in "'\"`[":
+                end = text.find("]" if ch == "[" else ch, i + 1)
+                kind, end = "quoted", (n if end == -1 else end + 1)
+            elif ch == "-":
+                end = text.find("\n", i)
+                kind, end = "comment", (n if end == -1 else end)
+            else:
+                end = text.find("*/", i + 2)
+                kind, end = "comment", (n if end == -1 else end + 2)
+            yield kind, i, end
+            i = start = end
+        else:
+            i += 1
+    if start < n:
+        yield "code", start, n
+
+
+def _trailing_comment_start(text: str) -> int | None:
+    """Where a comment that ends `text` (only blanks after it) starts, or None."""
+    last = None
+    for kind, start, end in sql_spans(text):
+        if kind != "code" or text[start:end].strip():
+            last = (kind, start)
+    return last[1] if last and last[0] == "comment" else None
 
 
 def parse_query(sql: str):

@@ -3,7 +3,7 @@ every question is answered in one run; failures are retried, nothing is recorded
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from macsql.cli import main
 from macsql.errors import ModelError
 from macsql.llm import OpenAICompatLLM
-from tests.conftest import SHOP_SQL, make_db
+from tests.conftest import SHOP_SQL, _ChatHandler, make_db
 
 N_QUESTIONS = 60
 FAULTS = ("500", "503", "429", "drop", "not-json", "no-choices")
 
 
-class FlakyHandler(BaseHTTPRequestHandler):
+class FlakyHandler(_ChatHandler):
     """Answers the chat API; every `fault_every`-th request gets the next of FAULTS instead (10%)."""
 
     lock = threading.Lock()
@@ -37,27 +37,18 @@ class FlakyHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         if fault in ("500", "503", "429"):
-            return self._send(int(fault), b'{"error": "overloaded"}')
+            return self.send(int(fault), b'{"error": "overloaded"}')
         if fault == "not-json":
-            return self._send(200, b"<html>502 Bad Gateway</html>")
+            return self.send(200, b"<html>502 Bad Gateway</html>")
         if fault == "no-choices":
-            return self._send(200, b'{"object": "error", "message": "try again"}')
+            return self.send(200, b'{"object": "error", "message": "try again"}')
         text = "```sql\nSELECT count(*) FROM customers\n```"
         if "Relevant" in json.dumps(body) or "JSON" in json.dumps(body):
             text = '{"customers": "keep_all", "orders": "keep_all"}'
         reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
                  "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
-        self._send(200, json.dumps(reply).encode())
+        self.send(200, json.dumps(reply).encode())
 
-    def _send(self, status, data):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
