@@ -6,9 +6,14 @@ import json
 import re
 
 from macsql.errors import NoSQLError
+from macsql.sqlexec import sql_spans
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|$)", re.S)
-_SQL_START = re.compile(r"(?is)\b(WITH\s+[`\"\w]+\s+AS\s*\(|SELECT\b)")
+# A statement starts at SELECT, or at WITH [RECURSIVE] name [(columns)] AS [[NOT] MATERIALIZED] ( where the
+# name may be quoted as SQLite allows ("my t", `t`, [t]).
+_CTE_NAME = r"(?:[A-Za-z_][\w$]*|\"(?:[^\"]|\"\")+\"|`[^`]+`|\[[^\]]+\])"
+_SQL_START = re.compile(
+    rf"(?is)\b(WITH\s+(?:RECURSIVE\s+)?{_CTE_NAME}\s*(?:\([^()]*\)\s*)?AS\s+(?:NOT\s+)?(?:MATERIALIZED\s+)?\(|SELECT\b)")
 _SQL_TAG = re.compile(r"(?is)<sql>(.*?)(?:</sql>|$)")
 _REASONING_TAG = re.compile(r"(?is)<reasoning>(.*?)(?:</reasoning>|<sql>|$)")
 _SQL_LABEL = re.compile(r"(?im)^\s*(?:final\s+)?sql\s*:\s*")
@@ -19,25 +24,20 @@ def _looks_like_sql(text: str) -> bool:
 
 
 def _trim_statement(text: str) -> str:
-    """Cut trailing prose after the statement: keep up to the first ';' outside quotes, or a blank line."""
-    out, quote = [], None
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"`":
-            quote = ch
-        elif ch == ";":
-            break
-        elif ch == "\n" and text[i + 1:i + 2] == "\n":
-            break
-        out.append(ch)
-    return "".join(out).strip()
+    """Cut trailing prose after the statement: keep up to the first ';' or blank line in the code, outside
+    quotes, brackets and comments (a ';' inside a comment does not end the statement)."""
+    cut = re.compile(r";|\n[ \t]*\n")
+    for kind, start, end in sql_spans(text):
+        match = cut.search(text, start, end) if kind == "code" else None
+        if match:
+            return text[:match.start()].strip()
+    return text.strip()
 
 
 def extract_sql(reply: str) -> str:
     """The final SQL statement in a model reply; raise NoSQLError when there is none."""
-    text = reply or ""
+    # a lone surrogate (a broken byte sequence decoded leniently) cannot be encoded for SQLite or JSON
+    text = (reply or "").encode("utf-8", "replace").decode("utf-8")
     candidates = [m.group(1) for m in _SQL_TAG.finditer(text)]
     if not candidates:
         fences = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]

@@ -36,12 +36,14 @@ def data_group():
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--exclude-db", default="", help="Comma-separated db_ids to leave out (held out for evaluation).")
 @click.option("--only-db", default="", help="Comma-separated db_ids to keep (default: all).")
-@click.option("--max-per-db", type=int, default=None, help="At most N questions per database (seeded sample).")
+@click.option("--max-per-db", type=click.IntRange(min=1), default=None, help="At most N questions per database (seeded sample).")
 @click.option("--tasks", default="selector,decomposer,refiner", show_default=True)
-@click.option("--refiner-per-question", default=1, show_default=True, help="Broken variants per question.")
+@click.option("--refiner-per-question", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Broken variants per question.")
 @click.option("--balance", type=click.Choice(["undersample", "oversample", "none"]), default="undersample",
               show_default=True, help="Equalise the number of rows per task.")
-@click.option("--val-frac", default=0.1, show_default=True, type=float, help="Validation share, per task.")
+@click.option("--val-frac", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Validation share, per task.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--append", is_flag=True, help="Add to the rows already in OUT (e.g. a second benchmark), "
                                              "then balance and split again.")

@@ -457,8 +457,21 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{str(path)!r} does not exist; build it with `macsql data build --out DIR`")
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{str(path)!r} line {number} is not JSON ({exc}); rebuild it with "
+                                 "`macsql data build --out DIR`") from None
+            if not isinstance(row, dict) or "task" not in row:
+                raise InputError(f"{str(path)!r} line {number} is not a training row (an object with a "
+                                 "`task` field); rebuild it with `macsql data build --out DIR`")
+            rows.append(row)
+    return rows
 
 
 def save_dataset(out: str | Path, train: list[dict], val: list[dict], meta: dict) -> dict:

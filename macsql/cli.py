@@ -25,6 +25,21 @@ class MacSQLGroup(click.Group):
         except MacSQLError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `macsql data` alone shows its help
+        except click.UsageError as exc:
+            # A bad option value is the same class of mistake as a bad file, whichever layer notices it:
+            # one line and exit 1 everywhere (click's own usage errors would print usage and exit 2).
+            where = exc.ctx.command_path if exc.ctx is not None else "macsql"
+            message = " ".join(exc.format_message().split())
+            click.echo(f"Error: {message} (see `{where} --help`)", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            # a path the user gave cannot be written or read (--out under a file, a read-only folder)
+            target = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+            click.echo(f"Error: cannot use{target}: {exc.strerror or exc}; pass a path you can read and write",
+                       err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -53,6 +68,13 @@ def main():
     """
 
 
+def check_timeout_option(ctx, param, value):
+    """A click callback: seconds must be positive and finite (nan or inf would switch the deadline off)."""
+    from macsql.sqlexec import check_timeout
+
+    return check_timeout(value)
+
+
 def model_options(f):
     """Options shared by every command that runs the agents."""
     opts = [
@@ -74,7 +96,10 @@ def model_options(f):
         click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(0, 10),
                      help="Refiner rounds at most."),
         click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
-                     help="Seconds a query may run before it is stopped."),
+                     callback=check_timeout_option, help="Seconds a query may run before it is stopped."),
+        click.option("--request-timeout", "request_timeout_s", default=120.0, show_default=True, type=float,
+                     callback=check_timeout_option,
+                     help="--backend openai: seconds to wait for one reply of the model server."),
         click.option("--format", "output_format", type=click.Choice(["sql", "reasoning"]), default="sql",
                      show_default=True, help="Agents' reply format; `reasoning` asks for "
                                              "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
@@ -100,13 +125,16 @@ def model_options(f):
 
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
                    no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
-                   temperature=Context.temperature, no_values=False, no_hints=False, threads=None, **extra):
+                   temperature=Context.temperature, no_values=False, no_hints=False, threads=None,
+                   request_timeout_s=120.0, **extra):
     from macsql.pipeline import Pipeline
     from macsql.weights import DEFAULT_MODEL
 
     backend_options = {}
-    if backend == "openai" and base_url:
-        backend_options["base_url"] = base_url
+    if backend == "openai":
+        backend_options["timeout_s"] = request_timeout_s
+        if base_url:
+            backend_options["base_url"] = base_url
     if backend in ("hf", "auto"):
         backend_options.update({k: v for k, v in {"device": device, "dtype": dtype}.items() if v})
         if backend == "auto":

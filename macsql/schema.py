@@ -23,7 +23,8 @@ SAMPLE_SCAN_ROWS = 2000  # rows read per column when sampling values (bounded wo
 SMALL_TABLE_ROWS = 10  # all values of a table this small count as categories (lookup tables, codes)
 MAX_EXAMPLES = 3
 MAX_EXAMPLE_CHARS = 40
-CACHE_VERSION = 6
+INTROSPECT_BUSY_S = 2.0  # how long to wait for a writer's lock before saying the database is locked
+CACHE_VERSION = 7  # 7: compound/implicit foreign keys, views, generated columns, no FTS shadow tables
 # Column names whose values carry no meaning for a prompt (identifiers, links, blobs).
 _NO_EXAMPLE_NAME = re.compile(r"(^id$|_id$|^id_|uuid|guid|url|uri|link|href|image|photo|blob|hash|token)", re.I)
 
@@ -47,6 +48,7 @@ class Column:
     # Whether sampled values repeat (a category: 'France', 'M') rather than being all different (names,
     # addresses, timestamps). Free text gets one example in prompts: it shows the format; more cost tokens.
     repeats: bool = True
+    generated: bool = False  # GENERATED ALWAYS AS (...): readable, computed from other columns
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Table:
     columns: list[Column]
     primary_key: list[str] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
+    kind: str = "table"  # or "view"
 
     def column(self, name: str) -> Column | None:
         low = name.lower()
@@ -95,6 +98,7 @@ class Schema:
                 columns=[Column(**c) for c in t["columns"]],
                 primary_key=list(t.get("primary_key", [])),
                 foreign_keys=[ForeignKey(**fk) for fk in t.get("foreign_keys", [])],
+                kind=t.get("kind", "table"),
             )
             for t in data["tables"]
         ]
@@ -126,7 +130,7 @@ def cache_file(db_path: str | Path, kind: str = "schema") -> Path:
 def introspect(db_path: str | Path, *, cache: bool = True) -> Schema:
     """The schema of a SQLite database, with sampled values and BIRD descriptions when present."""
     path = Path(db_path).resolve()
-    conn = connect_readonly(path)  # validates the path before anything is cached
+    conn = connect_readonly(path, busy_timeout_s=INTROSPECT_BUSY_S)  # validates the path first
     key = _file_key(path)
     if cache and key in _MEMORY_CACHE:
         conn.close()
@@ -140,8 +144,15 @@ def introspect(db_path: str | Path, *, cache: bool = True) -> Schema:
             return schema
         except (ValueError, KeyError, TypeError):
             pass  # stale or corrupt cache file: rebuild it
+    import sqlite3
+
+    from macsql.errors import DatabaseError
+    from macsql.sqlexec import unusable_database_message
+
     try:
         schema = _read_schema(conn, path)
+    except sqlite3.DatabaseError as exc:  # corrupt, truncated or locked: one line, not a traceback
+        raise DatabaseError(unusable_database_message(path, exc)) from exc
     finally:
         conn.close()
     _add_descriptions(schema, path.parent / "database_description")
@@ -161,23 +172,33 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# Shadow tables a full-text index keeps beside its virtual table (FTS3/4/5): storage, not data to query.
+_FTS_SHADOW_SUFFIXES = ("_data", "_idx", "_content", "_docsize", "_config", "_segments", "_segdir", "_stat")
+_VIRTUAL_FTS = re.compile(r"(?is)\s*CREATE\s+VIRTUAL\s+TABLE\s+.*?\bUSING\s+fts[345]\b")
+
+
 def _read_schema(conn, path: Path) -> Schema:
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
+    fts = [name for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+           if _VIRTUAL_FTS.match(sql or "")]
+    shadows = {f"{t}{suffix}".lower() for t in fts for suffix in _FTS_SHADOW_SUFFIXES}
     tables = []
-    for name in db.table_names():
-        if name.startswith("sqlite_"):
+    for name, kind in [(n, "table") for n in db.table_names()] + [(n, "view") for n in db.view_names()]:
+        if name.startswith("sqlite_") or name.lower() in shadows:
             continue
-        t = db.table(name)
-        columns = [Column(name=c.name, type=(c.type or "").upper()) for c in t.columns]
-        pks = [c.name for c in t.columns if c.is_pk]
-        fks = [ForeignKey(fk.column, fk.other_table, fk.other_column) for fk in t.foreign_keys]
-        table = Table(name=name, columns=columns, primary_key=pks, foreign_keys=fks)
+        # table_xinfo, unlike table_info, lists generated columns (hidden 2: virtual, 3: stored)
+        info = conn.execute(f"PRAGMA table_xinfo({_quote(name)})").fetchall()
+        columns = [Column(name=str(c[1]), type=(c[2] or "").upper(), generated=c[6] in (2, 3))
+                   for c in info if c[6] != 1]
+        pks = [str(c[1]) for c in sorted(info, key=lambda c: c[5]) if c[5]]
+        fks = _foreign_keys(db, name) if kind == "table" else []
+        table = Table(name=name, columns=columns, primary_key=pks, foreign_keys=fks, kind=kind)
         try:
             n_rows = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {_quote(name)} "
                                   f"LIMIT {SAMPLE_SCAN_ROWS})").fetchone()[0]
-        except Exception:  # noqa: BLE001 - a virtual table whose module is missing, say
+        except Exception:  # noqa: BLE001 - a virtual table whose module is missing, a broken view
             n_rows = 0
         for col in columns:
             if skips_examples(col):
@@ -190,6 +211,24 @@ def _read_schema(conn, path: Path) -> Schema:
 def skips_examples(col: Column) -> bool:
     """Columns whose values mean nothing to a model (identifiers, links, blobs): no examples, no index."""
     return bool(_NO_EXAMPLE_NAME.search(col.name)) or "BLOB" in col.type
+
+
+def _foreign_keys(db, table: str) -> list[ForeignKey]:
+    """One ForeignKey per referencing column: a compound key gives one per column pair, and a key that names
+    no referenced column (`REFERENCES t`) points at t's primary key."""
+    out = []
+    for fk in db.table(table).foreign_keys:
+        columns = list(getattr(fk, "columns", None) or [fk.column])
+        others = list(getattr(fk, "other_columns", None) or [fk.other_column])
+        if any(o is None for o in others):
+            try:
+                others = db.table(fk.other_table).pks
+            except Exception:  # noqa: BLE001 - the referenced table does not exist
+                others = []
+        for col, other in zip(columns, others, strict=False):
+            if col is not None and other is not None:
+                out.append(ForeignKey(str(col), str(fk.other_table), str(other)))
+    return out
 
 
 def _sample_values(conn, table: str, column: str, n_rows: int = 0) -> tuple[list[str], bool]:
@@ -267,8 +306,29 @@ def schema_from_tables_json(entry: dict) -> Schema:
     return Schema(db_id=entry["db_id"], tables=tables)
 
 
-def _render_identifier(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"`{name}`"
+# SQLite's keywords (sqlite.org/lang_keywords.html): a name spelled like one must be quoted to parse.
+_SQLITE_KEYWORDS = frozenset("""
+ABORT ACTION ADD AFTER ALL ALTER ALWAYS ANALYZE AND AS ASC ATTACH AUTOINCREMENT BEFORE BEGIN BETWEEN BY CASCADE
+CASE CAST CHECK COLLATE COLUMN COMMIT CONFLICT CONSTRAINT CREATE CROSS CURRENT CURRENT_DATE CURRENT_TIME
+CURRENT_TIMESTAMP DATABASE DEFAULT DEFERRABLE DEFERRED DELETE DESC DETACH DISTINCT DO DROP EACH ELSE END ESCAPE
+EXCEPT EXCLUDE EXCLUSIVE EXISTS EXPLAIN FAIL FILTER FIRST FOLLOWING FOR FOREIGN FROM FULL GENERATED GLOB GROUP
+GROUPS HAVING IF IGNORE IMMEDIATE IN INDEX INDEXED INITIALLY INNER INSERT INSTEAD INTERSECT INTO IS ISNULL JOIN
+KEY LAST LEFT LIKE LIMIT MATCH MATERIALIZED NATURAL NO NOT NOTHING NOTNULL NULL NULLS OF OFFSET ON OR ORDER
+OTHERS OUTER OVER PARTITION PLAN PRAGMA PRECEDING PRIMARY QUERY RAISE RANGE RECURSIVE REFERENCES REGEXP REINDEX
+RELEASE RENAME REPLACE RESTRICT RETURNING RIGHT ROLLBACK ROW ROWS SAVEPOINT SELECT SET TABLE TEMP TEMPORARY THEN
+TIES TO TRANSACTION TRIGGER UNBOUNDED UNION UNIQUE UPDATE USING VACUUM VALUES VIEW VIRTUAL WHEN WHERE WINDOW
+WITH WITHOUT""".split())
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _render_identifier(name: str | None) -> str:
+    """A name as SQLite reads it: bare when it is a plain word that is no keyword, else in double quotes with
+    inner quotes doubled. Control characters (a newline in a column name) become a space: the rendered
+    schema keeps one column per line, and a model could not type them anyway."""
+    name = _CONTROL.sub(" ", str(name or ""))
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.upper() not in _SQLITE_KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def render_schema(
@@ -298,7 +358,7 @@ def render_schema(
             line = f"  {_render_identifier(col.name)} {col.type or 'TEXT'}".rstrip()
             if table.primary_key == [col.name]:
                 line += " PRIMARY KEY"
-            notes = []
+            notes = ["generated from other columns"] if col.generated else []
             if descriptions and col.description:
                 notes.append(col.description)
             if descriptions and col.value_description and len(col.value_description) <= 160:
@@ -309,7 +369,8 @@ def render_schema(
             elif examples and col.examples and (NUMERIC_EXAMPLES or not _only_numbers(col)):
                 shown = col.examples if col.repeats else col.examples[:FREE_TEXT_EXAMPLES]
                 notes.append("e.g. " + ", ".join(_literal(v) for v in shown))
-            lines.append((line, "; ".join(notes)))
+            # a newline inside a value or description would end the `--` comment and break the DDL
+            lines.append((line, _CONTROL.sub(" ", "; ".join(notes))))
         if len(table.primary_key) > 1 and (keep is None or set(table.primary_key) <= keep):
             lines.append((f"  PRIMARY KEY ({', '.join(map(_render_identifier, table.primary_key))})", ""))
         seen_fks = set()  # some databases (Spider's dog_kennels) declare the same key twice
@@ -330,7 +391,8 @@ def render_schema(
         for i, (text, note) in enumerate(lines):
             comma = "," if i < len(lines) - 1 else ""
             body.append(f"{text}{comma} -- {note}" if note else f"{text}{comma}")
-        blocks.append(f"CREATE TABLE {_render_identifier(table.name)} (\n" + "\n".join(body) + "\n);")
+        kind = "VIEW" if table.kind == "view" else "TABLE"
+        blocks.append(f"CREATE {kind} {_render_identifier(table.name)} (\n" + "\n".join(body) + "\n);")
     return "\n".join(blocks)
 
 

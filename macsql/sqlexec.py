@@ -2,19 +2,49 @@
 
 Used by the Refiner, the evaluator and the GRPO rewards. Bad SQL is data (`ExecResult.error`), never an
 exception; only an unusable database path raises `DatabaseError`.
+
+Every resource a hostile or runaway statement could spend is bounded at one depth, not per statement shape:
+the text (length and bracket nesting, checked before sqlglot parses it, so the parser's time and recursion
+are bounded too), SQLite's own limits on the connection (string/blob length, expression depth, compound
+SELECT terms), the wall clock (one deadline from the start of `execute()`, parse included, enforced inside
+SQLite by the progress handler) and the memory of the result (bytes counted as rows are fetched).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from macsql.errors import DatabaseError
+from macsql.errors import DatabaseError, InputError
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 10_000
+# Bounds on the SQL text. The longest gold query in BIRD/Spider is ~2k characters and ~10 bracket levels;
+# past these sqlglot's (recursive) parser gets slow or overflows the Python stack, so refuse instead.
+MAX_SQL_CHARS = 20_000
+MAX_NESTING = 48
+# SQLite limits set on every connection (sqlite3.Connection.setlimit). LENGTH caps any one string or blob a
+# query can build (zeroblob, printf widths, repeated ||), so a single value can never be large.
+SQLITE_LIMITS = {
+    "SQLITE_LIMIT_LENGTH": 10_000_000,
+    "SQLITE_LIMIT_SQL_LENGTH": MAX_SQL_CHARS * 4,  # bytes; the character check above comes first
+    "SQLITE_LIMIT_EXPR_DEPTH": 200,
+    "SQLITE_LIMIT_COMPOUND_SELECT": 200,
+    "SQLITE_LIMIT_FUNCTION_ARG": 100,
+    "SQLITE_LIMIT_ATTACHED": 0,
+    "SQLITE_LIMIT_LIKE_PATTERN_LENGTH": 10_000,
+}
+MAX_RESULT_BYTES = 64 * 1024 * 1024  # estimated size of all fetched values together
+
+# sqlglot logs "Falling back to parsing as a Command" for statements it does not model (PRAGMA, VACUUM...);
+# we refuse those anyway, and the warning would land on the user's terminal in the middle of an eval.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 # Authorizer actions a read-only query may need. Everything else (writes, ATTACH, DDL, PRAGMA changes,
 # transactions) is denied before the statement runs.
@@ -26,6 +56,25 @@ _ALLOWED_ACTIONS = {
 }
 # Functions that reach outside the database or change the connection.
 _DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+# Table-valued functions (eponymous virtual tables) a query may read: the authorizer sees SQLITE_READ on
+# the function's name, like a table the schema does not hold. These only read: the JSON walkers, the
+# read-only PRAGMA functions (table_info & co.; write pragmas are not table-valued), and full-text search
+# over the user's own tables. Anything else (a module that writes files, e.g. an extension) stays denied.
+ALLOWED_TABLE_FUNCTIONS = {
+    "json_each", "json_tree", "generate_series",
+    "pragma_table_info", "pragma_table_xinfo", "pragma_table_list", "pragma_index_list", "pragma_index_info",
+    "pragma_index_xinfo", "pragma_foreign_key_list", "pragma_database_list", "pragma_collation_list",
+    "pragma_function_list", "pragma_module_list", "pragma_pragma_list", "pragma_compile_options",
+}
+# PRAGMAs SQLite runs on behalf of an allowed table-valued pragma_* function (arg1 is the pragma name), plus
+# data_version, which FTS5 reads to notice changes. All of them only read.
+_READ_PRAGMAS = {name.removeprefix("pragma_") for name in ALLOWED_TABLE_FUNCTIONS if name.startswith("pragma_")}
+_READ_PRAGMAS.add("data_version")
+_SCHEMA_TABLES = {"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"}
+# Modules of virtual tables declared in a user's schema that only read their shadow tables when queried.
+# (R*Tree is not among them: its constructor prepares INSERTs into its shadow tables, which are refused.)
+ALLOWED_MODULES = {"fts3", "fts4", "fts5", "fts4aux", "fts5vocab"}
+_VTABLE_MODULE = re.compile(r"(?is)\s*CREATE\s+VIRTUAL\s+TABLE\s+.*?\bUSING\s+([A-Za-z0-9_]+)")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -57,25 +106,262 @@ def check_database(db_path: str | Path) -> Path:
     return path
 
 
-def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
-    """A connection that cannot change the file: read-only URI plus PRAGMA query_only."""
+def _readonly_uri(path: Path) -> str:
+    """The URI to open `path` with, such that no file is created beside it.
+
+    A rollback-journal database opened `mode=ro` creates nothing. A WAL database does: even a read-only
+    connection creates `-wal` and `-shm` (and cannot delete them on close). So, for a WAL database:
+    - no `-wal` beside it: no writer is connected and nothing is waiting to be checkpointed (a clean close
+      deletes the WAL), so the main file alone is the whole database and `immutable=1` reads it without any
+      locking or shared-memory files. The cost: a writer that connects *during* our query is not seen (our
+      read may mix pages of two versions); queries are short and the user asked to read a snapshot.
+    - a `-wal` exists: a writer is connected (or crashed); its committed transactions live in the WAL, and
+      `immutable=1` would ignore them and could read torn pages, so open `mode=ro`, which uses the existing
+      `-wal`/`-shm` through the normal locking protocol. Those files are the writer's, not ours.
+    """
+    uri = path.resolve().as_uri()
+    with path.open("rb") as fh:
+        header = fh.read(20)
+    is_wal = len(header) >= 20 and header[18] == 2 and header[19] == 2  # file format versions 2 = WAL
+    if is_wal and not Path(f"{path}-wal").exists():
+        return f"{uri}?immutable=1"
+    return f"{uri}?mode=ro"
+
+
+def unusable_database_message(db_path: str | Path, exc: Exception) -> str:
+    """One line for a database SQLite cannot read: corrupt, truncated or locked."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"database {str(db_path)!r} is locked by another process ({text}); retry when it is released"
+    return (f"database {str(db_path)!r} cannot be read ({text}); it may be corrupt or truncated: "
+            "restore it or point --db at another copy")
+
+
+def connect_readonly(db_path: str | Path, *, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
+    """A connection that cannot change the file: read-only URI plus PRAGMA query_only, SQLite's limits set."""
     path = check_database(db_path)
-    uri = f"{path.resolve().as_uri()}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn = sqlite3.connect(_readonly_uri(path), uri=True, check_same_thread=False,
+                               timeout=max(0.0, busy_timeout_s))
         conn.execute("PRAGMA query_only = 1")
+        conn.execute("PRAGMA trusted_schema = 0")  # views/triggers may not call functions with side effects
+        for name, value in SQLITE_LIMITS.items():
+            if hasattr(sqlite3, name):
+                conn.setlimit(getattr(sqlite3, name), value)
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot open {str(path)!r} read-only: {exc}") from exc
     conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
     return conn
 
 
-def _authorizer(action, arg1, arg2, _db, _trigger):
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+class _Authorizer:
+    """The authorizer of one query. A read of a registered virtual-table module by its own name (an
+    eponymous virtual table: a table-valued function such as json_each or dbstat) must be on
+    ALLOWED_TABLE_FUNCTIONS, and a virtual table declared in the schema must use a module on ALLOWED_MODULES.
+    (The authorizer also sees reads of CTE names, so "not a table of the schema" alone cannot tell.) `denied` keeps the reason of
+    the last refusal, for the error message (SQLite only says "not authorized")."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.own: set[str] = set()
+        self.modules = {row[0].lower() for row in conn.execute("SELECT name FROM pragma_module_list")}
+        self.blocked_vtables: dict[str, str] = {}  # table -> module, for modules not allowed
+        for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'view')"):
+            self.own.add(name.lower())
+            match = _VTABLE_MODULE.match(sql or "")
+            if match and match.group(1).lower() not in ALLOWED_MODULES:
+                self.blocked_vtables[name.lower()] = match.group(1)
+        self.denied: str | None = None
+
+    def __call__(self, action, arg1, arg2, _db, _trigger):
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+            return self._deny(f"function {arg2}() is not allowed")
+        if action == sqlite3.SQLITE_UPDATE and (arg1 or "").lower() in _SCHEMA_TABLES:
+            # Connecting a virtual table (json_each, an FTS5 table) declares its columns through an internal
+            # statement that the authorizer sees as an UPDATE of the in-memory schema row. It cannot reach
+            # the file: the connection is read-only with query_only on, and a user's UPDATE of sqlite_master
+            # is refused earlier (not a SELECT) and by SQLite itself (the schema table may not be modified).
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA:
+            # only the read side of an allowed pragma_* table-valued function (arg2 is its argument, never a
+            # value to set: the table-valued form cannot assign)
+            if (arg1 or "").lower() in _READ_PRAGMAS:
+                return sqlite3.SQLITE_OK
+            return self._deny(f"PRAGMA {arg1} is not allowed")
+        table = (arg1 or "").lower()
+        owner = next((v for v in self.blocked_vtables if table == v or table.startswith(v + "_")), None)
+        if owner is not None and action in (sqlite3.SQLITE_READ, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE,
+                                            sqlite3.SQLITE_DELETE):
+            return self._deny(f"virtual table {owner!r} uses module {self.blocked_vtables[owner]!r}, which is "
+                              f"not on the read-only list ({', '.join(sorted(ALLOWED_MODULES))})")
+        if action == sqlite3.SQLITE_READ:
+            if table in self.modules and table not in self.own and table not in ALLOWED_TABLE_FUNCTIONS:
+                return self._deny(f"table-valued function {arg1!r} is not allowed; the read-only ones are "
+                                  f"{', '.join(sorted(ALLOWED_TABLE_FUNCTIONS))}")
+        if action in _ALLOWED_ACTIONS:
+            return sqlite3.SQLITE_OK
+        return self._deny("only read queries are allowed")
+
+    def _deny(self, reason: str) -> int:
+        self.denied = reason
         return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
+
+
+_PRINTF_SPEC = re.compile(r"%([-+ 0#,!]*)(\*|\d+)?(?:\.(\*|\d+))?([a-zA-Z%])")
+_BUILTINS = threading.local()
+
+
+def _builtin(name: str, *args):
+    """SQLite's own `name(args)`, computed on a private in-memory connection (same limits)."""
+    conn = getattr(_BUILTINS, "conn", None)
+    if conn is None:
+        conn = _BUILTINS.conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"])
+    marks = ", ".join("?" * len(args))
+    call = "CAST(? AS TEXT)" if name == "CAST" else f"{name}({marks})"
+    return conn.execute(f"SELECT {call}", args).fetchone()[0]
+
+
+def _as_text(value) -> str:
+    """A value as SQLite's text conversion gives it (blobs are read as UTF-8; numbers in SQLite's format)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return _builtin("CAST", value) if isinstance(value, float) else str(value)
+
+
+class _Guarded:
+    """Linear-time stand-ins for the few built-in functions whose cost is not bounded by the deadline.
+
+    The progress handler runs between VM steps, and one call of a function is one step: SQLite's `instr`
+    and `replace` compare the needle at every position (O(n*m): ~8 s for a 1 MB haystack, hours at the
+    length limit), and `printf('%.*c', 1000000000, 'x')` writes its whole width before noticing the length
+    limit. instr and replace run on Python's linear-time search (values converted to text as SQLite does);
+    printf, once its widths are checked, is SQLite's own, so results are the same.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.reason: str | None = None
+        self.max_len = SQLITE_LIMITS["SQLITE_LIMIT_LENGTH"]
+        conn.create_function("instr", 2, self.instr, deterministic=True)
+        conn.create_function("replace", 3, self.replace, deterministic=True)
+        for name in ("printf", "format"):
+            conn.create_function(name, -1, self.printf, deterministic=True)
+
+    @staticmethod
+    def instr(hay, needle):
+        if hay is None or needle is None:
+            return None
+        if isinstance(hay, bytes) and isinstance(needle, bytes):
+            return hay.find(needle) + 1
+        return _as_text(hay).find(_as_text(needle)) + 1
+
+    def replace(self, text, old, new):
+        if text is None or old is None or new is None:
+            return None
+        text, old, new = _as_text(text), _as_text(old), _as_text(new)
+        if not old:
+            return text
+        if len(new) > len(old) and len(text) // len(old) * (len(new) - len(old)) + len(text) > self.max_len:
+            return self._refuse("replace() would build a string longer than the length limit")
+        return text.replace(old, new)
+
+    def printf(self, fmt=None, *args):
+        if isinstance(fmt, str):
+            arg = 0
+            for _flags, width, precision, kind in _PRINTF_SPEC.findall(fmt):
+                for part in (width, precision):
+                    if part == "*":
+                        value = args[arg] if arg < len(args) else 0
+                        arg += 1
+                        part = value if isinstance(value, int) else 0
+                    if part and abs(int(part)) > self.max_len:
+                        return self._refuse(f"printf() width or precision {part} is over the length limit")
+                arg += kind != "%"
+        return _builtin("printf", fmt, *args)
+
+    def _refuse(self, reason: str):
+        self.reason = reason
+        raise ValueError(reason)
+
+
+def check_timeout(timeout_s: float) -> float:
+    """`timeout_s` if it is a positive, finite number of seconds, else InputError (nan/inf turn it off)."""
+    try:
+        value = float(timeout_s)
+    except (TypeError, ValueError):
+        raise InputError(f"the timeout must be a number of seconds, got {timeout_s!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"the timeout must be a positive, finite number of seconds, got {timeout_s!r}; "
+                         "pass e.g. --timeout 30")
+    return value
+
+
+def _text_problem(text: str) -> str | None:
+    """Why `text` is too big to analyse (length, bracket nesting), or None. Linear and cheap: it runs
+    before sqlglot, whose time and recursion depth grow with both."""
+    if len(text) > MAX_SQL_CHARS:
+        return f"the query is {len(text):,} characters long; at most {MAX_SQL_CHARS:,} are allowed"
+    depth = deepest = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        return f"the query nests {deepest} levels of brackets; at most {MAX_NESTING} are allowed"
+    return None
+
+
+def _strip_statement(sql: str) -> str:
+    """The text of one statement without trailing `;`, blanks and comments (`SELECT 1; -- note` is one
+    statement). Only a trailing comment is cut, outside quotes: a `--` inside a string stays."""
+    text = (sql or "").strip()
+    if len(text) > MAX_SQL_CHARS:
+        return text  # refused by _text_problem; not worth a character-by-character scan
+    while True:
+        text = text.rstrip().rstrip(";").rstrip()
+        cut = _trailing_comment_start(text)
+        if cut is None:
+            return text
+        text = text[:cut]
+
+
+def sql_spans(text: str):
+    """Split SQL text into (kind, start, end) spans, kind "code", "quoted" ('...', "...", `...`, [...]) or
+    "comment" (-- to the end of the line, /* ... */); an unclosed quote or comment runs to the end. The one
+    scanner that tells a ';' or '--' in the code from one inside a string or comment."""
+    i, n, start = 0, len(text), 0
+    while i < n:
+        ch = text[i]
+        if ch in "'\"`[" or text.startswith(("--", "/*"), i):
+            if start < i:
+                yield "code", start, i
+            if ch in "'\"`[":
+                end = text.find("]" if ch == "[" else ch, i + 1)
+                kind, end = "quoted", (n if end == -1 else end + 1)
+            elif ch == "-":
+                end = text.find("\n", i)
+                kind, end = "comment", (n if end == -1 else end)
+            else:
+                end = text.find("*/", i + 2)
+                kind, end = "comment", (n if end == -1 else end + 2)
+            yield kind, i, end
+            i = start = end
+        else:
+            i += 1
+    if start < n:
+        yield "code", start, n
+
+
+def _trailing_comment_start(text: str) -> int | None:
+    """Where a comment that ends `text` (only blanks after it) starts, or None."""
+    last = None
+    for kind, start, end in sql_spans(text):
+        if kind != "code" or text[start:end].strip():
+            last = (kind, start)
+    return last[1] if last and last[0] == "comment" else None
 
 
 def parse_query(sql: str):
@@ -85,12 +371,12 @@ def parse_query(sql: str):
     """
     import sqlglot
 
-    text = (sql or "").strip().rstrip(";").strip()
-    if not text:
+    text = _strip_statement(sql)
+    if not text or _text_problem(text):
         return None
     try:
         return sqlglot.parse_one(text, read="sqlite")
-    except (sqlglot.errors.SqlglotError, ValueError):
+    except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
         return None
 
 
@@ -99,12 +385,15 @@ def statement_error(sql: str) -> str | None:
     import sqlglot
     from sqlglot import exp
 
-    text = (sql or "").strip().rstrip(";").strip()
+    text = _strip_statement(sql)
     if not text:
         return "empty SQL"
+    problem = _text_problem(text)
+    if problem:
+        return problem
     try:
         statements = [s for s in sqlglot.parse(text, read="sqlite") if s is not None]
-    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
+    except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
         # sqlglot is stricter than SQLite on some valid queries; SQLite's own parser and the authorizer
         # still guard execution, so let SQLite report the real error.
         return None
@@ -125,15 +414,34 @@ def execute(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_rows: int = DEFAULT_MAX_ROWS,
+    max_bytes: int = MAX_RESULT_BYTES,
 ) -> ExecResult:
-    """Run one read-only query with a real deadline. Never raises for bad SQL."""
+    """Run one read-only query with a real deadline. Never raises for bad SQL.
+
+    The deadline counts from the call: parsing, opening and fetching all come out of `timeout_s`.
+    """
     start = time.perf_counter()
-    problem = statement_error(sql)
-    if problem:
-        return ExecResult(error=problem, seconds=time.perf_counter() - start)
-    conn = connect_readonly(db_path)
+    timeout_s = check_timeout(timeout_s)
     deadline = start + timeout_s
+
+    def elapsed() -> float:
+        return time.perf_counter() - start
+
+    def timeout() -> ExecResult:
+        return ExecResult(error=f"query exceeded the {timeout_s:g}s deadline", timed_out=True, seconds=elapsed())
+
+    try:
+        problem = statement_error(sql)
+    except Exception as exc:  # noqa: BLE001 - the analyser is a guard; its own failure must not escape
+        problem = f"the query could not be analysed: {type(exc).__name__}"
+    if problem:
+        return ExecResult(error=problem, seconds=elapsed())
+    if time.perf_counter() > deadline:
+        return timeout()
+    # a locked database waits for the lock no longer than the deadline allows
+    conn = connect_readonly(db_path, busy_timeout_s=deadline - time.perf_counter())
     timed_out = False
+    authorizer = guarded = None
 
     def _progress() -> int:
         nonlocal timed_out
@@ -143,25 +451,48 @@ def execute(
         return 0
 
     try:
-        conn.set_authorizer(_authorizer)
+        try:
+            authorizer = _Authorizer(conn)  # the first read of the file: a broken one fails here
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(unusable_database_message(db_path, exc)) from exc
+        conn.set_authorizer(authorizer)
+        guarded = _Guarded(conn)
         conn.set_progress_handler(_progress, 1000)
-        cur = conn.execute(sql.strip().rstrip(";"))
-        rows = cur.fetchmany(max_rows + 1)
+        cur = conn.execute(_strip_statement(sql))
+        rows: list[tuple] = []
+        size = 0
+        for row in cur:  # row by row: a chunk of big rows could already be far over the ceiling
+            size += _row_bytes(row)
+            if size > max_bytes:
+                return ExecResult(error=f"the result is larger than {max_bytes // (1024 * 1024)} MB; select "
+                                        "fewer or smaller values (e.g. add LIMIT, leave out blobs)",
+                                  seconds=elapsed())
+            rows.append(row)
+            if len(rows) > max_rows:
+                break
         columns = tuple(d[0] for d in cur.description or ())
         truncated = len(rows) > max_rows
         return ExecResult(
             rows=tuple(tuple(r) for r in rows[:max_rows]),
             columns=columns,
-            seconds=time.perf_counter() - start,
+            seconds=elapsed(),
             truncated=truncated,
         )
-    except (sqlite3.Error, sqlite3.Warning, OverflowError, ValueError) as exc:
+    except (sqlite3.Error, sqlite3.Warning, OverflowError, ValueError, MemoryError, RecursionError) as exc:
         if timed_out:
-            return ExecResult(error=f"query exceeded the {timeout_s:g}s deadline", timed_out=True,
-                              seconds=time.perf_counter() - start)
-        message = str(exc)
-        if "not authorized" in message or "prohibited" in message:
-            message = f"{message} (only read queries are allowed)"
-        return ExecResult(error=message, seconds=time.perf_counter() - start)
+            return timeout()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if "not authorized" in message or "prohibited" in message or "constructor failed" in message:
+            message = f"{message} ({(authorizer and authorizer.denied) or 'only read queries are allowed'})"
+        elif "user-defined function raised exception" in message and guarded and guarded.reason:
+            message = guarded.reason
+        elif isinstance(exc, MemoryError):
+            message = "the query ran out of memory"
+        return ExecResult(error=message, seconds=elapsed())
     finally:
         conn.close()
+
+
+def _row_bytes(row: tuple) -> int:
+    """A cheap estimate of a row's size in memory: the bytes of its strings and blobs, 16 per other value."""
+    return sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in row)

@@ -73,7 +73,10 @@ class _ChatHandler(BaseHTTPRequestHandler):
                            "choices": [{"index": i, "message": {"role": "assistant", "content": type(self).reply(body)},
                                         "finish_reason": "stop"} for i in range(body.get("n", 1))],
                            "usage": {"prompt_tokens": 42, "completion_tokens": 7}}).encode()
-        self.send_response(200)
+        self.send(200, data)
+
+    def send(self, status: int, data: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -16,6 +16,20 @@ from macsql.schema import introspect
     ("SQL: WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
     ("```sql\nSELECT 1\n```\nFinal SQL:\n```sql\nSELECT 2\n```", "SELECT 2"),
     ("```sql\nSELECT a\nFROM t\n", "SELECT a\nFROM t"),  # unclosed fence
+    # CTE forms SQLite accepts (issue 12, item 7): they once came out as the first inner SELECT
+    ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT x FROM c",
+     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT x FROM c"),
+    ("SQL: WITH t(a) AS (SELECT 1) SELECT a FROM t", "WITH t(a) AS (SELECT 1) SELECT a FROM t"),
+    ('```sql\nWITH "my t" AS (SELECT 1 AS a) SELECT a FROM "my t"\n```', 'WITH "my t" AS (SELECT 1 AS a) SELECT a FROM "my t"'),
+    ("```sql\nWITH t AS MATERIALIZED (SELECT 1) SELECT * FROM t\n```", "WITH t AS MATERIALIZED (SELECT 1) SELECT * FROM t"),
+    ("```sql\nWITH t AS NOT MATERIALIZED (SELECT 1) SELECT * FROM t\n```",
+     "WITH t AS NOT MATERIALIZED (SELECT 1) SELECT * FROM t"),
+    ("```sql\nWITH [t x] AS (SELECT 1) SELECT * FROM [t x]\n```", "WITH [t x] AS (SELECT 1) SELECT * FROM [t x]"),
+    # a ';' inside a comment or [brackets] does not end the statement
+    ("```sql\nSELECT a -- first; then b\nFROM t;\n```", "SELECT a -- first; then b\nFROM t"),
+    ("```sql\nSELECT a /* x; y */ FROM t\n```", "SELECT a /* x; y */ FROM t"),
+    ("```sql\nSELECT [a;b] FROM t; extra\n```", "SELECT [a;b] FROM t"),
+    ("SELECT '\ud800' FROM t", "SELECT '?' FROM t"),  # a lone surrogate cannot reach SQLite
 ])
 def test_extract_sql(reply, sql):
     assert extract_sql(reply) == sql

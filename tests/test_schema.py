@@ -38,7 +38,7 @@ def test_bird_descriptions_are_read(tmp_path):
     s = introspect(db)
     col = s.table("frpm").column("Free Meal")
     assert col.description == "number of free meals" and col.value_description == "0 means none"
-    assert "`Free Meal` REAL -- number of free meals; 0 means none" in render_schema(s)
+    assert "\"Free Meal\" REAL -- number of free meals; 0 means none" in render_schema(s)
 
 
 def test_cache_is_keyed_by_file_change(shop_db):
@@ -61,3 +61,70 @@ def test_schema_from_tables_json():
     s = schema_from_tables_json(entry)
     assert s.table("a").primary_key == ["id"]
     assert s.table("b").foreign_keys[0].ref_table == "a"
+
+
+ODD_SQL = """
+CREATE TABLE "select" ("from" INT PRIMARY KEY, "a`b" TEXT, "say ""hi"" " TEXT, "two
+lines" TEXT, total INT GENERATED ALWAYS AS ("from" * 2) VIRTUAL);
+INSERT INTO "select" ("from", "a`b", "say ""hi"" ", "two
+lines") VALUES (1, 'x', 'y', 'z');
+CREATE TABLE parent (a INT, b INT, PRIMARY KEY (a, b));
+CREATE TABLE child (x INT, y INT, p INT REFERENCES "select", FOREIGN KEY (x, y) REFERENCES parent (a, b));
+CREATE VIEW big AS SELECT "from" AS f FROM "select" WHERE "from" > 0;
+CREATE VIRTUAL TABLE docs USING fts5(body);
+INSERT INTO docs VALUES ('hello world');
+"""
+
+
+def test_odd_schemas_render_as_sql_that_sqlite_parses(tmp_path):
+    import sqlite3
+
+    db = make_db(tmp_path / "odd.sqlite", ODD_SQL)
+    s = introspect(db)
+    names = [t.name for t in s.tables]
+    assert names == ["select", "parent", "child", "docs", "big"]  # no docs_data, docs_idx, ... shadows
+    assert s.table("big").kind == "view" and [c.name for c in s.table("big").columns] == ["f"]
+    assert s.table("select").column("total").generated
+    # a compound key gives one pair per column; `REFERENCES "select"` points at its primary key
+    assert {(f.column, f.ref_table, f.ref_column) for f in s.table("child").foreign_keys} == {
+        ("x", "parent", "a"), ("y", "parent", "b"), ("p", "select", "from")}
+    text = render_schema(s, examples=False)
+    assert 'CREATE TABLE "select" (\n  "from" INT PRIMARY KEY,\n  "a`b" TEXT,\n  "say ""hi"" " TEXT,\n' \
+           '  "two lines" TEXT,\n  total INT -- generated from other columns\n);' in text
+    assert "CREATE VIEW big (" in text
+    # every table block is DDL SQLite accepts (views aside, which need a query)
+    conn = sqlite3.connect(":memory:")
+    for block in text.split(";\n"):
+        if block.startswith("CREATE TABLE"):
+            conn.execute(block.rstrip(";"))
+    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master")} >= {"select", "parent", "child"}
+
+
+def test_corrupt_truncated_and_locked_databases_fail_in_one_line(tmp_path, shop_db):
+    import sqlite3
+
+    import pytest
+
+    from macsql.errors import DatabaseError
+    from macsql.sqlexec import execute
+
+    data = shop_db.read_bytes()
+    truncated = tmp_path / "truncated.sqlite"
+    truncated.write_bytes(data[:1024 + 200])
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(data[:100] + b"\xff" * (len(data) - 100))
+    for path in (truncated, corrupt):
+        with pytest.raises(DatabaseError, match="cannot be read") as info:
+            introspect(path, cache=False)
+        assert "\n" not in str(info.value)
+    locker = sqlite3.connect(shop_db, isolation_level=None)
+    locker.execute("PRAGMA locking_mode = EXCLUSIVE")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(DatabaseError, match="is locked by another process"):
+            introspect(shop_db, cache=False)
+        with pytest.raises(DatabaseError, match="is locked by another process"):
+            execute(shop_db, "SELECT 1", timeout_s=0.3)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()

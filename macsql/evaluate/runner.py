@@ -113,14 +113,31 @@ def record_for(example: Example, answer=None, *, variant: str = "full", error: s
     return rec
 
 
+# A question whose model calls still fail after the backend's own retries is asked again this many times
+# (at the end of the queue, so a server that hiccups has time to recover); after that it is left for a rerun.
+QUESTION_ATTEMPTS = 3
+# This many model failures in a row mean the server is down, not flaky: stop instead of failing every question.
+MAX_CONSECUTIVE_MODEL_ERRORS = 5
+
+
+class _ModelFailure:
+    """What `answer()` returns when the model server failed: nothing is written for the question."""
+
+    def __init__(self, example: Example, error: ModelError):
+        self.example, self.error = example, error
+
+
 def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path, *, variant: str = "full",
                     workers: int = 1, progress: bool = True,
                     on_record: Callable[[dict], None] | None = None) -> dict[str, dict]:
     """Answer every example not yet in `out_file`; return all records (old and new) by question_id.
 
-    A `ModelError` (server down, model cannot load) stops the run: the questions done so far stay and a
-    rerun continues. Any other exception inside one question is recorded as that question's error, so one
-    odd question cannot end a long run.
+    A `ModelError` on one question (a server fault that outlived the backend's retries) is no answer: the
+    question is asked again later in the run, and the answers of other questions, in flight or not, are
+    kept. Only a question that fails QUESTION_ATTEMPTS times, or MAX_CONSECUTIVE_MODEL_ERRORS failures in a
+    row (the server is down), end the run with a ModelError; every answer so far is in the file and a
+    rerun asks only what is missing. Any other exception inside one question is recorded as that
+    question's error, so one odd question cannot end a long run.
     """
     from tqdm import tqdm
 
@@ -134,20 +151,34 @@ def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path, *, 
         bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=variant, unit="q",
                    disable=not progress, dynamic_ncols=True)
         failures = 0
+        attempts: dict[str, int] = {}
+        streak = [0]  # model failures in a row
+        retry_queue: list[Example] = []
+        given_up: list[_ModelFailure] = []
 
-        def answer(e: Example, runner) -> dict:
+        def answer(e: Example, runner) -> dict | _ModelFailure:
             try:
                 ans = runner.ask(e.question, e.db_path, evidence=e.evidence)
                 return record_for(e, ans, variant=variant)
-            except ModelError:
-                raise
+            except ModelError as exc:
+                return _ModelFailure(e, exc)
             except MacSQLError as exc:
                 return record_for(e, variant=variant, error=str(exc))
             except Exception as exc:  # a bug on one question must not cost the whole run
                 return record_for(e, variant=variant, error=f"pipeline crashed: {type(exc).__name__}: {exc}")
 
-        def done(rec: dict) -> None:
+        def done(rec: dict | _ModelFailure) -> None:
             nonlocal failures
+            if isinstance(rec, _ModelFailure):
+                streak[0] += 1
+                qid = rec.example.question_id
+                attempts[qid] = attempts.get(qid, 0) + 1
+                if streak[0] >= MAX_CONSECUTIVE_MODEL_ERRORS:
+                    raise ModelError(f"{rec.error} ({streak[0]} questions in a row failed; the answers so far "
+                                     "are saved: rerun the same command to continue)")
+                (retry_queue if attempts[qid] < QUESTION_ATTEMPTS else given_up).append(rec)
+                return
+            streak[0] = 0
             store.append(rec)
             failures += bool(rec.get("error"))
             bar.set_postfix(failed=failures, refresh=False)
@@ -155,18 +186,32 @@ def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path, *, 
             if on_record:
                 on_record(rec)
 
+        fresh = iter(todo)
+
+        def next_example() -> Example | None:
+            """The next question to ask, or None for now: new ones first, then those whose model calls
+            failed (asked again at the end). A retry queued later makes it answer again."""
+            e = next(fresh, None)
+            if e is None and retry_queue:
+                e = retry_queue.pop(0).example
+            return e
+
         try:
             if workers <= 1:
-                for e in todo:
+                while (e := next_example()) is not None:
                     done(answer(e, pipe))
             else:
-                _run_threaded(pipe, todo, workers, answer, done, for_threads, BatchingLLM)
+                _run_threaded(pipe, next_example, workers, answer, done, for_threads, BatchingLLM)
         finally:
             bar.close()
+        if given_up:
+            raise ModelError(f"{len(given_up)} question(s) got no answer from the model after "
+                             f"{QUESTION_ATTEMPTS} tries (last: {given_up[-1].error}); the other answers are "
+                             "saved: rerun the same command to answer them")
         return dict(store.done)
 
 
-def _run_threaded(pipe, todo, workers, answer, done, for_threads, batching_cls) -> None:
+def _run_threaded(pipe, next_example, workers, answer, done, for_threads, batching_cls) -> None:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from macsql.pipeline import Pipeline
@@ -175,23 +220,28 @@ def _run_threaded(pipe, todo, workers, answer, done, for_threads, batching_cls) 
     runner = Pipeline(llm, **pipe.options)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="macsql-eval")
     pending: set = set()
-    it = iter(todo)
-    try:
+
+    def refill() -> None:
         # Keep at most `workers` questions in flight, so Ctrl-C has little to wait for.
-        for e in it:
+        while len(pending) < workers and (e := next_example()) is not None:
             pending.add(pool.submit(answer, e, runner))
-            if len(pending) >= workers:
-                break
+
+    try:
+        refill()
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            stop = None
             for fut in finished:
-                done(fut.result())  # the main thread is the only writer's caller: lines never interleave
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(pool.submit(answer, nxt, runner))
+                try:
+                    done(fut.result())  # the main thread is the only writer's caller: lines never interleave
+                except ModelError as exc:  # the server is down: still write the other finished answers
+                    stop = exc
+            if stop is not None:
+                raise stop
+            refill()  # done() may have queued a question to ask again
     except BaseException:
-        # Ctrl-C or a ModelError: drop queued questions; running ones finish, but are not written (the
-        # file stays consistent: they are redone on the next run).
+        # Ctrl-C or the server being down: drop queued questions. The ones running finish but are not
+        # written; the answers already finished in this batch were written above (done() before raise).
         for fut in pending:
             fut.cancel()
         raise
@@ -218,12 +268,29 @@ def check_run_config(out_dir: Path, config: dict, *, keys: Sequence[str]) -> Non
         try:
             old = json.loads(path.read_text())
         except ValueError:
-            old = {}
+            old = None
+        if not isinstance(old, dict):
+            raise InputError(f"{path} is unreadable, so it cannot say which run {out_dir} holds; use a new "
+                             "--out folder or --overwrite")
         diff = [k for k in keys if old.get(k) != config.get(k)]
         if diff:
             raise InputError(f"{out_dir} holds a run with a different {', '.join(diff)} "
                              f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use a new --out folder "
                              "or --overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**config, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                               indent=2, default=str))
+    write_atomic(path, json.dumps({**config, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                                  indent=2, default=str))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync it and rename it over `path`: a kill at any
+    moment leaves the old file or the new one, never half of one (resume reads run.json to compare)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
