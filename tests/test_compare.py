@@ -100,6 +100,9 @@ def test_spider_empty_results_match_and_values_compare_like_python():
     assert not spider_rows_match([(0.1 + 0.2,)], [(0.3,)], ordered=False)  # floats exactly, no tolerance
     assert not rows_match([(0.1 + 0.2,)], [(0.3,)])
     assert not spider_rows_match([("1",)], [(1,)], ordered=False)  # text is not a number
+    # Spider's quick rejection sorts each row's values by text: 1.0 and 1 land on different sides of 1.5
+    assert not spider_rows_match([(1.0, 1.5)], [(1, 1.5)], ordered=False)
+    assert spider_rows_match([(2.0, 1.5)], [(2, 1.5)], ordered=False) and rows_match([(1.0, 1.5)], [(1, 1.5)])
 
 
 def test_spider_form_drops_every_distinct_keyword():
