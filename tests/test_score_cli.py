@@ -84,6 +84,20 @@ def test_score_prediction_files(spider_set, tmp_path):
     assert r.exit_code == 0 and "n=1  EX(Spider) 100.0  EX(BIRD) 100.0" in r.output
 
 
+def test_score_reports_spider_and_bird_ex_and_keep_distinct(spider_set, tmp_path):
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"question_id": q, "pred_sql": sql}) + "\n" for q, sql in (
+        ("0", "SELECT count(DISTINCT country) FROM customers"),  # Spider drops DISTINCT: 3 = 3; BIRD: 2 != 3
+        ("3", "SELECT order_id FROM orders WHERE status = 'shipped' ORDER BY order_id DESC"))))  # order counts
+    r = run("score", "--pred", preds, "--data", spider_set, "--out", tmp_path / "s", "-q", "--no-plots")
+    assert r.exit_code == 0 and "n=2  EX(Spider) 50.0  EX(BIRD) 50.0" in r.output, r.output
+    rows = {row["question_id"]: row for row in csv.DictReader((tmp_path / "s" / "report.csv").open())}
+    assert (rows["0"]["ex_spider"], rows["0"]["ex_bird"]) == ("True", "False")
+    assert (rows["3"]["ex_spider"], rows["3"]["ex_bird"]) == ("False", "True")
+    r = run("score", "--pred", preds, "--data", spider_set, "--keep-distinct", "-q")
+    assert r.exit_code == 0 and "n=2  EX(Spider) 0.0  EX(BIRD) 50.0" in r.output, r.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "{data}"], "Error: pass either --pred PATH or --gold-as-pred"),
     (["--pred", "{tmp}/none.jsonl", "--data", "{data}"],
