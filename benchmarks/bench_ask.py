@@ -61,7 +61,7 @@ def question_row(spec: str, answer, wall: float, example=None) -> dict:
 
         m = execution_match(example.db_path, answer.sql, example.gold_sql)
         row.update({"question_id": example.question_id, "db_id": example.db_id, "gold_sql": example.gold_sql,
-                    "correct": m.correct, "strict": m.strict})
+                    "correct": m.ex_bird, "spider": m.ex_spider})
     return row
 
 
@@ -82,7 +82,7 @@ def summarize(spec: str, rows: list[dict], load_s: float) -> dict:
     }
     if rows and "correct" in rows[0]:
         out["ex"] = sum(r["correct"] for r in rows)
-        out["ex_strict"] = sum(r["strict"] for r in rows)
+        out["ex_spider"] = sum(r["spider"] for r in rows)
     return out
 
 
@@ -181,9 +181,9 @@ def main(argv=None) -> int:
 
 def print_summary(sums: list[dict], title: str) -> None:
     print(f"\n## {title}; seconds per question\n")
-    headers = ["backend", "n", "EX", "EX strict", "median s", "p90 s", "model", "prefill", "decode", "other",
+    headers = ["backend", "n", "EX (BIRD)", "EX (Spider)", "median s", "p90 s", "model", "prefill", "decode", "other",
                "other %", "prompt tok", "compl tok", "cached tok", "calls", "load s"]
-    table(headers, [[s["backend"], s["n"], s.get("ex", "-"), s.get("ex_strict", "-"), s["wall_med"],
+    table(headers, [[s["backend"], s["n"], s.get("ex", "-"), s.get("ex_spider", "-"), s["wall_med"],
                      s["wall_p90"], s["model_med"], s["prefill_med"], s["decode_med"], s["other_med"],
                      s["other_pct"], s["prompt_tok"], s["compl_tok"], s["cached_tok"], s["calls"], s["load_s"]]
                     for s in sums])

@@ -49,7 +49,7 @@ def verdict(job: tuple[str, str, str]) -> tuple[bool, bool]:
 
     db, pred, gold = job
     m = execution_match(db, pred, gold)
-    return m.correct, m.strict
+    return m.ex_bird, m.ex_spider
 
 
 def _child(job, conn) -> None:
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
         def score():
             scores = score_examples(examples, preds, workers=args.workers, progress=False)
-            return [(s.ex, s.ex_strict) for s in scores]
+            return [(s.ex_bird, s.ex_spider) for s in scores]
 
         run(f"macsql score path (score_examples, {args.workers} workers)", score)
 

@@ -107,18 +107,20 @@ def test_score_examples_per_question_and_summary(db):
     scores = score_examples(examples, preds, workers=1, progress=False)
     by = {s.question_id: s for s in scores}
     assert set(by) == {"0", "1", "2", "3"}
-    assert by["0"].ex and by["0"].ex_strict and by["0"].exact and by["0"].rouge_l == 1.0
-    assert by["1"].ex and not by["1"].ex_strict and not by["1"].exact
+    assert by["0"].ex_bird and by["0"].ex_spider and by["0"].exact and by["0"].rouge_l == 1.0
+    assert by["1"].ex_bird and not by["1"].ex_spider and not by["1"].exact  # order counts under ORDER BY
+    assert by["1"].ex and by["1"].to_dict()["ex"] is True  # `ex` still reads as BIRD's verdict
     assert not by["2"].ex and not by["2"].executes and by["2"].hallucinated and by["2"].unknown == ["singers"]
     assert by["3"].hallucinated and "no such column" in by["3"].pred_error
     s = summarize(scores)
-    assert s["n"] == 4 and s["ex"] == 50.0 and s["ex_strict"] == 25.0 and s["exact_match"] == 25.0
+    assert s["n"] == 4 and s["ex_bird"] == 50.0 and s["ex_spider"] == 25.0 and s["exact_match"] == 25.0
+    assert s["ex"] == s["ex_bird"]  # the old key, for readers of earlier reports
     assert s["hallucination_rate"] == 50.0 and s["execution_failure_rate"] == 50.0
     assert list(s["by_difficulty"]) == ["simple", "moderate", "challenging"]
-    assert s["by_difficulty"]["moderate"] == {"n": 2, "ex": 50.0, "ex_strict": 0.0}
-    assert s["by_refine_rounds"] == {"0": {"n": 1, "ex": 100.0, "ex_strict": 100.0},
-                                     "1": {"n": 1, "ex": 100.0, "ex_strict": 0.0},
-                                     "3": {"n": 1, "ex": 0.0, "ex_strict": 0.0}}
+    assert s["by_difficulty"]["moderate"] == {"n": 2, "ex_spider": 0.0, "ex_bird": 50.0}
+    assert s["by_refine_rounds"] == {"0": {"n": 1, "ex_spider": 100.0, "ex_bird": 100.0},
+                                     "1": {"n": 1, "ex_spider": 0.0, "ex_bird": 100.0},
+                                     "3": {"n": 1, "ex_spider": 0.0, "ex_bird": 0.0}}
     assert s["cost_per_question"]["seconds"]["median"] == 3.0
     assert s["cost_per_question"]["llm_calls"]["p90"] == pytest.approx(3.6)
     assert s["gold_errors"] == []
@@ -147,7 +149,7 @@ def test_gold_failures_are_listed(db):
     scores = score_examples([_ex("0", db, "SELECT x FROM nowhere")], {"0": {"pred_sql": "SELECT x FROM nowhere"}},
                             workers=1, progress=False)
     s = summarize(scores)
-    assert s["ex"] == 0.0 and s["gold_errors"][0]["question_id"] == "0"
+    assert s["ex_bird"] == s["ex_spider"] == 0.0 and s["gold_errors"][0]["question_id"] == "0"
 
 
 def test_unclosed_quotes_are_handled(db):

@@ -49,22 +49,25 @@ def test_gold_as_pred_is_perfect_and_writes_reports(spider_set, tmp_path):
     out = tmp_path / "gold"
     r = run("score", "--gold-as-pred", "--data", spider_set, "--out", out, "-q")
     assert r.exit_code == 0, r.output
-    assert "n=4  EX 100.0  EX-strict 100.0  exact 100.0" in r.output
+    assert "n=4  EX(Spider) 100.0  EX(BIRD) 100.0  exact 100.0" in r.output
     report = json.loads((out / "report.json").read_text())
-    assert report["metrics"]["ex"] == 100.0 and report["config"]["format"] == "spider"
+    assert report["metrics"]["ex"] == report["metrics"]["ex_bird"] == report["metrics"]["ex_spider"] == 100.0
+    assert report["config"]["format"] == "spider" and report["config"]["keep_distinct"] is False
     assert len(report["config"]["data_sha256"]) == 64 and report["config"]["variant"] == "gold-as-pred"
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [r["question_id"] for r in rows] == ["0", "1", "2", "3"] and {r["ex"] for r in rows} == {"True"}
-    assert "| EX (BIRD) | 100.00 |" in (out / "summary.md").read_text()
+    assert {r["ex_spider"] for r in rows} == {r["ex_bird"] for r in rows} == {"True"}
+    summary = (out / "summary.md").read_text()
+    assert "| EX (Spider) | 100.00 |" in summary and "| EX (BIRD) | 100.00 |" in summary
     assert (out / "ex_by_database.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_real_bird_layout_works_unchanged(bird_set):
     root = bird_set.parent / "dev_databases"
     r = run("score", "--gold-as-pred", "--data", bird_set, "--db-root", root, "-q")
-    assert r.exit_code == 0 and "EX 100.0" in r.output
+    assert r.exit_code == 0 and "EX(BIRD) 100.0" in r.output
     r = run("score", "--gold-as-pred", "--data", bird_set, "-q")  # dev_databases found beside dev.json
-    assert r.exit_code == 0 and "EX 100.0" in r.output
+    assert r.exit_code == 0 and "EX(BIRD) 100.0" in r.output
 
 
 def test_score_prediction_files(spider_set, tmp_path):
@@ -74,11 +77,25 @@ def test_score_prediction_files(spider_set, tmp_path):
                      + '{"question_id": "2", "pred_')  # torn last line of a killed run: ignored
     r = run("score", "--pred", preds, "--data", spider_set, "-q")
     assert r.exit_code == 0, r.output
-    assert "n=2  EX 50.0" in r.output and "hallucination 50.0%" in r.output
+    assert "n=2  EX(Spider) 50.0  EX(BIRD) 50.0" in r.output and "hallucination 50.0%" in r.output
     bird = tmp_path / "predict_dev.json"  # BIRD's own prediction format
     bird.write_text(json.dumps({"0": "SELECT count(*) FROM customers\t----- bird -----\tshop"}))
     r = run("score", "--pred", bird, "--data", spider_set, "-q")
-    assert r.exit_code == 0 and "n=1  EX 100.0" in r.output
+    assert r.exit_code == 0 and "n=1  EX(Spider) 100.0  EX(BIRD) 100.0" in r.output
+
+
+def test_score_reports_spider_and_bird_ex_and_keep_distinct(spider_set, tmp_path):
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"question_id": q, "pred_sql": sql}) + "\n" for q, sql in (
+        ("0", "SELECT count(DISTINCT country) FROM customers"),  # Spider drops DISTINCT: 3 = 3; BIRD: 2 != 3
+        ("3", "SELECT order_id FROM orders WHERE status = 'shipped' ORDER BY order_id DESC"))))  # order counts
+    r = run("score", "--pred", preds, "--data", spider_set, "--out", tmp_path / "s", "-q", "--no-plots")
+    assert r.exit_code == 0 and "n=2  EX(Spider) 50.0  EX(BIRD) 50.0" in r.output, r.output
+    rows = {row["question_id"]: row for row in csv.DictReader((tmp_path / "s" / "report.csv").open())}
+    assert (rows["0"]["ex_spider"], rows["0"]["ex_bird"]) == ("True", "False")
+    assert (rows["3"]["ex_spider"], rows["3"]["ex_bird"]) == ("False", "True")
+    r = run("score", "--pred", preds, "--data", spider_set, "--keep-distinct", "-q")
+    assert r.exit_code == 0 and "n=2  EX(Spider) 0.0  EX(BIRD) 50.0" in r.output, r.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -124,7 +141,8 @@ def test_eval_ablations_resume_and_compare(spider_set, tmp_path, monkeypatch):
     args = ["eval", "--data", spider_set, "--out", out, "--ablations", "--variants", "full,baseline", "-q"]
     r = run(*args)
     assert r.exit_code == 0, r.output
-    assert "full: n=4  EX 75.0" in r.output and "baseline: n=4  EX 75.0" in r.output
+    assert "full: n=4  EX(Spider) 75.0  EX(BIRD) 75.0" in r.output
+    assert "baseline: n=4  EX(Spider) 75.0  EX(BIRD) 75.0" in r.output
     for variant in ("full", "baseline"):
         lines = (out / variant / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == 4 and json.loads(lines[0])["variant"] == variant
@@ -135,11 +153,12 @@ def test_eval_ablations_resume_and_compare(spider_set, tmp_path, monkeypatch):
     # the wrong one was refined once: the fix repeated the query, which ends the loop instead of 2 more rounds
     assert full["1"]["refine_rounds"] == 1
     table = (out / "ablations.md").read_text()
-    assert "| full | 4 | 75.00 |" in table and "| baseline | 4 | 75.00 |" in table
+    assert "| variant | n | EX (Spider) | EX (BIRD) |" in table
+    assert "| full | 4 | 75.00 | 75.00 |" in table and "| baseline | 4 | 75.00 | 75.00 |" in table
 
     n_calls = len(calls)
     r = run(*args)  # everything is done: no model is loaded, the reports and the table are rebuilt
-    assert r.exit_code == 0 and len(calls) == n_calls and "full: n=4  EX 75.0" in r.output
+    assert r.exit_code == 0 and len(calls) == n_calls and "full: n=4  EX(Spider) 75.0" in r.output
 
     r = run("compare", out / "baseline", out / "full")
     assert r.exit_code == 0 and "EX (BIRD)" in r.output and "0 fixed by B, 0 broken by B" in r.output
@@ -156,6 +175,21 @@ def test_compare_lists_flipped_questions(spider_set, tmp_path):
     assert "  0 [shop] How many customers are there?" in r.output
     r = run("compare", tmp_path, tmp_path / "b")
     assert r.exit_code == 1 and r.output.startswith("Error: no report.json in")
+
+
+def test_compare_reads_reports_written_before_ex_bird(spider_set, tmp_path):
+    """Older runs have `ex` (BIRD's verdict) and `ex_strict`, no ex_bird/ex_spider: compare still reads them."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "report.json").write_text(json.dumps({"config": {}, "metrics": {"n": 4, "ex": 0.0, "ex_strict": 0.0}}))
+    (old / "report.csv").write_text("question_id,db_id,question,ex,ex_strict\n"
+                                    + "".join(f"{i},shop,q{i},False,False\n" for i in range(4)))
+    assert run("score", "--gold-as-pred", "--data", spider_set, "--out", tmp_path / "new", "-q").exit_code == 0
+    r = run("compare", old, tmp_path / "new")
+    assert r.exit_code == 0, r.output
+    lines = {line[:22].strip(): line[22:].split() for line in r.output.splitlines()}
+    assert lines["EX (BIRD)"] == ["0.00", "100.00", "+100.00"] and lines["EX (Spider)"] == ["–", "100.00", "–"]
+    assert "4 fixed by B" in r.output
 
 
 def test_eval_refuses_to_mix_runs(spider_set, tmp_path, monkeypatch):
@@ -178,7 +212,7 @@ def test_eval_needs_out_and_known_variants(spider_set):
 @needs_shared_data()
 def test_gold_as_pred_on_spider_dev_is_100():
     r = run("score", "--gold-as-pred", "--data", SHARED_DATA / "spider" / "dev.json", "-q")
-    assert r.exit_code == 0 and "n=480  EX 100.0  EX-strict 100.0" in r.output
+    assert r.exit_code == 0 and "n=480  EX(Spider) 100.0  EX(BIRD) 100.0" in r.output
 
 
 @pytest.mark.shared_data

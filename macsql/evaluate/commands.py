@@ -74,13 +74,14 @@ def _require_databases(examples, db_root) -> None:
 
 
 def _score_and_report(examples, predictions, out_dir, config, *, timeout_s, ves, ves_repeats, workers,
-                      plots=True, quiet=False):
+                      plots=True, quiet=False, keep_distinct=False):
     from macsql.evaluate.report import write_report
     from macsql.evaluate.scoring import machine_is_noisy, score_examples, summarize
 
     noisy = machine_is_noisy() if ves else None
     scores = score_examples(examples, predictions, workers=workers, timeout_s=timeout_s,
-                            ves_repeats=ves_repeats if ves else 0, progress=not quiet)
+                            ves_repeats=ves_repeats if ves else 0, progress=not quiet,
+                            keep_distinct=keep_distinct)
     summary = summarize(scores, ves=ves, noisy=noisy)
     if out_dir is not None:
         write_report(out_dir, summary, scores, config, plots=plots)
@@ -88,7 +89,7 @@ def _score_and_report(examples, predictions, out_dir, config, *, timeout_s, ves,
 
 
 def _headline(summary: dict) -> str:
-    parts = [f"n={summary['n']}", f"EX {summary['ex']}", f"EX-strict {summary['ex_strict']}",
+    parts = [f"n={summary['n']}", f"EX(Spider) {summary['ex_spider']}", f"EX(BIRD) {summary['ex_bird']}",
              f"exact {summary['exact_match']}", f"ROUGE-L {summary['rouge_l']}",
              f"hallucination {summary['hallucination_rate']}%", f"fails {summary['execution_failure_rate']}%"]
     if "ves" in summary:
@@ -316,10 +317,12 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Scoring processes (default: up to 4).")
 @click.option("--ves", is_flag=True, help="Also measure VES and R-VES (re-runs correct queries).")
 @click.option("--ves-repeats", default=10, show_default=True, type=click.IntRange(min=2))
+@click.option("--keep-distinct", is_flag=True,
+              help="EX (Spider) keeps DISTINCT in both queries (the Spider evaluator's flag of that name).")
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 def score_cmd(pred, data, db_root, fmt, limit, dbs, seed, split, gold_as_pred, out, timeout_s, workers, ves,
-              ves_repeats, no_plots, quiet):
+              ves_repeats, keep_distinct, no_plots, quiet):
     """Score a finished prediction file against a benchmark; no model is loaded.
 
     \b
@@ -345,11 +348,12 @@ def score_cmd(pred, data, db_root, fmt, limit, dbs, seed, split, gold_as_pred, o
         examples = matched
     _require_databases(examples, db_root)
     config = {**_base_config(data, fmt, db_root, limit, dbs, seed, split, examples),
-              "variant": "gold-as-pred" if gold_as_pred else "predictions", "pred": pred}
+              "variant": "gold-as-pred" if gold_as_pred else "predictions", "pred": pred,
+              "keep_distinct": keep_distinct}
     start = time.perf_counter()
     summary, _ = _score_and_report(examples, predictions, Path(out) if out else None, config,
                                    timeout_s=timeout_s, ves=ves, ves_repeats=ves_repeats, workers=workers,
-                                   plots=not no_plots, quiet=quiet)
+                                   plots=not no_plots, quiet=quiet, keep_distinct=keep_distinct)
     click.echo(_headline(summary))
     for g in summary["gold_errors"][:20]:
         click.echo(f"  gold fails: {g['question_id']} [{g['db_id']}] {g['error']}")

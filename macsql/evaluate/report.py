@@ -11,10 +11,11 @@ from pathlib import Path
 from macsql.errors import InputError
 from macsql.evaluate.scoring import QuestionScore
 
-CSV_FIELDS = ("question_id", "db_id", "difficulty", "ex", "ex_strict", "exact", "rouge_l", "executes",
+# `ex` repeats ex_bird under its old name, so that readers of earlier runs' files (judge, compare) still work
+CSV_FIELDS = ("question_id", "db_id", "difficulty", "ex_spider", "ex_bird", "ex", "exact", "rouge_l", "executes",
               "hallucinated", "unknown", "refine_rounds", "llm_calls", "prompt_tokens", "completion_tokens",
               "seconds", "ves_ratio", "ves", "rves", "pred_error", "gold_error", "question", "gold_sql", "pred_sql")
-HEADLINE = (("ex", "EX (BIRD)"), ("ex_strict", "EX strict"), ("exact_match", "exact match"),
+HEADLINE = (("ex_spider", "EX (Spider)"), ("ex_bird", "EX (BIRD)"), ("exact_match", "exact match"),
             ("rouge_l", "ROUGE-L"), ("hallucination_rate", "hallucination %"),
             ("execution_failure_rate", "fails to execute %"))
 
@@ -62,8 +63,9 @@ def summary_markdown(summary: dict, config: dict) -> str:
                        ("By database", "by_database")):
         groups = summary.get(key) or {}
         if groups:
-            lines += ["", f"## {title}", "", "| group | n | EX | EX strict |", "|---|---|---|---|"]
-            lines += [f"| {k} | {g['n']} | {_fmt(g['ex'])} | {_fmt(g['ex_strict'])} |" for k, g in groups.items()]
+            lines += ["", f"## {title}", "", "| group | n | EX (Spider) | EX (BIRD) |", "|---|---|---|---|"]
+            lines += [f"| {k} | {g['n']} | {_fmt(g.get('ex_spider'))} | {_fmt(g.get('ex_bird'))} |"
+                      for k, g in groups.items()]
     cost = summary.get("cost_per_question") or {}
     if any(v.get("median") is not None for v in cost.values()):
         lines += ["", "## Cost per question", "", "| | median | p90 | mean |", "|---|---|---|---|"]
@@ -84,14 +86,13 @@ def write_plots(out: Path, summary: dict, scores: Sequence[QuestionScore]) -> di
         if not groups:
             continue
         names = list(groups)
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.5))
-        ax.bar(names, [groups[n]["ex"] or 0 for n in names], color="#4c72b0")
-        ax.set_ylabel("EX %")
-        ax.set_ylim(0, 100)
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(names) + 2), 3.5))
+        _ex_bars(ax, names, [groups[n] for n in names])
         ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=45 if len(names) > 4 else 0)
         for i, n in enumerate(names):
-            ax.annotate(f"n={groups[n]['n']}", (i, (groups[n]["ex"] or 0) + 1), ha="center", fontsize=7)
+            top = max(groups[n].get("ex_spider") or 0, groups[n].get("ex_bird") or 0)
+            ax.annotate(f"n={groups[n]['n']}", (i, top + 1), ha="center", fontsize=7)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=110)
         plt.close(fig)
@@ -110,8 +111,20 @@ def write_plots(out: Path, summary: dict, scores: Sequence[QuestionScore]) -> di
     return made
 
 
+def _ex_bars(ax, names: list[str], figures: list[dict]) -> None:
+    """Both execution accuracies side by side for each name (a bar pair per group or variant)."""
+    xs = range(len(names))
+    for offset, (key, label), color in ((-0.2, ABLATION_COLUMNS[0], "#4c72b0"),
+                                         (0.2, ABLATION_COLUMNS[1], "#dd8452")):
+        ax.bar([x + offset for x in xs], [f.get(key) or 0 for f in figures], width=0.4, label=label, color=color)
+    ax.set_xticks(list(xs), names)
+    ax.set_ylabel("EX %")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, loc="lower right")
+
+
 # ----------------------------------------------------------------------------------------- ablations
-ABLATION_COLUMNS = (("ex", "EX"), ("ex_strict", "EX strict"), ("exact_match", "exact"),
+ABLATION_COLUMNS = (("ex_spider", "EX (Spider)"), ("ex_bird", "EX (BIRD)"), ("exact_match", "exact"),
                     ("hallucination_rate", "halluc. %"), ("execution_failure_rate", "fails %"))
 
 
@@ -142,11 +155,9 @@ def write_ablations(out_dir: Path, results: dict[str, dict], config: dict) -> Pa
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(results) + 2), 3.5))
         names = list(results)
-        ax.bar(names, [results[n].get("ex") or 0 for n in names], color="#c44e52")
-        ax.set_ylabel("EX %")
-        ax.set_ylim(0, 100)
+        _ex_bars(ax, names, [results[n] for n in names])
         ax.set_title("Ablations: execution accuracy")
         fig.tight_layout()
         fig.savefig(out_dir / "ablations.png", dpi=110)
@@ -176,6 +187,16 @@ def load_report(path: str | Path) -> tuple[dict, dict[str, dict]]:
     return report, rows
 
 
+def _figure(metrics: dict, key: str):
+    """A headline figure; reports written before ex_bird existed hold the same figure as `ex`."""
+    value = metrics.get(key)
+    return metrics.get("ex") if value is None and key == "ex_bird" else value
+
+
+def _bird(row: dict) -> str | None:
+    return row.get("ex_bird") or row.get("ex")
+
+
 def compare_reports(a: str | Path, b: str | Path) -> str:
     """Text: headline deltas (b - a) and the questions whose EX flipped between the two runs."""
     rep_a, rows_a = load_report(a)
@@ -184,7 +205,7 @@ def compare_reports(a: str | Path, b: str | Path) -> str:
     lines = [f"A: {a}  ({ma['n']} questions)", f"B: {b}  ({mb['n']} questions)", "",
              f"{'metric':<22}{'A':>9}{'B':>9}{'B-A':>9}"]
     for key, label in HEADLINE + (("ves", "VES"), ("rves", "R-VES")):
-        va, vb = ma.get(key), mb.get(key)
+        va, vb = _figure(ma, key), _figure(mb, key)
         if va is None and vb is None:
             continue
         delta = f"{vb - va:+.2f}" if va is not None and vb is not None else "–"
@@ -196,8 +217,9 @@ def compare_reports(a: str | Path, b: str | Path) -> str:
             delta = f"{vb - va:+.2f}" if va is not None and vb is not None else "–"
             lines.append(f"{name + ' (median)':<22}{_fmt(va):>9}{_fmt(vb):>9}{delta:>9}")
     common = [q for q in rows_a if q in rows_b]
-    gained = [q for q in common if rows_a[q]["ex"] == "False" and rows_b[q]["ex"] == "True"]
-    lost = [q for q in common if rows_a[q]["ex"] == "True" and rows_b[q]["ex"] == "False"]
+    # "flipped" by BIRD's verdict: the one every report has had (earlier ones call it `ex`)
+    gained = [q for q in common if _bird(rows_a[q]) == "False" and _bird(rows_b[q]) == "True"]
+    lost = [q for q in common if _bird(rows_a[q]) == "True" and _bird(rows_b[q]) == "False"]
     lines += ["", f"{len(common)} questions in both; {len(gained)} fixed by B, {len(lost)} broken by B"]
     for title, ids in (("fixed (wrong in A, right in B)", gained), ("broken (right in A, wrong in B)", lost)):
         if ids:

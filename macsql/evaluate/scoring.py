@@ -29,8 +29,8 @@ class QuestionScore:
     question: str
     gold_sql: str
     pred_sql: str
-    ex: bool  # BIRD semantics (result sets equal)
-    ex_strict: bool  # Spider style (multisets, ordered when the gold orders)
+    ex_spider: bool  # Spider's official EX (column order free, multiset, ordered under ORDER BY, no DISTINCT)
+    ex_bird: bool  # BIRD's official EX (result sets equal)
     exact: bool
     rouge_l: float
     executes: bool  # the prediction ran without error
@@ -50,8 +50,13 @@ class QuestionScore:
     completion_tokens: int | None = None
     seconds: float | None = None
 
+    @property
+    def ex(self) -> bool:
+        """The name older runs and callers use: BIRD's EX (what `ex` has always meant here)."""
+        return self.ex_bird
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "ex": self.ex_bird}
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class _Job:
     pred_sql: str
     timeout_s: float
     ves_repeats: int
+    keep_distinct: bool = False
 
 
 def _score_one(job: _Job) -> dict:
@@ -70,14 +76,15 @@ def _score_one(job: _Job) -> dict:
     from macsql.evaluate.compare import execution_match
 
     try:
-        match = execution_match(job.db_path, job.pred_sql, job.gold_sql, timeout_s=job.timeout_s)
+        match = execution_match(job.db_path, job.pred_sql, job.gold_sql, timeout_s=job.timeout_s,
+                                keep_distinct=job.keep_distinct)
     except DatabaseError as exc:  # the database vanished or is unreadable: the question cannot be scored
-        return {"index": job.index, "ex": False, "ex_strict": False, "pred_error": str(exc),
+        return {"index": job.index, "ex_spider": False, "ex_bird": False, "pred_error": str(exc),
                 "gold_error": str(exc), "executes": False, "timed_out": False, "ratio": None}
-    out = {"index": job.index, "ex": match.correct, "ex_strict": match.strict, "pred_error": match.pred.error,
-           "gold_error": match.gold.error, "executes": match.pred.ok, "timed_out": match.pred.timed_out,
-           "ratio": None}
-    if job.ves_repeats and match.correct:
+    out = {"index": job.index, "ex_spider": match.ex_spider, "ex_bird": match.ex_bird,
+           "pred_error": match.pred.error, "gold_error": match.gold.error, "executes": match.pred.ok,
+           "timed_out": match.pred.timed_out, "ratio": None}
+    if job.ves_repeats and match.ex_bird:  # VES is BIRD's metric: it rewards BIRD-correct answers
         # both queries already ran once above (warm page cache), so every timed run sees the same state
         timed = metrics.timed_pair(job.db_path, job.gold_sql, job.pred_sql, repeats=job.ves_repeats,
                                    timeout_s=job.timeout_s)
@@ -101,15 +108,17 @@ def schema_for(example: Example, cache: dict) -> Schema | None:
 
 
 def score_examples(examples: Sequence[Example], predictions: dict[str, dict], *, workers: int | None = None,
-                   timeout_s: float = 30.0, ves_repeats: int = 0, progress: bool = True) -> list[QuestionScore]:
-    """Score every example that has a prediction (`predictions[question_id]["pred_sql"]`)."""
+                   timeout_s: float = 30.0, ves_repeats: int = 0, progress: bool = True,
+                   keep_distinct: bool = False) -> list[QuestionScore]:
+    """Score every example that has a prediction (`predictions[question_id]["pred_sql"]`).
+    `keep_distinct` is Spider's evaluator flag of that name (DISTINCT then counts in EX (Spider))."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
     todo = [e for e in examples if e.question_id in predictions]
     jobs = [_Job(i, str(e.db_path), e.gold_sql, predictions[e.question_id].get("pred_sql") or "", timeout_s,
-                 ves_repeats) for i, e in enumerate(todo)]
+                 ves_repeats, keep_distinct) for i, e in enumerate(todo)]
     workers = workers or min(4, os.cpu_count() or 1)
     results: list[dict | None] = [None] * len(jobs)
     bar = tqdm(total=len(jobs), desc="scoring", unit="q", disable=not progress, leave=False)
@@ -135,14 +144,14 @@ def score_examples(examples: Sequence[Example], predictions: dict[str, dict], *,
         ratio = res["ratio"]
         scores.append(QuestionScore(
             question_id=e.question_id, db_id=e.db_id, difficulty=e.difficulty, question=e.question,
-            gold_sql=e.gold_sql, pred_sql=pred_sql, ex=res["ex"], ex_strict=res["ex_strict"],
+            gold_sql=e.gold_sql, pred_sql=pred_sql, ex_spider=res["ex_spider"], ex_bird=res["ex_bird"],
             exact=metrics.exact_match(pred_sql, e.gold_sql), rouge_l=round(metrics.rouge_l(pred_sql, e.gold_sql), 4),
             executes=res["executes"], hallucinated=ground.hallucinated, unknown=ground.unknown,
             parsed=ground.parsed, pred_error=res["pred_error"], gold_error=res["gold_error"],
             timed_out=res["timed_out"],
             ves_ratio=round(ratio, 4) if ratio is not None else None,
-            ves=round(metrics.ves_reward(ratio, res["ex"]), 4) if ves_repeats else None,
-            rves=metrics.rves_reward(ratio, res["ex"]) if ves_repeats else None,
+            ves=round(metrics.ves_reward(ratio, res["ex_bird"]), 4) if ves_repeats else None,
+            rves=metrics.rves_reward(ratio, res["ex_bird"]) if ves_repeats else None,
             refine_rounds=rec.get("refine_rounds"), llm_calls=rec.get("llm_calls"),
             prompt_tokens=rec.get("prompt_tokens"), completion_tokens=rec.get("completion_tokens"),
             seconds=rec.get("seconds"),
@@ -158,8 +167,8 @@ def _group(scores: Sequence[QuestionScore], key) -> dict[str, dict]:
     groups: dict[str, list[QuestionScore]] = defaultdict(list)
     for s in scores:
         groups[str(key(s))].append(s)
-    return {k: {"n": len(v), "ex": _pct(sum(s.ex for s in v), len(v)),
-                "ex_strict": _pct(sum(s.ex_strict for s in v), len(v))}
+    return {k: {"n": len(v), "ex_spider": _pct(sum(s.ex_spider for s in v), len(v)),
+                "ex_bird": _pct(sum(s.ex_bird for s in v), len(v))}
             for k, v in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))}
 
 
@@ -177,8 +186,9 @@ def summarize(scores: Sequence[QuestionScore], *, ves: bool = False, noisy: bool
     n = len(scores)
     out: dict = {
         "n": n,
-        "ex": _pct(sum(s.ex for s in scores), n),
-        "ex_strict": _pct(sum(s.ex_strict for s in scores), n),
+        "ex_spider": _pct(sum(s.ex_spider for s in scores), n),
+        "ex_bird": _pct(sum(s.ex_bird for s in scores), n),
+        "ex": _pct(sum(s.ex_bird for s in scores), n),  # the old name of ex_bird, for earlier readers
         "exact_match": _pct(sum(s.exact for s in scores), n),
         "rouge_l": round(100 * sum(s.rouge_l for s in scores) / n, 2) if n else None,
         "hallucination_rate": _pct(sum(s.hallucinated for s in scores), n),
