@@ -72,10 +72,10 @@ class Decomposition:
 
 
 def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
-                 output_format: str = "sql", style: str = "steps") -> Messages:
+                 output_format: str = "sql", style: str = "steps", history: list[dict] | None = None) -> Messages:
     _check_style(style)
     task = REASONING_TASK if output_format == "reasoning" else DIRECT_TASK if direct else STYLE_TASKS[style]
-    return messages(schema_text, task.format(question=question_block(question, evidence)))
+    return messages(schema_text, task.format(question=question_block(question, evidence, history)))
 
 
 def _check_style(style: str) -> None:
@@ -126,9 +126,10 @@ def _has_sql(text: str) -> bool:
 
 
 def decompose(question: str, schema_text: str, *, llm: LLM, evidence: str = "", direct: bool = False,
-              output_format: str = "sql", style: str = "steps", max_new_tokens: int = 512) -> Decomposition:
+              output_format: str = "sql", style: str = "steps", max_new_tokens: int = 512,
+              history: list[dict] | None = None) -> Decomposition:
     prompt = build_prompt(question, schema_text, evidence, direct=direct, output_format=output_format,
-                          style=style)
+                          style=style, history=history)
     gen = llm.generate([prompt], agent="decomposer", max_new_tokens=max_new_tokens)[0]
     try:
         sql, subs = parse_reply(gen.text)
@@ -144,5 +145,5 @@ def node(state, runtime) -> dict:
     ctx = runtime.context
     out = decompose(state["question"], state["schema_text"], llm=ctx.llm, evidence=state.get("evidence", ""),
                     direct=not ctx.use_decomposer, output_format=ctx.output_format,
-                    style=ctx.decompose, max_new_tokens=ctx.max_new_tokens)
+                    style=ctx.decompose, max_new_tokens=ctx.max_new_tokens, history=state.get("history"))
     return {"sql": out.sql, "sub_questions": out.sub_questions, "parse_error": out.error, "trace": out.trace}
