@@ -25,10 +25,12 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,12 +42,15 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_QUESTION_CHARS = 2000
 MAX_EVIDENCE_CHARS = 4000
 MAX_SQL_CHARS = 20_000
+MAX_WAITING = 256  # questions accepted and not finished; beyond this a new one gets 503 (try again)
 MAX_CONVERSATIONS = 1000  # the oldest idle conversation is forgotten beyond this
 MAX_TURNS = 50  # per conversation (the agents see only the last few: agents/prompting.py)
 STEP_VALUE_CHARS = 4000  # a streamed step leaves out state values bigger than this (a whole schema)
 # The page loads only its own files; nothing a model or a database wrote can pull in a script.
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+BEARER = HTTPBearer(auto_error=False, description="the token `macsql serve` was started with")
 
 log = logging.getLogger("macsql.serve")
 
@@ -179,6 +184,28 @@ class BodyLimit:
         return await self.app(scope, receive, send)
 
 
+class PageHeaders:
+    """ASGI middleware: the page and its files get a strict Content-Security-Policy (the API docs at /docs
+    load Swagger UI from a CDN, so they do not)."""
+
+    headers = [(b"content-security-policy", PAGE_CSP.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"referrer-policy", b"no-referrer")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not (scope["path"] == "/" or scope["path"].startswith("/static/")):
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
 def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: str | None = None,
                workers: int = 8, max_body_bytes: int = MAX_BODY_BYTES,
                examples: dict[str, list[str]] | None = None) -> FastAPI:
@@ -202,14 +229,14 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
     timeout_s, max_rows = limits.timeout_s, limits.max_rows
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="macsql-ask")
     conversations = Conversations()
-    active = {"questions": 0}
-    active_lock = threading.Lock()
+    counts = {"running": 0, "accepted": 0}  # accepted: waiting or running
+    counts_lock = threading.Lock()
 
-    def check_token(request: Request) -> None:
+    def check_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if token is None:
             return
-        sent = request.headers.get("authorization", "")
-        if not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        sent = credentials.credentials if credentials else ""
+        if not secrets.compare_digest(sent.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong token: send the header `Authorization: Bearer <token>` "
                                      "with the token `macsql serve` was started with",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -233,18 +260,26 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
                        turns=conversations.turns(job.conversation))
         return payload
 
+    def admit() -> None:
+        with counts_lock:
+            if counts["accepted"] >= MAX_WAITING:
+                raise HTTPException(503, f"the server is busy ({counts['accepted']} questions in line); "
+                                         "try again in a moment", headers={"Retry-After": "5"})
+            counts["accepted"] += 1
+
     def run_job(job: Job, on_step=None) -> dict:
-        """In a pool thread: answer, then record the turn (also when the client has gone away)."""
-        with active_lock:
-            active["questions"] += 1
+        """In a pool thread, after admit(): answer, then record the turn (also when the client has gone)."""
+        with counts_lock:
+            counts["running"] += 1
         try:
             answer = served.ask(job.question, job.path, evidence=job.evidence, history=job.history,
                                 on_step=on_step)
             conversations.record(job.conversation, job.question, answer.sql)
             return answer_payload(job, answer)
         finally:
-            with active_lock:
-                active["questions"] -= 1
+            with counts_lock:
+                counts["running"] -= 1
+                counts["accepted"] -= 1
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -268,10 +303,10 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
 
     @app.get("/health")
     async def health() -> dict:
-        with active_lock:
-            running = active["questions"]
+        with counts_lock:
+            running, waiting = counts["running"], counts["accepted"] - counts["running"]
         return {"status": "ok", "model": getattr(pipeline.llm, "name", type(pipeline.llm).__name__),
-                "databases": len(paths), "questions_running": running}
+                "databases": len(paths), "questions_running": running, "questions_waiting": waiting}
 
     @app.get("/api/databases", dependencies=auth)
     async def list_databases() -> dict:
@@ -290,6 +325,7 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
     @app.post("/api/ask", dependencies=auth)
     async def ask(req: AskRequest) -> dict:
         job = job_for(req)
+        admit()
         return await asyncio.get_running_loop().run_in_executor(pool, run_job, job)
 
     @app.post("/api/ask/stream", dependencies=auth,
@@ -315,6 +351,7 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
                 log.exception("question failed")
                 emit("error", {"detail": f"internal error ({type(exc).__name__}); see the server log"})
 
+        admit()
         pool.submit(work)
 
         async def events():
@@ -342,7 +379,7 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers=page_headers())
+        return FileResponse(STATIC / "index.html")
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
@@ -350,22 +387,13 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.middleware("http")
-    async def page_security(request: Request, call_next):
-        response = await call_next(request)
-        if request.url.path == "/" or request.url.path.startswith("/static/"):
-            response.headers.update(page_headers())
-        return response
-
+    app.add_middleware(PageHeaders)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.state.pool = pool
     app.state.conversations = conversations
     return app
 
 
-def page_headers() -> dict:
-    return {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer"}
 
 
 def sse(kind: str, data: dict) -> str:
