@@ -2,8 +2,9 @@
 
 The server runs in a child process (uvicorn, as `macsql serve` runs it), so the load generator does not
 share its interpreter; clients are asyncio tasks on one httpx connection pool. Every client asks its
-questions one after another; all clients start together. A prober asks /health every 50 ms meanwhile:
-a slow question must not slow it.
+questions one after another; all clients start together. A prober in a third process asks /health every
+50 ms meanwhile (its own process, so that the load generator's work does not count): a slow question must
+not slow it.
 
 Scripted backend (no model; what the server itself costs), 50 clients:
 
@@ -91,14 +92,31 @@ async def one_ask(http, stream: bool) -> dict:
     return {"ok": ok, "seconds": time.perf_counter() - start, "first_step": first_step, "first_model": first_model}
 
 
+def probe_child(url: str) -> None:
+    """In the prober process: GET /health every 50 ms until stdin closes; print the latencies as JSON."""
+    import threading
+
+    import httpx
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    seconds, failures = [], 0
+    with httpx.Client(base_url=url, timeout=60) as http:
+        while not stop.is_set():
+            t = time.perf_counter()
+            failures += http.get("/health").status_code != 200
+            seconds.append(time.perf_counter() - t)
+            time.sleep(0.05)
+    print(json.dumps({"seconds": seconds, "failures": failures}), flush=True)
+
+
 async def load(url: str, clients: int, requests: int, stream: bool) -> dict:
     import httpx
 
     limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
         await one_ask(http, stream)  # warm-up (schema cache, first graph run), not counted
-        results, health, errors = [], [], []
-        done = asyncio.Event()
+        results, errors = [], []
 
         async def client():
             for _ in range(requests):
@@ -107,22 +125,14 @@ async def load(url: str, clients: int, requests: int, stream: bool) -> dict:
                 except Exception as exc:  # counted, not raised: the figure is the error count
                     errors.append(repr(exc))
 
-        async def prober():
-            while not done.is_set():
-                t = time.perf_counter()
-                r = await http.get("/health")
-                health.append(time.perf_counter() - t)
-                if r.status_code != 200:
-                    errors.append(f"/health {r.status_code}")
-                await asyncio.sleep(0.05)
-
-        probe = asyncio.create_task(prober())
+        probe = subprocess.Popen([sys.executable, __file__, "--probe", url], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         wall = time.perf_counter() - start
-        done.set()
-        await probe
-    errors += ["wrong answer" for r in results if not r["ok"]]
+        probed = json.loads(probe.communicate("", timeout=120)[0])
+    health = probed["seconds"]
+    errors += ["wrong answer" for r in results if not r["ok"]] + ["/health failed"] * probed["failures"]
     return {"results": results, "health": health, "errors": errors, "wall": wall}
 
 
@@ -136,10 +146,13 @@ def main() -> None:
     ap.add_argument("--serial", action="store_true", help="scripted: one model call at a time (a local model)")
     ap.add_argument("--stream", action="store_true", help="use /api/ask/stream; report time to first step")
     ap.add_argument("--workers", type=int, default=8, help="questions in flight in the server")
-    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the server process
+    ap.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the /health prober process
     args = ap.parse_args()
     if args.serve:
         return serve_child(args)
+    if args.probe:
+        return probe_child(args.probe)
 
     child_args = [a for a in sys.argv[1:]] + ["--serve"]
     child = subprocess.Popen([sys.executable, __file__, *child_args], stdin=subprocess.PIPE,

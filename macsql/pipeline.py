@@ -108,6 +108,15 @@ class Pipeline:
         return to_answer(state, time.perf_counter() - start)
 
 
+def follow_up_history(saved: dict) -> list[dict]:
+    """The history a follow-up on a saved answer (the JSON of `macsql ask --json`) continues: the answer's
+    own history, then its question and SQL."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("question"), str) \
+            or not isinstance(saved.get("sql"), str):
+        raise InputError("a follow-up needs the JSON object `macsql ask --json` printed (with question and sql)")
+    return checked_history([*saved.get("history", []), {"question": saved["question"], "sql": saved["sql"]}])
+
+
 def checked_history(history: list[dict] | None) -> list[dict]:
     """The last HISTORY_TURNS turns as {"question", "sql"} strings; InputError on any other shape."""
     turns = []
@@ -148,4 +157,4 @@ def adapters_in(folder: str | Path) -> dict[str, str]:
     return found
 
 
-__all__ = ["Answer", "Pipeline", "adapters_in"]
+__all__ = ["Answer", "Pipeline", "adapters_in", "follow_up_history"]

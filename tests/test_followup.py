@@ -1,6 +1,8 @@
 """Follow-ups in the Python API: `Pipeline.ask(..., history=...)` puts a bounded context into the
 Decomposer's prompt; `on_step` reports each graph node as it finishes."""
 
+import json
+
 import pytest
 
 from macsql.agents.decomposer import build_prompt
@@ -59,3 +61,32 @@ def test_on_step_reports_each_node_as_it_finishes(shop_db):
     assert next(u for n, u in steps if n == "refiner")["sql"] == "SELECT COUNT(*) FROM customers"
     # the updates add up to the answer's trace
     assert [t for _, u in steps for t in u.get("trace", [])] == ans.trace
+
+
+def test_ask_follow_up_on_a_saved_answer(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import macsql.cli
+    from tests.conftest import demo_reply
+
+    llm = ScriptedLLM(demo_reply)
+    monkeypatch.setattr(macsql.cli, "build_pipeline", lambda **_: Pipeline(llm))
+    runner = CliRunner()
+    first = runner.invoke(macsql.cli.main, ["ask", "How many customers live in Spain?", "--db", "demo", "--json"])
+    assert first.exit_code == 0, first.output
+    saved = tmp_path / "a.json"
+    saved.write_text(first.stdout)
+    r = runner.invoke(macsql.cli.main, ["ask", "and only those in Madrid?", "--db", "demo", "--json",
+                                        "--follow-up", str(saved)])
+    assert r.exit_code == 0, r.output
+    payload = json.loads(r.stdout)
+    assert "city = 'Madrid'" in payload["sql"]
+    assert payload["history"] == [{"question": "How many customers live in Spain?", "sql": json.loads(first.stdout)["sql"]}]
+    # a follow-up on the follow-up carries both turns
+    saved.write_text(r.stdout)
+    r = runner.invoke(macsql.cli.main, ["ask", "and in Porto?", "--db", "demo", "--follow-up", str(saved)])
+    assert "- Question: How many customers live in Spain?" in llm.calls[-1][1][-1]["content"]
+    assert "- Question: and only those in Madrid?" in llm.calls[-1][1][-1]["content"]
+    saved.write_text("not json")
+    r = runner.invoke(macsql.cli.main, ["ask", "x?", "--db", "demo", "--follow-up", str(saved)])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: --follow-up {saved}: not the JSON `macsql ask --json` prints")

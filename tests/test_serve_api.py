@@ -4,6 +4,8 @@ hostile SQL, markup in values, and load (a slow question, a client that leaves, 
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -306,3 +308,10 @@ def test_serve_start_up_checks(monkeypatch, shop_db, tmp_path):
     assert r.exit_code == 1 and r.output.startswith("Error: database") and "does not exist" in r.output
     r = runner.invoke(main, ["serve", "--db", str(shop_db), "--db", f"shop={shop_db}"])
     assert r.exit_code == 1 and "two databases are named 'shop'" in r.output
+
+
+def test_the_cli_and_the_serve_package_import_no_web_stack():
+    code = ("import sys; import macsql.cli, macsql.serve, macsql.serve.server; "
+            "assert not {'fastapi', 'uvicorn', 'starlette'} & set(sys.modules); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
