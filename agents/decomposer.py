@@ -72,7 +72,8 @@ class Decomposition:
 
 
 def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
-                 output_format: str = "sql", style: str = "steps", history: list[dict] | None = None) -> Messages:
+                 output_format: str = "sql", style: str = "steps",
+                 history: list[dict] | None = None) -> Messages:
     _check_style(style)
     task = REASONING_TASK if output_format == "reasoning" else DIRECT_TASK if direct else STYLE_TASKS[style]
     return messages(schema_text, task.format(question=question_block(question, evidence, history)))

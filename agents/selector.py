@@ -38,8 +38,9 @@ def needs_selection(schema: Schema) -> bool:
     return len(schema.tables) >= MIN_TABLES and schema.n_columns >= MIN_COLUMNS
 
 
-def build_prompt(question: str, schema: Schema, evidence: str = "") -> Messages:
-    return messages(render_schema(schema), TASK.format(question=question_block(question, evidence)))
+def build_prompt(question: str, schema: Schema, evidence: str = "", *,
+                 history: list[dict] | None = None) -> Messages:
+    return messages(render_schema(schema), TASK.format(question=question_block(question, evidence, history)))
 
 
 def format_target(selection: Selection, schema: Schema) -> str:
@@ -89,11 +90,12 @@ def close_over_keys(selection: Selection, schema: Schema) -> Selection:
 
 
 def select_schema(question: str, schema: Schema, *, llm: LLM, evidence: str = "",
-                  force: bool = False, max_new_tokens: int = 256) -> SelectorOutput:
+                  force: bool = False, max_new_tokens: int = 256,
+                  history: list[dict] | None = None) -> SelectorOutput:
     """Prune `schema` for `question`. Falls back to the full schema when the reply is unusable."""
     if not force and not needs_selection(schema):
         return SelectorOutput(schema.full_selection(), pruned=False)
-    prompt = build_prompt(question, schema, evidence)
+    prompt = build_prompt(question, schema, evidence, history=history)  # a follow-up keeps its tables
     gen = llm.generate([prompt], agent="selector", max_new_tokens=max_new_tokens)[0]
     parsed = parse_reply(gen.text, schema)
     selection = close_over_keys(parsed, schema) if parsed else schema.full_selection()
@@ -107,5 +109,6 @@ def node(state, runtime) -> dict:
     ctx = runtime.context
     if not ctx.use_selector:
         return {"selection": state["schema"].full_selection()}
-    out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""))
+    out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""),
+                        history=state.get("history"))
     return {"selection": out.selection, "trace": out.trace}

@@ -90,3 +90,16 @@ def test_ask_follow_up_on_a_saved_answer(monkeypatch, tmp_path):
     saved.write_text("not json")
     r = runner.invoke(macsql.cli.main, ["ask", "x?", "--db", "demo", "--follow-up", str(saved)])
     assert r.exit_code == 1 and r.output.startswith(f"Error: --follow-up {saved}: not the JSON `macsql ask --json` prints")
+
+
+def test_the_selector_sees_the_earlier_turns_on_a_big_schema(tmp_path):
+    from tests.conftest import make_db
+
+    ddl = "".join(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, {', '.join(f'c{j} TEXT' for j in range(8))});"
+                  for i in range(5))
+    db = make_db(tmp_path / "big.sqlite", ddl + "INSERT INTO t3 (id, c1) VALUES (1, 'x');")
+    llm = ScriptedLLM(['{"t3": ["c1"]}', fenced("SELECT c1 FROM t3 WHERE id = 1")])
+    Pipeline(llm).ask("only the first one?", db, history=[{"question": "What is c1 in t3?", "sql": "SELECT c1 FROM t3"}])
+    (selector_agent, selector_prompt), (decomposer_agent, _) = llm.calls
+    assert selector_agent == "selector" and decomposer_agent == "decomposer"
+    assert "- Question: What is c1 in t3?\n  SQL: SELECT c1 FROM t3\nQuestion: only the first one?" in selector_prompt[-1]["content"]

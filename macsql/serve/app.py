@@ -60,7 +60,8 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     db: str = Field(min_length=1, max_length=200, description="a name from GET /api/databases")
     evidence: str = Field("", max_length=MAX_EVIDENCE_CHARS)
-    conversation: str | None = Field(None, max_length=64, description="continue this conversation (follow-up)")
+    conversation: str | None = Field(None, max_length=64,
+                                     description="continue this conversation (a follow-up)")
 
 
 class RunRequest(BaseModel):
@@ -237,8 +238,8 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
             return
         sent = credentials.credentials if credentials else ""
         if not secrets.compare_digest(sent.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong token: send the header `Authorization: Bearer <token>` "
-                                     "with the token `macsql serve` was started with",
+            raise HTTPException(401, "missing or wrong token: send the header "
+                                     "`Authorization: Bearer <token>` with the token `macsql serve` was started with",
                                 headers={"WWW-Authenticate": "Bearer"})
 
     def db_path(name: str) -> Path:
@@ -286,8 +287,10 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
         yield
         pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(lifespan=lifespan, title="macsql", version="1", summary="Ask a SQLite database questions in plain language.",
-                  description="The HTTP API of `macsql serve`. With a token, send `Authorization: Bearer <token>`.")
+    app = FastAPI(lifespan=lifespan, title="macsql", version="1",
+                  summary="Ask a SQLite database questions in plain language.",
+                  description="The HTTP API of `macsql serve`. "
+                              "With a token, send `Authorization: Bearer <token>`.")
     auth = [Depends(check_token)]
 
     @app.exception_handler(RequestValidationError)
@@ -344,7 +347,8 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
 
         def work() -> None:
             try:
-                emit("answer", run_job(job, on_step=lambda node, update: emit("step", step_event(node, update))))
+                payload = run_job(job, on_step=lambda node, update: emit("step", step_event(node, update)))
+                emit("answer", payload)
             except MacSQLError as exc:
                 emit("error", {"detail": str(exc)})
             except Exception as exc:  # a bug must end the stream with a message, not leave it hanging
