@@ -165,7 +165,7 @@ def ask(question, db, evidence, follow_up, as_json, verbose, show, **model_opts)
               help="A database to serve (repeatable; default: demo). Requests name it, never a path.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback needs --token.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", default=None, metavar="TOKEN",
               help="Require `Authorization: Bearer TOKEN` on every API call (default $MACSQL_TOKEN).")
 @model_options

@@ -93,7 +93,7 @@ def test_ask_edit_rerun_and_follow_up_in_a_browser(browser, served, tmp_path):
     assert page.locator("#result thead th").all_text_contents() == ["country", "customers"]
     assert table_rows(page) == rows_of(db, per_country)
     assert page.is_visible("#chart-box") and page.locator("#chart rect.bar").count() == len(rows_of(db, per_country))
-    assert "1 model calls" in page.text_content("#stats")
+    assert page.text_content("#stats").startswith("1 model call · ")
 
     # a paged result: 40 orders, 20 rows a page
     page.fill("#sql", "SELECT order_id, status FROM orders ORDER BY order_id")

@@ -17,6 +17,8 @@ function el(tag, text, cls) {
   return node;
 }
 
+const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+
 function showError(message) {
   $("error").textContent = message || "";
   $("error").hidden = !message;
@@ -153,7 +155,7 @@ function addStep(step) {
     const parts = [t.agent];
     if (t.round) parts.push("round " + t.round);
     if (t.prompt_tokens !== undefined) parts.push(t.prompt_tokens + " + " + t.completion_tokens + " tokens");
-    if (t.rows !== undefined) parts.push(t.rows + " rows");
+    if (t.rows !== undefined) parts.push(plural(t.rows, "row"));
     if (t.seconds !== undefined) parts.push(t.seconds + " s");
     item.append(el("span", parts.join(" · "), "muted"));
     if (t.error) item.append(el("span", t.error, "error"));
@@ -174,9 +176,9 @@ function showAnswer(answer) {
   $("run-status").textContent = "";
   if (answer.error) showError("No working SQL: " + answer.error);
   $("stats").textContent = [
-    answer.llm_calls + " model calls",
+    plural(answer.llm_calls, "model call"),
     answer.prompt_tokens + " prompt + " + answer.completion_tokens + " completion tokens",
-    answer.refine_rounds + " refine rounds",
+    plural(answer.refine_rounds, "refine round"),
     answer.seconds + " s",
   ].join(" · ");
   const subq = answer.sub_questions || [];
@@ -225,7 +227,7 @@ function showResult(result) {
   state.result = {columns: result.columns || [], rows: result.rows || []};
   state.page = 0;
   const n = state.result.rows.length;
-  $("result-info").textContent = n + (n === 1 ? " row" : " rows") + (result.truncated ? " (row cap reached)" : "");
+  $("result-info").textContent = plural(n, "row") + (result.truncated ? " (row cap reached)" : "");
   const head = el("tr");
   for (const c of state.result.columns) head.append(el("th", c));
   $("result").tHead.replaceChildren(head);
