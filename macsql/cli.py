@@ -112,7 +112,7 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
 @click.option("--evidence", default="", help="Extra knowledge for the question (BIRD's `evidence`).")
 @click.option("--follow-up", "follow_up", type=click.Path(exists=True, dir_okay=False), default=None,
               metavar="ANSWER.json", help="Build on an earlier answer, saved from `macsql ask --json`: the "
-                                          "Decomposer sees its question and SQL (and the turns before it).")
+                                          "agents see its question and SQL (and the turns before it).")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: SQL, rows, columns, trace.")
 @click.option("--verbose", "-v", is_flag=True, help="Show the trace: schema kept, sub-questions, refine rounds.")

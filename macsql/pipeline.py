@@ -87,8 +87,9 @@ class Pipeline:
     def ask(self, question: str, db: str | Path, *, evidence: str = "", history: list[dict] | None = None,
             on_step: Callable[[str, dict], None] | None = None) -> Answer:
         """Answer one question. `history`: earlier turns of a conversation ({"question", "sql"}, oldest
-        first) that a follow-up builds on; the Decomposer sees the last few. `on_step(node, update)` is called
-        as each graph node finishes, with the state keys it changed (what `macsql serve` streams)."""
+        first) that a follow-up builds on; the Selector and the Decomposer see the last few.
+        `on_step(node, update)` is called as each graph node finishes, with the state keys it changed (what
+        `macsql serve` streams)."""
         if not question or not question.strip():
             raise InputError("the question is empty; ask something about the database, e.g. "
                              '"How many customers are there?"')
