@@ -315,3 +315,33 @@ def test_the_cli_and_the_serve_package_import_no_web_stack():
             "assert not {'fastapi', 'uvicorn', 'starlette'} & set(sys.modules); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_an_openai_compatible_backend_gets_questions_in_parallel(openai_server, demo_db):
+    from macsql.llm import OpenAICompatLLM
+
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def reply(body):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)
+        with lock:
+            inside[0] -= 1
+        return demo_reply(body["messages"], "decomposer")
+
+    url, requests = openai_server(reply)
+    app = create_app(Pipeline(OpenAICompatLLM("m", base_url=url)), {"demo": demo_db}, workers=4)
+    with serving_in_thread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(http.post(
+            "/api/ask", json={"question": "How many customers live in Spain?", "db": "demo"})))
+            for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert [r.status_code for r in results] == [200] * 4 and len(requests) == 4
+    assert most[0] > 1  # the server took several questions at once: no lock in front of it
