@@ -75,10 +75,11 @@ class Decomposition:
 
 
 def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
-                 output_format: str = "sql", style: str = "steps") -> Messages:
+                 output_format: str = "sql", style: str = "steps",
+                 history: list[dict] | None = None) -> Messages:
     _check_style(style)
     task = REASONING_TASK if output_format == "reasoning" else DIRECT_TASK if direct else STYLE_TASKS[style]
-    return messages(schema_text, task.format(question=question_block(question, evidence)))
+    return messages(schema_text, task.format(question=question_block(question, evidence, history)))
 
 
 def _check_style(style: str) -> None:
@@ -129,9 +130,10 @@ def _has_sql(text: str) -> bool:
 
 
 def decompose(question: str, schema_text: str, *, llm: LLM, evidence: str = "", direct: bool = False,
-              output_format: str = "sql", style: str = "steps", max_new_tokens: int = 512) -> Decomposition:
+              output_format: str = "sql", style: str = "steps", max_new_tokens: int = 512,
+              history: list[dict] | None = None) -> Decomposition:
     prompt = build_prompt(question, schema_text, evidence, direct=direct, output_format=output_format,
-                          style=style)
+                          style=style, history=history)
     gen = llm.generate([prompt], agent="decomposer", max_new_tokens=max_new_tokens)[0]
     try:
         sql, subs = parse_reply(gen.text)
@@ -160,7 +162,8 @@ def _draft(reply: str, source: str, *, decomposed: bool) -> tuple[dict, list[dic
 
 def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str = "", k: int = 1,
                      use_decomposer: bool = True, temperature: float = 0.8, output_format: str = "sql",
-                     style: str = "steps", max_new_tokens: int = 512) -> Candidates:
+                     style: str = "steps", max_new_tokens: int = 512,
+                     history: list[dict] | None = None) -> Candidates:
     """The SQL candidates for the vote.
 
     k=1 is one greedy query: decomposed, or direct when the Decomposer is off (MAC-SQL's single answer).
@@ -170,8 +173,10 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
     """
     reasoning = output_format == "reasoning"
     use_decomposer = use_decomposer and not reasoning  # one reasoning prompt serves both
-    direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style)
-    decomposed = build_prompt(question, schema_text, evidence, output_format=output_format, style=style)
+    direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style,
+                          history=history)
+    decomposed = build_prompt(question, schema_text, evidence, output_format=output_format, style=style,
+                              history=history)
     if k <= 1:
         plan = [(decomposed, "decomposed", True)] if use_decomposer else [(direct, "direct", False)]
     else:
@@ -202,5 +207,5 @@ def node(state, runtime) -> dict:
                            evidence=state.get("evidence", ""), k=ctx.candidates,
                            use_decomposer=ctx.use_decomposer, temperature=ctx.temperature,
                            output_format=ctx.output_format, style=ctx.decompose,
-                           max_new_tokens=ctx.max_new_tokens)
+                           max_new_tokens=ctx.max_new_tokens, history=state.get("history"))
     return {"drafts": out.drafts, "sub_questions": out.sub_questions, "trace": out.trace}

@@ -29,8 +29,33 @@ def messages(schema_text: str, task: str) -> Messages:
     ]
 
 
-def question_block(question: str, evidence: str = "") -> str:
-    text = f"Question: {question.strip()}"
+# A follow-up's context: the last few turns of its conversation, each cut short, so that a long chat cannot
+# crowd the schema out of a small model's context window.
+HISTORY_TURNS = 3
+HISTORY_QUESTION_CHARS = 300
+HISTORY_SQL_CHARS = 800
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def history_block(history: list[dict] | None) -> str:
+    """The earlier turns ({"question", "sql"}) a follow-up builds on; "" when there are none."""
+    turns = [t for t in (history or []) if (t.get("question") or "").strip()][-HISTORY_TURNS:]
+    if not turns:
+        return ""
+    lines = ["Earlier questions in this conversation (the question below may refer to them):"]
+    for t in turns:
+        lines.append(f"- Question: {_clip(t['question'], HISTORY_QUESTION_CHARS)}")
+        if (t.get("sql") or "").strip():
+            lines.append(f"  SQL: {_clip(t['sql'], HISTORY_SQL_CHARS)}")
+    return "\n".join(lines) + "\n"
+
+
+def question_block(question: str, evidence: str = "", history: list[dict] | None = None) -> str:
+    text = f"{history_block(history)}Question: {question.strip()}"
     if evidence and evidence.strip():
         text += f"\nEvidence: {evidence.strip()}"
     return text

@@ -42,8 +42,10 @@ def needs_selection(schema: Schema) -> bool:
 
 
 def build_prompt(question: str, schema: Schema, evidence: str = "", *,
-                 matches: dict[tuple[str, str], list[str]] | None = None) -> Messages:
-    return messages(render_schema(schema, matches=matches), TASK.format(question=question_block(question, evidence)))
+                 matches: dict[tuple[str, str], list[str]] | None = None,
+                 history: list[dict] | None = None) -> Messages:
+    return messages(render_schema(schema, matches=matches),
+                    TASK.format(question=question_block(question, evidence, history)))
 
 
 def format_target(selection: Selection, schema: Schema) -> str:
@@ -94,12 +96,14 @@ def close_over_keys(selection: Selection, schema: Schema) -> Selection:
 
 def select_schema(question: str, schema: Schema, *, llm: LLM, evidence: str = "",
                   force: bool = False, max_new_tokens: int = 256,
-                  matches: dict[tuple[str, str], list[str]] | None = None) -> SelectorOutput:
+                  matches: dict[tuple[str, str], list[str]] | None = None,
+                  history: list[dict] | None = None) -> SelectorOutput:
     """Prune `schema` for `question`. Falls back to the full schema when the reply is unusable. Columns in
-    `matches` (the question's values, from macsql.values) are always kept."""
+    `matches` (the question's values, from macsql.values) are always kept; a follow-up's `history` is shown
+    so that it keeps the tables of the earlier turns."""
     if not force and not needs_selection(schema):
         return SelectorOutput(schema.full_selection(), pruned=False)
-    prompt = build_prompt(question, schema, evidence, matches=matches)
+    prompt = build_prompt(question, schema, evidence, matches=matches, history=history)
     gen = llm.generate([prompt], agent="selector", max_new_tokens=max_new_tokens)[0]
     parsed = parse_reply(gen.text, schema)
     if parsed:
@@ -144,5 +148,5 @@ def node(state, runtime) -> dict:
     if not ctx.use_selector:
         return {**update, "selection": state["schema"].full_selection()}
     out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""),
-                        matches=matches_map(update.get("matches")))
+                        matches=matches_map(update.get("matches")), history=state.get("history"))
     return {**update, "selection": out.selection, "trace": update.get("trace", []) + out.trace}

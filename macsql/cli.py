@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -153,11 +154,14 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
 @click.argument("question")
 @click.option("--db", required=True, metavar="PATH|demo", help="SQLite database file, or `demo`.")
 @click.option("--evidence", default="", help="Extra knowledge for the question (BIRD's `evidence`).")
+@click.option("--follow-up", "follow_up", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="ANSWER.json", help="Build on an earlier answer, saved from `macsql ask --json`: the "
+                                          "agents see its question and SQL (and the turns before it).")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: SQL, rows, columns, trace.")
 @click.option("--verbose", "-v", is_flag=True, help="Show the trace: schema kept, sub-questions, refine rounds.")
 @click.option("--show", default=20, show_default=True, help="Rows to print in the table.")
-def ask(question, db, evidence, as_json, verbose, show, **model_opts):
+def ask(question, db, evidence, follow_up, as_json, verbose, show, **model_opts):
     """Answer QUESTION about a SQLite database with SQL and its result rows.
 
     \b
@@ -166,6 +170,8 @@ def ask(question, db, evidence, as_json, verbose, show, **model_opts):
       macsql ask "Top 3 products by revenue" --db shop.sqlite --verbose
       macsql ask "..." --db my.sqlite --model ./my-checkpoint --adapters runs/lora
       macsql ask "..." --db my.sqlite --backend openai --base-url http://gpu:8000/v1 --model Qwen/Qwen2.5-Coder-7B-Instruct
+      macsql ask "How many customers live in Spain?" --db demo --json > a.json
+      macsql ask "and only those in Madrid?" --db demo --follow-up a.json
     """
     from macsql.demo import resolve_db
     from macsql.errors import InputError
@@ -174,16 +180,55 @@ def ask(question, db, evidence, as_json, verbose, show, **model_opts):
     if not question.strip():
         raise InputError('the question is empty; ask something, e.g. macsql ask "How many orders are there?" --db demo')
     db_path = check_database(resolve_db(db))  # fail fast, before loading a model
+    history = None
+    if follow_up:
+        from macsql.pipeline import follow_up_history
+
+        try:
+            saved = json.loads(Path(follow_up).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"--follow-up {follow_up}: not the JSON `macsql ask --json` prints ({exc})") from None
+        history = follow_up_history(saved)
     pipe = build_pipeline(**model_opts)
-    answer = pipe.ask(question, db_path, evidence=evidence)
+    answer = pipe.ask(question, db_path, evidence=evidence, history=history)
     if as_json:
-        click.echo(json.dumps(answer.to_dict(), default=str, ensure_ascii=False))
+        payload = answer.to_dict()
+        if history:
+            payload["history"] = history  # so that this answer can be followed up in turn
+        click.echo(json.dumps(payload, default=str, ensure_ascii=False))
     else:
         from macsql.display import print_answer
 
         print_answer(answer, verbose=verbose, show=show)
     if answer.error:
         raise MacSQLError(f"no working SQL after {answer.rounds} refine round(s): {answer.error}")
+
+
+@main.command()
+@click.option("--db", "dbs", multiple=True, metavar="[NAME=]PATH|demo",
+              help="A database to serve (repeatable; default: demo). Requests name it, never a path.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs --token.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--token", default=None, metavar="TOKEN",
+              help="Require `Authorization: Bearer TOKEN` on every API call (default $MACSQL_TOKEN).")
+@model_options
+def serve(dbs, host, port, token, **model_opts):
+    """Serve a web page and an HTTP API: ask, stream the agents' steps, edit and re-run SQL, follow up.
+
+    \b
+    Examples:
+      macsql serve --db demo                                  # then open http://127.0.0.1:8000/
+      macsql serve --db shop=data/shop.sqlite --db sales.sqlite
+      MACSQL_TOKEN=secret macsql serve --host 0.0.0.0 --db demo --backend openai --base-url http://gpu:8000/v1
+    """
+    from macsql.serve.server import named_databases, require_server_packages, resolve_token
+    from macsql.serve.server import serve as run_server
+
+    require_server_packages()  # all checks before the model loads
+    token = resolve_token(host, token)
+    databases = named_databases(dbs)
+    run_server(build_pipeline(**model_opts), databases, host=host, port=port, token=token)
 
 
 @main.command()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from macsql.agents.prompting import HISTORY_TURNS
 from macsql.errors import InputError
 from macsql.llm import LLM, make_llm
 from macsql.sqlexec import check_database
@@ -85,14 +87,28 @@ class Pipeline:
         new.llm, new.graph, new.options = self.llm, self.graph, {**self.options, **options}
         return new
 
-    def ask(self, question: str, db: str | Path, *, evidence: str = "") -> Answer:
+    def ask(self, question: str, db: str | Path, *, evidence: str = "", history: list[dict] | None = None,
+            on_step: Callable[[str, dict], None] | None = None) -> Answer:
+        """Answer one question. `history`: earlier turns of a conversation ({"question", "sql"}, oldest
+        first) that a follow-up builds on; the Selector and the Decomposer see the last few.
+        `on_step(node, update)` is called as each graph node finishes, with the state keys it changed (what
+        `macsql serve` streams)."""
         if not question or not question.strip():
             raise InputError("the question is empty; ask something about the database, e.g. "
                              '"How many customers are there?"')
         ctx = self.context(db)
         start = time.perf_counter()
-        state = self.graph.invoke({"question": question.strip(), "evidence": evidence or "", "rounds": 0},
-                                  context=ctx)
+        inputs = {"question": question.strip(), "evidence": evidence or "", "rounds": 0,
+                  "history": checked_history(history)}
+        state: dict = {}
+        # "values" gives the whole state after each step (the last one is the result), "updates" what each
+        # node changed; both come from one run, whatever nodes the graph has.
+        for mode, chunk in self.graph.stream(inputs, context=ctx, stream_mode=["updates", "values"]):
+            if mode == "values":
+                state = chunk
+            elif on_step is not None:
+                for node, update in chunk.items():
+                    on_step(node, update or {})
         return to_answer(state, time.perf_counter() - start)
 
 
@@ -115,6 +131,26 @@ def candidate_summaries(state: dict) -> list[dict]:
                     "group": group, "votes": groups[group]["votes"] if group is not None else 0,
                     "chosen": cand["id"] == vote.get("winner")})
     return out
+
+
+def follow_up_history(saved: dict) -> list[dict]:
+    """The history a follow-up on a saved answer (the JSON of `macsql ask --json`) continues: the answer's
+    own history, then its question and SQL."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("question"), str) \
+            or not isinstance(saved.get("sql"), str):
+        raise InputError("a follow-up needs the JSON object `macsql ask --json` printed (with question and sql)")
+    return checked_history([*saved.get("history", []), {"question": saved["question"], "sql": saved["sql"]}])
+
+
+def checked_history(history: list[dict] | None) -> list[dict]:
+    """The last HISTORY_TURNS turns as {"question", "sql"} strings; InputError on any other shape."""
+    turns = []
+    for turn in history or []:
+        if not isinstance(turn, dict) or not isinstance(turn.get("question"), str) \
+                or not isinstance(turn.get("sql") or "", str):
+            raise InputError('history must be a list of {"question": str, "sql": str} turns, oldest first')
+        turns.append({"question": turn["question"], "sql": turn.get("sql") or ""})
+    return turns[-HISTORY_TURNS:]
 
 
 def to_answer(state: dict, seconds: float) -> Answer:
@@ -146,4 +182,4 @@ def adapters_in(folder: str | Path) -> dict[str, str]:
     return found
 
 
-__all__ = ["Answer", "Pipeline", "adapters_in"]
+__all__ = ["Answer", "Pipeline", "adapters_in", "follow_up_history"]

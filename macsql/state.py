@@ -28,6 +28,7 @@ class Candidate(TypedDict, total=False):
 class State(TypedDict, total=False):
     question: str
     evidence: str
+    history: list[dict]  # a follow-up's earlier turns, {"question", "sql"} (rendered by agents/prompting.py)
     schema: Schema
     selection: Selection
     schema_text: str

@@ -103,3 +103,20 @@ def openai_server():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def demo_reply(messages, agent):
+    """A scripted model for the demo shop database (macsql serve tests, its browser test): customers per
+    country, customers in Spain, and a follow-up that narrows the previous question to Madrid, which it
+    answers only when the earlier turn is in its prompt."""
+    prompt = messages[-1]["content"]
+    question = prompt.rsplit("Question:", 1)[-1].lower()
+    if "madrid" in question:
+        sql = ("SELECT COUNT(*) AS customers FROM customers WHERE country = 'Spain' AND city = 'Madrid'"
+               if "SQL: SELECT COUNT(*) AS customers FROM customers WHERE country = 'Spain'" in prompt
+               else "SELECT 'no context' AS answer")
+    elif "each country" in question:
+        sql = "SELECT country, COUNT(*) AS customers FROM customers GROUP BY country ORDER BY country"
+    else:
+        sql = "SELECT COUNT(*) AS customers FROM customers WHERE country = 'Spain'"
+    return f"Steps:\n1. filter the customers\nFinal SQL:\n```sql\n{sql}\n```"
