@@ -112,6 +112,10 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# Draft length of prompt-lookup decoding on the transformers path (HFCausalLM); 0 = plain greedy.
+PROMPT_LOOKUP_TOKENS = 10
+
+
 class _HFBase:
     """Shared loading for the transformers backends: one base model, an optional LoRA adapter per agent."""
 
@@ -172,11 +176,19 @@ class _HFBase:
 
 
 class HFCausalLM(_HFBase):
-    """Decoder-only models (Qwen, LLaMA, SmolLM) through their chat template; batched greedy decoding."""
+    """Decoder-only models (Qwen, LLaMA, SmolLM) through their chat template; batched greedy decoding.
 
-    def __init__(self, model, **kwargs):
+    `prompt_lookup` > 0 decodes a single prompt with prompt-lookup decoding: the next tokens are guessed by
+    copying what followed the last few tokens' earlier occurrence in the prompt, and one forward pass checks
+    them all. SQL copies table, column and value names from the schema, so many guesses hold (measured:
+    benchmarks/README.md). Greedy output stays greedy. transformers runs it for one prompt at a time only, so
+    batches of several prompts keep plain batched decoding. 0 turns it off.
+    """
+
+    def __init__(self, model, *, prompt_lookup: int = PROMPT_LOOKUP_TOKENS, **kwargs):
         super().__init__(model, **kwargs)
         self.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
+        self.prompt_lookup = prompt_lookup
 
     def render(self, messages: Messages) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -197,10 +209,9 @@ class HFCausalLM(_HFBase):
         start = time.perf_counter()
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         clock = _FirstStepClock()
-        sampling = _sampling_kwargs(n, temperature)
         with torch.inference_mode(), self._adapter_context(agent):
-            ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, **sampling,
-                                      pad_token_id=self.tokenizer.pad_token_id, logits_processor=[clock])
+            ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, logits_processor=[clock],
+                                      **self._decode_kwargs(len(texts), n, temperature))
         new = ids[:, enc["input_ids"].shape[1]:]
         end = time.perf_counter()
         seconds = (end - start) / len(new)
@@ -212,6 +223,14 @@ class HFCausalLM(_HFBase):
             text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
             gens.append(Generation(text, int(mask.sum()), n_out, seconds, prefill_seconds=prefill))
         return gens
+
+    def _decode_kwargs(self, n_prompts: int, n: int, temperature: float) -> dict:
+        """generate() options: greedy (prompt-lookup decoding for a single prompt, where it is measured to
+        win), or n sampled replies per prompt."""
+        kwargs = {**_sampling_kwargs(n, temperature), "pad_token_id": self.tokenizer.pad_token_id}
+        if self.prompt_lookup and n_prompts == 1 and not kwargs["do_sample"]:
+            kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup
+        return kwargs
 
     def _stop_ids(self) -> set[int]:
         stop = set()

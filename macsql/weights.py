@@ -12,10 +12,14 @@ later starts load in seconds and need no more memory than the model itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
+import math
+import mmap
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,9 +215,6 @@ def checkpoint_for_transformers(model: ResolvedModel) -> Path:
     """A transformers checkpoint folder for `model`: dequantise a GGUF once and cache it."""
     if not model.is_gguf:
         return model.path
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     st = model.path.stat()
     key = hashlib.sha256(f"{model.path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     folder = cache_root() / "checkpoints" / f"{model.path.stem}-{key}"
@@ -221,15 +222,145 @@ def checkpoint_for_transformers(model: ResolvedModel) -> Path:
         return folder
     from rich.console import Console
 
-    Console(stderr=True).print(f"[dim]converting {model.path.name} to a cached checkpoint (once; this takes a "
-                               f"while and needs RAM) → {folder}[/dim]")
-    tok = AutoTokenizer.from_pretrained(model.path.parent, gguf_file=model.path.name)
-    lm = AutoModelForCausalLM.from_pretrained(model.path.parent, gguf_file=model.path.name, dtype=torch.bfloat16)
+    Console(stderr=True).print(f"[dim]converting {model.path.name} to a cached checkpoint (once) → {folder}[/dim]")
+    # Written beside the target and renamed when complete, so an interrupted conversion is never used.
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        convert_gguf(model.path, tmp)
+        if folder.exists():  # another process finished first; keep its copy
+            shutil.rmtree(tmp)
+        else:
+            tmp.replace(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+# GGUF architectures whose tensors transformers maps one by one (name + an optional per-tensor reshape);
+# others (MoE experts stacked from many tensors) go through transformers' whole-model loader.
+_PER_TENSOR_ARCHS = ("llama", "qwen2")
+SHARD_BYTES = 512 << 20  # peak memory of a conversion is about one shard plus one tensor
+
+
+def convert_gguf(gguf_path: Path, out: Path, *, shard_bytes: int = SHARD_BYTES) -> None:
+    """Write a bf16 safetensors checkpoint (config, generation config, tokenizer) for a GGUF file.
+
+    Tensor by tensor: each is dequantised, renamed and reshaped with transformers' own GGUF mapping, cast
+    to bf16 and added to the current shard; a full shard is written and freed. Loading the whole GGUF
+    with transformers instead holds every dequantised tensor at once (5.6 GB RSS for the 1.5B default,
+    measured in issue 16).
+    """
+    import torch
+    from gguf import GGUFReader
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        read_field,
+    )
+
+    reader = GGUFReader(gguf_path)
+    arch = read_field(reader, "general.architecture")[0]
+    if arch not in _PER_TENSOR_ARCHS:
+        del reader
+        return _convert_whole(gguf_path, out)
+    config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    config.dtype = torch.bfloat16
+    with torch.device("meta"):  # names and shapes only, no memory
+        skeleton = AutoModelForCausalLM.from_config(config)
+    config.architectures = [type(skeleton).__name__]
+    wanted = {name: tuple(p.shape) for name, p in skeleton.state_dict().items()}
+    # transformers' own GGUF -> HF tensor names, and its per-architecture reshape (llama's Q/K rows)
+    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config.to_dict())
+    names = get_gguf_hf_weights_map(skeleton, processor)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    plan = [t for t in reader.tensors if t.name in names]
+    missing = set(wanted) - {names[t.name] for t in plan} - tied
+    if missing:
+        raise ModelError(f"{gguf_path.name}: no GGUF tensor for {sorted(missing)[:3]}; this file's layout is "
+                         "not supported by the transformers backend (use --backend llamacpp)")
+
+    # Shards planned from shapes first, so the files get their final names and the index is exact.
+    shards: list[list] = [[]]
+    size = 0
+    for t in plan:
+        nbytes = 2 * math.prod(wanted[names[t.name]])
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += nbytes
+    out.mkdir(parents=True)
+    weight_map, total = {}, 0
+    from safetensors.torch import save_file
+
+    for i, group in enumerate(shards, 1):
+        filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        shard = {}
+        for t in group:
+            hf_name = names[t.name]
+            shard[hf_name] = _dequantize_bf16(t, processor, wanted[hf_name])
+            weight_map[hf_name] = filename
+            total += shard[hf_name].numel() * 2
+        save_file(shard, str(out / filename), metadata={"format": "pt"})
+        del shard
+        _drop_pages(reader)
+    del reader
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+    config.save_pretrained(out)
+    GenerationConfig.from_model_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).save_pretrained(out)
+
+
+def _dequantize_bf16(tensor, processor, shape: tuple[int, ...]):
+    """One GGUF tensor as a bf16 torch tensor in transformers' layout, dequantised a block of rows at a time
+    so that no float32 copy of a big tensor (the 150k-row embedding) is ever whole in memory."""
+    import numpy as np
+    import torch
+    from gguf import dequantize
+    from transformers.modeling_gguf_pytorch_utils import TensorProcessor
+
+    data = tensor.data
+    rows = data.reshape(-1, data.shape[-1]) if data.ndim > 1 else data.reshape(1, -1)
+    # (a copy: float32 tensors dequantise to a read-only view of the memory-mapped file)
+    parts = [torch.from_numpy(np.array(dequantize(rows[i:i + 4096], tensor.tensor_type), dtype=np.float32))
+             .to(torch.bfloat16) for i in range(0, rows.shape[0], 4096)]
+    flat = torch.cat(parts).reshape(-1) if len(parts) > 1 else parts[0].reshape(-1)
+    del parts
+    if flat.numel() != math.prod(shape):
+        raise ModelError(f"GGUF tensor {tensor.name}: {flat.numel()} values, expected shape {shape}")
+    out = flat.reshape(shape)
+    if type(processor).process is not TensorProcessor.process:
+        # A reshape (llama's Q/K head order): exact in bf16, so apply it to the cast tensor.
+        view = out.view(torch.int16).numpy()
+        out = torch.from_numpy(np.ascontiguousarray(processor.process(weights=view, name=tensor.name).weights)
+                               ).view(torch.bfloat16).reshape(shape)
+    return out
+
+
+def _drop_pages(reader) -> None:
+    """Release the pages of the memory-mapped GGUF that were read so far (Linux): they are clean file pages,
+    but they count as the process's resident memory until unmapped."""
+    mm = getattr(reader.data, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED)
+
+
+def _convert_whole(gguf_path: Path, out: Path) -> None:
+    """Other architectures: transformers loads the whole GGUF (dequantised) and saves it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    lm = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.bfloat16)
     lm.hf_quantizer = None  # save_pretrained refuses a model that still claims to be GGUF-quantised
     if hasattr(lm.config, "quantization_config"):
         del lm.config.quantization_config
-    tmp = folder.with_name(folder.name + ".partial")
-    lm.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.replace(folder)
-    return folder
+    lm.save_pretrained(out)
+    tok.save_pretrained(out)

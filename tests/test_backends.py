@@ -20,6 +20,24 @@ def test_causal_lm_batched_generation(tiny_causal_dir):
     assert gens[1].prompt_tokens < gens[0].prompt_tokens
 
 
+def test_prompt_lookup_decoding_keeps_greedy_replies(tiny_causal_dir, monkeypatch):
+    """Prompt lookup (the default) is used for single prompts only, and writes what plain greedy writes."""
+    copy_heavy = [{"role": "user", "content": "select count ( * ) from customers where name = 1 ; select count "
+                                              "( * ) from orders where id = 2 ; select count ( * ) from"}]
+    plain = make_llm(str(tiny_causal_dir), "hf", prompt_lookup=0, dtype="fp32")
+    lookup = make_llm(str(tiny_causal_dir), "hf", dtype="fp32", batch_size=2)
+    seen = []
+    real = lookup.model.generate
+    monkeypatch.setattr(lookup.model, "generate", lambda **kw: seen.append(kw) or real(**kw))
+    for prompt in (PROMPT, copy_heavy):
+        want = plain.generate([prompt], max_new_tokens=24)[0]
+        got = lookup.generate([prompt], max_new_tokens=24)[0]
+        assert (got.text, got.completion_tokens) == (want.text, want.completion_tokens)
+    assert [kw.get("prompt_lookup_num_tokens") for kw in seen] == [10, 10]
+    both = lookup.generate([PROMPT, copy_heavy], max_new_tokens=24)  # one batch of two: plain batched greedy
+    assert "prompt_lookup_num_tokens" not in seen[-1] and both[1].text == want.text
+
+
 def test_seq2seq_t5(tiny_t5_dir):
     llm = make_llm(str(tiny_t5_dir), "hf")
     assert isinstance(llm, HFSeq2SeqLM)

