@@ -11,6 +11,7 @@ Multi-GPU and DeepSpeed: the trainers are plain TRL/transformers trainers, so th
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -41,12 +42,15 @@ def data_group():
 @click.option("--refiner-per-question", default=1, show_default=True, help="Broken variants per question.")
 @click.option("--balance", type=click.Choice(["undersample", "oversample", "none"]), default="undersample",
               show_default=True, help="Equalise the number of rows per task.")
-@click.option("--val-frac", default=0.1, show_default=True, type=float, help="Validation share, per task.")
+@click.option("--val-frac", default=0.1, show_default=True, type=float, help="Validation share of the rows.")
+@click.option("--split", "split_by", type=click.Choice(["db", "row"]), default="db", show_default=True,
+              help="db: whole databases go to validation, never seen in training (by row when there is "
+                   "one database); row: a sample of rows stratified by task.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--append", is_flag=True, help="Add to the rows already in OUT (e.g. a second benchmark), "
                                              "then balance and split again.")
 def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks, refiner_per_question,
-          balance, val_frac, seed, append):
+          balance, val_frac, split_by, seed, append):
     """Build Selector/Decomposer/Refiner examples from gold SQL, balanced and split.
 
     \b
@@ -63,14 +67,24 @@ def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_
     unknown = [t for t in task_list if t not in data.TASKS]
     if unknown:
         raise InputError(f"unknown task {unknown[0]!r}; choose from {', '.join(data.TASKS)}")
+    start = time.perf_counter()
     rows = []
-    meta = {"sources": [], "seed": seed, "balance": balance, "val_frac": val_frac}
+    meta = {"sources": [], "seed": seed, "balance": balance, "val_frac": val_frac, "split": split_by}
+    skipped: dict[str, str] = {}
     if data_file:
+        missing: set[str] = set()
         sources = data.load_sources(data_file, db_root, fmt=fmt, exclude_db=_split_list(exclude_db),
-                                    only_db=_split_list(only_db), max_per_db=max_per_db, seed=seed)
-        rows += data.build_rows(sources, seed=seed, tasks=task_list, refiner_per_question=refiner_per_question)
+                                    only_db=_split_list(only_db), max_per_db=max_per_db, seed=seed, missing=missing)
+        for db_id in sorted(missing):
+            skipped[db_id] = "no database file"
+        rows += data.build_rows(sources, seed=seed, tasks=task_list, refiner_per_question=refiner_per_question,
+                                skipped=skipped)
+        for db_id, reason in skipped.items():
+            click.echo(f"Warning: skipped database {db_id!r}: {reason}", err=True)
         meta["sources"].append({"data": str(data_file), "questions": len(sources), "excluded": exclude_db,
-                                "dbs": sorted({s.db_id for s in sources})})
+                                "dbs": sorted({s.db_id for s in sources} - set(skipped)),
+                                "questions_used": sum(s.db_id not in skipped for s in sources),
+                                "skipped_dbs": skipped})
     for path in sql_llama:
         rows += [r for r in data.import_sql_llama(path) if r["task"] in task_list]
         meta["sources"].append({"sql_llama": str(path)})
@@ -80,11 +94,18 @@ def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_
         rows = data.read_jsonl(all_rows) + rows
         old = json.loads((out_dir / "stats.json").read_text()) if (out_dir / "stats.json").exists() else {}
         meta["sources"] = old.get("sources", []) + meta["sources"]
-    data.write_jsonl(rows, all_rows)  # unbalanced, unsplit: what --append builds on
-    train, val = data.balance_and_split(rows, mode=balance, val_frac=val_frac, seed=seed)
+    unique = data.dedupe(rows)
+    meta["duplicates_dropped"] = len(rows) - len(unique)
+    rows = unique
+    data.write_jsonl(rows, all_rows)  # unbalanced, unsplit, deduplicated: what --append builds on
+    train, val = data.balance_and_split(rows, mode=balance, val_frac=val_frac, seed=seed, by=split_by)
     meta["built"] = {t: len(g) for t, g in sorted(data.by_task(rows).items())}
+    meta["validation_dbs"] = sorted({r.get("db_id") or "" for r in val})
+    meta["seconds"] = round(time.perf_counter() - start, 1)
     stats = data.save_dataset(out_dir, train, val, meta)
-    click.echo(f"built {stats['built']} → train {stats['train']}, validation {stats['validation']} in {out_dir}")
+    click.echo(f"built {stats['built']} ({meta['duplicates_dropped']} duplicates dropped, {len(skipped)} databases "
+               f"skipped) → train {stats['train']}, validation {stats['validation']} "
+               f"({len(meta['validation_dbs'])} databases) in {out_dir} [{meta['seconds']} s]")
 
 
 def _split_list(text: str) -> list[str]:
@@ -151,7 +172,16 @@ def _load_config(path: str | None) -> dict:
 @click.option("--beta", type=float, default=0.0, show_default=True, help="GRPO KL coefficient.")
 @click.option("--dpo-beta", type=float, default=0.1, show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute activations in the backward pass (default: on for models of 1B parameters or more).")
+@click.option("--padding-free/--no-padding-free", default=None,
+              help="Flatten each batch into one unpadded sequence (default: on for causal LMs).")
+@click.option("--packing", is_flag=True,
+              help="Pack rows into --max-length blocks (a step then holds more rows).")
+@click.option("--group-by-length", is_flag=True, help="Batches of rows of similar length.")
+@click.option("--threads", type=int, default=None, help="torch threads (default: one per core).")
+@click.option("--prompts-per-step", type=int, default=None,
+              help="GRPO: prompts per optimizer step, each sampled --num-generations times (default 1).")
 @click.option("--no-save", "no_save", is_flag=True, help="No checkpoints (no --resume, no best-model reload).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @sweep_options
@@ -199,8 +229,9 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
 
 def run(agent: str, opts) -> dict:
     """Dispatch to the trainer for `opts.method`; also the Python entry point."""
-    import time
+    from macsql.finetune.sft import set_threads
 
+    set_threads(opts)
     start = time.perf_counter()
     if opts.method in ("sft", "lora"):
         from macsql.finetune.sft import train_sft

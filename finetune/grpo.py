@@ -44,6 +44,24 @@ def reward_functions(weights: dict[str, float]) -> tuple[list, list[float]]:
     return [REWARDS[name] for name in weights], list(weights.values())
 
 
+def completions_per_device(opts: Options, world_size: int | None = None) -> int:
+    """`per_device_train_batch_size` for GRPO, where TRL counts completions, not prompts: with
+    `--prompts-per-step P` every optimizer step sees P prompts x num_generations completions across all
+    processes and gradient-accumulation steps (TRL generates them in one batch, then steps through them)."""
+    import os
+
+    if not opts.prompts_per_step:
+        return opts.batch_size
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch`
+    total = int(opts.prompts_per_step) * int(opts.num_generations)
+    per = total // (world * max(1, int(opts.grad_accum)))
+    if per < 1 or per * world * max(1, int(opts.grad_accum)) != total:
+        raise InputError(f"--prompts-per-step {opts.prompts_per_step} x --num-generations {opts.num_generations} "
+                         f"= {total} completions must split evenly over {world} process(es) x --grad-accum "
+                         f"{opts.grad_accum}; change one of them")
+    return per
+
+
 def train_grpo(agent: str, opts: Options) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -60,6 +78,7 @@ def train_grpo(agent: str, opts: Options) -> dict:
     train_rows = sample_rows(train_rows, opts.limit, opts.seed)
     weights = parse_weights(opts.reward_weights)
     funcs, values = reward_functions(weights)
+    per_device = completions_per_device(opts)
     model, tokenizer, seq2seq = load_model(opts.model, opts.dtype)
     if seq2seq:
         raise ModelError("GRPO needs a causal (decoder-only) model; train T5 models with --method lora or sft")
@@ -68,8 +87,9 @@ def train_grpo(agent: str, opts: Options) -> dict:
     out = Path(opts.out)
     run_name = f"{agent}-grpo"
     run_dir = out / "checkpoints" / run_name
-    args = common_args(opts, run_dir, has_eval=False)
-    args.update(num_generations=opts.num_generations, max_completion_length=opts.max_completion_length,
+    args = common_args(opts, run_dir, has_eval=False, model=model)
+    args.update(per_device_train_batch_size=per_device, num_generations=opts.num_generations,
+                max_completion_length=opts.max_completion_length,
                 temperature=opts.temperature, beta=opts.beta, reward_weights=values, log_completions=False)
     args.update(opts.extra)
     config = GRPOConfig(**args)
@@ -82,4 +102,5 @@ def train_grpo(agent: str, opts: Options) -> dict:
     copy_other_adapters(opts, out, agents)
     rewards = [e for e in trainer.state.log_history if "reward" in e]
     return {"agent": agent, "method": "grpo", "train_rows": len(train_rows), "reward_weights": weights,
+            "prompts_per_step": config.generation_batch_size // opts.num_generations,
             "rewards": [(e.get("step"), round(e["reward"], 4)) for e in rewards], **summary}
