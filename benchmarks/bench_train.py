@@ -1,6 +1,6 @@
 """Training throughput (tokens/s) of `macsql finetune` SFT, before and after the CPU policy, in one run.
 
-    flock /tmp/macsql-heavy.lock .venv/bin/python benchmarks/bench_train.py --data runs/spider-train --steps 20
+    flock /tmp/macsql-heavy.lock .venv/bin/python benchmarks/bench_train.py --data runs/spider-train --steps 12
 
 Each setting trains the same seeded rows (`--agent`, default `all`: the balanced three-task mix) of
 `--model` (default SmolLM2-135M-Instruct) with LoRA for `--steps` steps of `--batch-size` rows, through the
@@ -63,7 +63,7 @@ def timed_run(args, name: str, overrides: dict) -> dict:
     opts = Options(model=args.model, data=args.data, out=str(Path(args.out_dir) / name), method="lora",
                    max_steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, save=False,
                    limit=args.steps * args.batch_size, logging_steps=1, seed=args.seed, threads=args.threads,
-                   extra={"eval_strategy": "no", "disable_tqdm": True}, **overrides)
+                   max_eval_rows=1, extra={"eval_strategy": "no", "disable_tqdm": True}, **overrides)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     trainer, _tok, rows = make_sft_trainer(args.agent, opts)
@@ -88,8 +88,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="a `macsql data build` folder")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--agent", default="all")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"from {', '.join(SETTINGS)}")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--settings", default="before,no-checkpointing,+bf16,+group-by-length,after",
+                    help=f"from {', '.join(SETTINGS)} (+padding-free is `after` on a CPU with native bf16)")
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=1024)

@@ -112,12 +112,37 @@ def _split_list(text: str) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
+def recipes_dir():
+    """The recipes shipped inside the package (`finetune/recipes/*.yaml`, installed as package data)."""
+    from importlib.resources import files
+
+    return files("macsql.finetune").joinpath("recipes")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name.rsplit(".", 1)[0] for p in recipes_dir().iterdir() if p.name.endswith((".yaml", ".yml")))
+
+
+def config_text(path: str) -> tuple[str, bool]:
+    """(text, is_yaml) of a config file, or of the shipped recipe of that name (`smollm2-135m-cpu-sft`)."""
+    p = Path(path)
+    if p.is_file():
+        return p.read_text(encoding="utf-8"), p.suffix.lower() in (".yaml", ".yml")
+    name = p.name.rsplit(".", 1)[0] if p.suffix.lower() in (".yaml", ".yml") else p.name
+    recipe = recipes_dir().joinpath(f"{name}.yaml")
+    if str(p) == p.name and recipe.is_file():
+        return recipe.read_text(encoding="utf-8"), True
+    from macsql.errors import did_you_mean
+
+    names = recipe_names()
+    raise InputError(f"--config {path!r} is neither a file nor a recipe{did_you_mean(name, names)}; "
+                     f"recipes: {', '.join(names)}")
+
+
 def _load_config(path: str | None) -> dict:
     if not path:
         return {}
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    yaml_file = p.suffix.lower() in (".yaml", ".yml")
+    text, yaml_file = config_text(path)
     if yaml_file:
         try:
             import yaml
@@ -132,8 +157,23 @@ def _load_config(path: str | None) -> dict:
     return {str(k).replace("-", "_"): v for k, v in cfg.items()}
 
 
+def _typed(name: str, value):
+    """A config value as its option's type: YAML reads `lr: 1e-3` (no dot) as a string, not a number."""
+    from dataclasses import fields
+
+    from macsql.finetune.sft import Options
+
+    kind = next(str(f.type) for f in fields(Options) if f.name == name)
+    if not isinstance(value, str) or kind.split(" |")[0] not in ("float", "int"):
+        return value
+    try:
+        return float(value) if kind.startswith("float") else int(value)
+    except ValueError as exc:
+        raise InputError(f"option {name!r} must be a number, got {value!r}") from exc
+
+
 @click.command("finetune", context_settings={"allow_extra_args": True})  # --sweep lr=.. batch=.. (sweep.py)
-@click.argument("agent", type=click.Choice(["selector", "decomposer", "refiner", "all"]))
+@click.argument("agent", type=click.Choice(["selector", "decomposer", "refiner", "all"]), required=False)
 @click.option("--method", type=click.Choice(["sft", "lora", "grpo", "dpo"]), default="lora", show_default=True,
               help="sft: full fine-tuning; lora: LoRA SFT; grpo: RL on execution rewards; dpo: against "
                    "hallucinated schema.")
@@ -141,8 +181,9 @@ def _load_config(path: str | None) -> dict:
               help="Base model: alias, Hugging Face id, local folder or .gguf (as for `macsql ask`).")
 @click.option("--data", default=None, type=click.Path(exists=True), help="Folder from `macsql data build`.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (adapters per agent).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML/JSON file of options (names as below, with _ or -); command-line options win.")
+@click.option("--config", "config_file", default=None, metavar="FILE_OR_RECIPE",
+              help="YAML/JSON file of options (names as below, with _ or -, and `agent`), or a shipped recipe "
+                   "such as smollm2-135m-cpu-sft (finetune/README.md lists them); command-line options win.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints/.")
 @click.option("--init-adapters", type=click.Path(exists=True, file_okay=False), default=None,
               help="Start from these adapters (e.g. the LoRA SFT output before GRPO or DPO).")
@@ -189,8 +230,12 @@ def _load_config(path: str | None) -> dict:
 def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
     """Train AGENT (selector, decomposer, refiner, or all: one shared multitask adapter) on agent data.
 
+    AGENT may come from the --config file or recipe instead.
+
     \b
     Examples:
+      macsql finetune --config smollm2-135m-cpu-sft            # a shipped recipe, SFT then GRPO
+      macsql finetune --config smollm2-135m-cpu-grpo
       macsql finetune all --method lora --model smollm2-135m --data runs/data --out runs/sft --max-steps 300
       macsql finetune decomposer --method grpo --init-adapters runs/sft --data runs/data --out runs/grpo
       macsql ask "How many singers are there?" --db concert_singer.sqlite --model smollm2-135m --adapters runs/grpo
@@ -204,6 +249,11 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
         from macsql.errors import did_you_mean
 
         raise InputError(f"unknown option {unknown[0]!r} in {config_file}{did_you_mean(unknown[0], Options.names())}")
+    agent = agent or config.pop("agent", None)
+    config.pop("agent", None)  # the command line's AGENT wins
+    if agent not in ("selector", "decomposer", "refiner", "all"):
+        raise InputError("AGENT is required: selector, decomposer, refiner or all (on the command line or as "
+                         f"`agent:` in --config){'' if agent is None else f'; got {agent!r}'}")
     values = dict(config)
     for name, value in cli.items():
         # command-line values win over the config file; click defaults do not
@@ -218,7 +268,7 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
             raise InputError(f"--{required} is required (on the command line or in --config)")
     if not Path(values["data"]).exists():
         raise InputError(f"--data {values['data']!r} does not exist; build it with `macsql data build`")
-    opts = Options(**{k: v for k, v in values.items() if k in Options.names()})
+    opts = Options(**{k: _typed(k, v) for k, v in values.items() if k in Options.names()})
     from macsql.finetune.sweep import sweep_from_cli
 
     if sweep_from_cli(agent, opts, sweep, ctx.args, sweep_eval):

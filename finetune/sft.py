@@ -224,6 +224,17 @@ def wants_checkpointing(opts: Options, model) -> bool:
     return sum(p.numel() for p in model.parameters()) >= BIG_MODEL_PARAMS
 
 
+def _checkpointing_field() -> str:
+    """transformers 5.2x renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns);
+    setting the new one also overrides TRL's `gradient_checkpointing=True` default."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def set_threads(opts: Options) -> None:
     if opts.threads:
         import torch
@@ -248,7 +259,7 @@ def common_args(opts: Options, run_dir: Path, has_eval: bool, model=None) -> dic
         "greater_is_better": False, "disable_tqdm": False, "dataloader_num_workers": 0,
     }
     checkpointing = wants_checkpointing(opts, model) if model is not None else bool(opts.gradient_checkpointing)
-    args["gradient_checkpointing"] = checkpointing  # trades compute for memory on long schemas
+    args[_checkpointing_field()] = checkpointing  # trades compute for memory on long schemas
     if opts.group_by_length:
         args["train_sampling_strategy"] = "group_by_length"
     args.update(opts.extra)
@@ -289,6 +300,13 @@ def sample_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
     if limit is None or len(rows) <= limit:
         return rows
     return random.Random(seed).sample(rows, limit)
+
+
+def capped_per_task(val: list[dict], opts: Options) -> list[dict]:
+    """At most `max_eval_rows` validation rows per task (the seeded sample `eval_sets` keeps)."""
+    from macsql.finetune.data import by_task
+
+    return [r for _task, rows in sorted(by_task(val).items()) for r in sample_rows(rows, opts.max_eval_rows, opts.seed)]
 
 
 def eval_sets(val: list[dict], opts: Options, columns: tuple[str, ...]) -> dict:
@@ -396,15 +414,17 @@ def _causal_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full,
     from trl import SFTConfig, SFTTrainer
 
     train_rows = fitting(train_rows, tokenizer, opts.max_length)
-    val_rows = fitting(val_rows, tokenizer, opts.max_length)
+    val_rows = fitting(capped_per_task(val_rows, opts), tokenizer, opts.max_length)  # tokenise what is used
     cols = ("prompt", "completion")
     train = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
     evals = eval_sets(val_rows, opts, cols)
     # padding-free: the batch's rows flattened into one sequence with per-row position ids, from which
     # transformers builds a block-diagonal attention mask (sdpa/eager) or varlen kernels (flash attention), so
     # no row attends to another and no compute goes to padding. Rows/step stay as without it.
+    # TRL enforces max_length only by truncation or packing; `fitting` already dropped the longer rows.
     padding_free = True if opts.padding_free is None else bool(opts.padding_free)
-    config = SFTConfig(**common_args(opts, run_dir, bool(evals), model), max_length=opts.max_length,
+    max_length = None if padding_free and not opts.packing else opts.max_length
+    config = SFTConfig(**common_args(opts, run_dir, bool(evals), model), max_length=max_length,
                        completion_only_loss=True, padding_free=padding_free, packing=bool(opts.packing))
     peft_config = None
     if not full:
