@@ -205,6 +205,8 @@ def _typed(name: str, value):
 @click.option("--lora-dropout", type=float, default=None)
 @click.option("--lora-targets", default=None, help="Comma-separated layer names, e.g. q,k,v,o,gate,up,down.")
 @click.option("--limit", type=int, default=None, help="Training rows at most (seeded sample).")
+@click.option("--max-minutes", type=float, default=None,
+              help="Stop (and save) after this many minutes of training; --max-steps still caps the run.")
 @click.option("--num-generations", type=int, default=4, show_default=True, help="GRPO: samples per prompt.")
 @click.option("--max-completion-length", type=int, default=160, show_default=True, help="GRPO: tokens.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="GRPO sampling temperature.")

@@ -16,6 +16,7 @@ from macsql.errors import InputError, ModelError
 from macsql.finetune.rewards import SQL_TASKS
 from macsql.finetune.sft import (
     Options,
+    callbacks,
     common_args,
     copy_other_adapters,
     load_model,
@@ -95,7 +96,8 @@ def train_grpo(agent: str, opts: Options) -> dict:
     config = GRPOConfig(**args)
     dataset = Dataset.from_list([{c: r[c] for c in COLUMNS} for r in train_rows])
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config)
+                          processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=callbacks(opts, has_eval=False))
     trainer.train(resume_from_checkpoint=resume_arg(opts, run_dir))
     agents = tasks if agent == "all" else (agent,)
     summary = save_outputs(trainer, tokenizer, opts, out, agents, run_name, full=False)

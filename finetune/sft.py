@@ -69,6 +69,7 @@ class Options:
     group_by_length: bool = False  # batches of similar length (less padding when padding-free is off)
     threads: int | None = None  # torch intra-op threads (None: torch's default, one per core)
     limit: int | None = None  # training rows at most (seeded sample)
+    max_minutes: float | None = None  # stop after this much training time (a CPU-hour budget); steps cap it too
     logging_steps: int = 5
     # GRPO
     prompts_per_step: int | None = None  # prompts per optimizer step (x num_generations completions); None: 1
@@ -277,9 +278,29 @@ def callbacks(opts: Options, has_eval: bool) -> list:
             if "eval_loss" in metrics:
                 super().on_evaluate(args, state, control, metrics, **kwargs)
 
+    out = [time_budget(opts.max_minutes)] if opts.max_minutes else []
     if opts.save and has_eval and opts.patience > 0:
-        return [OnMeanLoss(early_stopping_patience=opts.patience)]
-    return []
+        out.append(OnMeanLoss(early_stopping_patience=opts.patience))
+    return out
+
+
+def time_budget(minutes: float):
+    """Stop (and save) once `minutes` of training have passed: a recipe sized in CPU hours then fits its
+    budget on busy or idle cores alike, with --max-steps as the upper bound."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.start >= minutes * 60:
+                control.should_training_stop = True
+                control.should_save = args.save_strategy != "no"
+
+    return TimeBudget()
 
 
 def resume_arg(opts: Options, run_dir: Path):

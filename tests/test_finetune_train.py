@@ -329,6 +329,14 @@ def test_two_step_runs_with_packing_or_padding_free_change_parameters(causal_mod
     assert summary["steps"] == 2 and lora_b_changed(tmp_path / "decomposer")
 
 
+def test_time_budget_stops_a_run(causal_model, agent_data, tmp_path):
+    from macsql.finetune.commands import run
+
+    summary = run("decomposer", options(causal_model, agent_data, tmp_path, method="lora", max_steps=5,
+                                        max_minutes=1e-9))
+    assert summary["steps"] == 1  # the budget was spent by the first step; --max-steps 5 was the cap
+
+
 def test_grpo_prompts_per_step():
     from macsql.errors import InputError
     from macsql.finetune.grpo import completions_per_device
