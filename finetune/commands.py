@@ -218,10 +218,11 @@ def _typed(name: str, value):
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               help="Recompute activations in the backward pass (default: on for models of 1B parameters or more).")
 @click.option("--padding-free/--no-padding-free", default=None,
-              help="Flatten each batch into one unpadded sequence (default: on for causal LMs).")
+              help="Flatten each batch into one unpadded sequence (default: on with flash attention only).")
 @click.option("--packing", is_flag=True,
               help="Pack rows into --max-length blocks (a step then holds more rows).")
-@click.option("--group-by-length", is_flag=True, help="Batches of rows of similar length.")
+@click.option("--group-by-length/--no-group-by-length", default=None,
+              help="Batches of rows of similar length (default: on for padded SFT batches).")
 @click.option("--threads", type=int, default=None, help="torch threads (default: one per core).")
 @click.option("--prompts-per-step", type=int, default=None,
               help="GRPO: prompts per optimizer step, each sampled --num-generations times (default 1).")

@@ -64,9 +64,9 @@ class Options:
     resume: bool = False
     dtype: str = "auto"  # auto: bf16 where the device computes it natively (GPU, or a CPU with AMX/AVX512-BF16)
     gradient_checkpointing: bool | None = None  # None: on for models of 1B parameters or more (memory), else off
-    padding_free: bool | None = None  # None: on for causal LMs (SFT): rows flattened into one sequence, no padding
+    padding_free: bool | None = None  # None: on with flash attention's varlen kernels, else off (see padding_free)
     packing: bool = False  # BFD packing of rows into --max-length blocks (then a step holds more rows)
-    group_by_length: bool = False  # batches of similar length (less padding when padding-free is off)
+    group_by_length: bool | None = None  # None: on when batches are padded (42% padding -> 1% on Spider train)
     threads: int | None = None  # torch intra-op threads (None: torch's default, one per core)
     limit: int | None = None  # training rows at most (seeded sample)
     max_minutes: float | None = None  # stop after this much training time (a CPU-hour budget); steps cap it too
@@ -234,6 +234,20 @@ def _checkpointing_field() -> str:
 
     names = {f.name for f in fields(TrainingArguments)}
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def uses_padding_free(opts: Options, model) -> bool:
+    """Padding-free batches (one flattened sequence per batch) by default only where the attention runs
+    varlen kernels (flash attention): with sdpa or eager attention transformers builds a dense block-diagonal
+    mask over the whole flattened batch, whose attention costs ~3.6x the rows' own on Spider train rows
+    (padded batches: ~1.9x; grouped by length: ~1.03x), and measured slower than padded batches in
+    benchmarks/bench_train.py. Padded batches grouped by length waste ~1% of tokens instead."""
+    if opts.padding_free is not None:
+        return bool(opts.padding_free)
+    if opts.packing:
+        return True  # TRL's BFD packing is padding-free
+    attn = str(getattr(getattr(model, "config", None), "_attn_implementation", "") or "")
+    return attn.startswith("flash")
 
 
 def set_threads(opts: Options) -> None:
@@ -443,10 +457,13 @@ def _causal_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full,
     # transformers builds a block-diagonal attention mask (sdpa/eager) or varlen kernels (flash attention), so
     # no row attends to another and no compute goes to padding. Rows/step stay as without it.
     # TRL enforces max_length only by truncation or packing; `fitting` already dropped the longer rows.
-    padding_free = True if opts.padding_free is None else bool(opts.padding_free)
+    padding_free = uses_padding_free(opts, model)
     max_length = None if padding_free and not opts.packing else opts.max_length
-    config = SFTConfig(**common_args(opts, run_dir, bool(evals), model), max_length=max_length,
-                       completion_only_loss=True, padding_free=padding_free, packing=bool(opts.packing))
+    args = common_args(opts, run_dir, bool(evals), model)
+    if opts.group_by_length is None and not padding_free and "train_sampling_strategy" not in opts.extra:
+        args["train_sampling_strategy"] = "group_by_length"  # padded batches: rows of similar length together
+    config = SFTConfig(**args, max_length=max_length, completion_only_loss=True, padding_free=padding_free,
+                       packing=bool(opts.packing))
     peft_config = None
     if not full:
         model = with_init_adapter(model, opts, agent)
