@@ -11,6 +11,7 @@ Multi-GPU and DeepSpeed: the trainers are plain TRL/transformers trainers, so th
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -43,12 +44,15 @@ def data_group():
 @click.option("--balance", type=click.Choice(["undersample", "oversample", "none"]), default="undersample",
               show_default=True, help="Equalise the number of rows per task.")
 @click.option("--val-frac", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Validation share, per task.")
+              help="Validation share of the rows.")
+@click.option("--split", "split_by", type=click.Choice(["db", "row"]), default="db", show_default=True,
+              help="db: whole databases go to validation, never seen in training (by row when there is "
+                   "one database); row: a sample of rows stratified by task.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--append", is_flag=True, help="Add to the rows already in OUT (e.g. a second benchmark), "
                                              "then balance and split again.")
 def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks, refiner_per_question,
-          balance, val_frac, seed, append):
+          balance, val_frac, split_by, seed, append):
     """Build Selector/Decomposer/Refiner examples from gold SQL, balanced and split.
 
     \b
@@ -65,14 +69,24 @@ def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_
     unknown = [t for t in task_list if t not in data.TASKS]
     if unknown:
         raise InputError(f"unknown task {unknown[0]!r}; choose from {', '.join(data.TASKS)}")
+    start = time.perf_counter()
     rows = []
-    meta = {"sources": [], "seed": seed, "balance": balance, "val_frac": val_frac}
+    meta = {"sources": [], "seed": seed, "balance": balance, "val_frac": val_frac, "split": split_by}
+    skipped: dict[str, str] = {}
     if data_file:
+        missing: set[str] = set()
         sources = data.load_sources(data_file, db_root, fmt=fmt, exclude_db=_split_list(exclude_db),
-                                    only_db=_split_list(only_db), max_per_db=max_per_db, seed=seed)
-        rows += data.build_rows(sources, seed=seed, tasks=task_list, refiner_per_question=refiner_per_question)
+                                    only_db=_split_list(only_db), max_per_db=max_per_db, seed=seed, missing=missing)
+        for db_id in sorted(missing):
+            skipped[db_id] = "no database file"
+        rows += data.build_rows(sources, seed=seed, tasks=task_list, refiner_per_question=refiner_per_question,
+                                skipped=skipped)
+        for db_id, reason in skipped.items():
+            click.echo(f"Warning: skipped database {db_id!r}: {reason}", err=True)
         meta["sources"].append({"data": str(data_file), "questions": len(sources), "excluded": exclude_db,
-                                "dbs": sorted({s.db_id for s in sources})})
+                                "dbs": sorted({s.db_id for s in sources} - set(skipped)),
+                                "questions_used": sum(s.db_id not in skipped for s in sources),
+                                "skipped_dbs": skipped})
     for path in sql_llama:
         rows += [r for r in data.import_sql_llama(path) if r["task"] in task_list]
         meta["sources"].append({"sql_llama": str(path)})
@@ -82,23 +96,55 @@ def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_
         rows = data.read_jsonl(all_rows) + rows
         old = json.loads((out_dir / "stats.json").read_text()) if (out_dir / "stats.json").exists() else {}
         meta["sources"] = old.get("sources", []) + meta["sources"]
-    data.write_jsonl(rows, all_rows)  # unbalanced, unsplit: what --append builds on
-    train, val = data.balance_and_split(rows, mode=balance, val_frac=val_frac, seed=seed)
+    unique = data.dedupe(rows)
+    meta["duplicates_dropped"] = len(rows) - len(unique)
+    rows = unique
+    data.write_jsonl(rows, all_rows)  # unbalanced, unsplit, deduplicated: what --append builds on
+    train, val = data.balance_and_split(rows, mode=balance, val_frac=val_frac, seed=seed, by=split_by)
     meta["built"] = {t: len(g) for t, g in sorted(data.by_task(rows).items())}
+    meta["validation_dbs"] = sorted({r.get("db_id") or "" for r in val})
+    meta["seconds"] = round(time.perf_counter() - start, 1)
     stats = data.save_dataset(out_dir, train, val, meta)
-    click.echo(f"built {stats['built']} → train {stats['train']}, validation {stats['validation']} in {out_dir}")
+    click.echo(f"built {stats['built']} ({meta['duplicates_dropped']} duplicates dropped, {len(skipped)} databases "
+               f"skipped) → train {stats['train']}, validation {stats['validation']} "
+               f"({len(meta['validation_dbs'])} databases) in {out_dir} [{meta['seconds']} s]")
 
 
 def _split_list(text: str) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
+def recipes_dir():
+    """The recipes shipped inside the package (`finetune/recipes/*.yaml`, installed as package data)."""
+    from importlib.resources import files
+
+    return files("macsql.finetune").joinpath("recipes")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name.rsplit(".", 1)[0] for p in recipes_dir().iterdir() if p.name.endswith((".yaml", ".yml")))
+
+
+def config_text(path: str) -> tuple[str, bool]:
+    """(text, is_yaml) of a config file, or of the shipped recipe of that name (`smollm2-135m-cpu-sft`)."""
+    p = Path(path)
+    if p.is_file():
+        return p.read_text(encoding="utf-8"), p.suffix.lower() in (".yaml", ".yml")
+    name = p.name.rsplit(".", 1)[0] if p.suffix.lower() in (".yaml", ".yml") else p.name
+    recipe = recipes_dir().joinpath(f"{name}.yaml")
+    if str(p) == p.name and recipe.is_file():
+        return recipe.read_text(encoding="utf-8"), True
+    from macsql.errors import did_you_mean
+
+    names = recipe_names()
+    raise InputError(f"--config {path!r} is neither a file nor a recipe{did_you_mean(name, names)}; "
+                     f"recipes: {', '.join(names)}")
+
+
 def _load_config(path: str | None) -> dict:
     if not path:
         return {}
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    yaml_file = p.suffix.lower() in (".yaml", ".yml")
+    text, yaml_file = config_text(path)
     if yaml_file:
         try:
             import yaml
@@ -113,8 +159,23 @@ def _load_config(path: str | None) -> dict:
     return {str(k).replace("-", "_"): v for k, v in cfg.items()}
 
 
+def _typed(name: str, value):
+    """A config value as its option's type: YAML reads `lr: 1e-3` (no dot) as a string, not a number."""
+    from dataclasses import fields
+
+    from macsql.finetune.sft import Options
+
+    kind = next(str(f.type) for f in fields(Options) if f.name == name)
+    if not isinstance(value, str) or kind.split(" |")[0] not in ("float", "int"):
+        return value
+    try:
+        return float(value) if kind.startswith("float") else int(value)
+    except ValueError as exc:
+        raise InputError(f"option {name!r} must be a number, got {value!r}") from exc
+
+
 @click.command("finetune", context_settings={"allow_extra_args": True})  # --sweep lr=.. batch=.. (sweep.py)
-@click.argument("agent", type=click.Choice(["selector", "decomposer", "refiner", "all"]))
+@click.argument("agent", type=click.Choice(["selector", "decomposer", "refiner", "all"]), required=False)
 @click.option("--method", type=click.Choice(["sft", "lora", "grpo", "dpo"]), default="lora", show_default=True,
               help="sft: full fine-tuning; lora: LoRA SFT; grpo: RL on execution rewards; dpo: against "
                    "hallucinated schema.")
@@ -122,8 +183,9 @@ def _load_config(path: str | None) -> dict:
               help="Base model: alias, Hugging Face id, local folder or .gguf (as for `macsql ask`).")
 @click.option("--data", default=None, type=click.Path(exists=True), help="Folder from `macsql data build`.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (adapters per agent).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML/JSON file of options (names as below, with _ or -); command-line options win.")
+@click.option("--config", "config_file", default=None, metavar="FILE_OR_RECIPE",
+              help="YAML/JSON file of options (names as below, with _ or -, and `agent`), or a shipped recipe "
+                   "such as smollm2-135m-cpu-sft (finetune/README.md lists them); command-line options win.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints/.")
 @click.option("--init-adapters", type=click.Path(exists=True, file_okay=False), default=None,
               help="Start from these adapters (e.g. the LoRA SFT output before GRPO or DPO).")
@@ -145,6 +207,8 @@ def _load_config(path: str | None) -> dict:
 @click.option("--lora-dropout", type=float, default=None)
 @click.option("--lora-targets", default=None, help="Comma-separated layer names, e.g. q,k,v,o,gate,up,down.")
 @click.option("--limit", type=int, default=None, help="Training rows at most (seeded sample).")
+@click.option("--max-minutes", type=float, default=None,
+              help="Stop (and save) after this many minutes of training; --max-steps still caps the run.")
 @click.option("--num-generations", type=int, default=4, show_default=True, help="GRPO: samples per prompt.")
 @click.option("--max-completion-length", type=int, default=160, show_default=True, help="GRPO: tokens.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="GRPO sampling temperature.")
@@ -153,7 +217,17 @@ def _load_config(path: str | None) -> dict:
 @click.option("--beta", type=float, default=0.0, show_default=True, help="GRPO KL coefficient.")
 @click.option("--dpo-beta", type=float, default=0.1, show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute activations in the backward pass (default: on for models of 1B parameters or more).")
+@click.option("--padding-free/--no-padding-free", default=None,
+              help="Flatten each batch into one unpadded sequence (default: on with flash attention only).")
+@click.option("--packing", is_flag=True,
+              help="Pack rows into --max-length blocks (a step then holds more rows).")
+@click.option("--group-by-length/--no-group-by-length", default=None,
+              help="Batches of rows of similar length (default: on for padded SFT batches).")
+@click.option("--threads", type=int, default=None, help="torch threads (default: one per core).")
+@click.option("--prompts-per-step", type=int, default=None,
+              help="GRPO: prompts per optimizer step, each sampled --num-generations times (default 1).")
 @click.option("--no-save", "no_save", is_flag=True, help="No checkpoints (no --resume, no best-model reload).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @sweep_options
@@ -161,8 +235,12 @@ def _load_config(path: str | None) -> dict:
 def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
     """Train AGENT (selector, decomposer, refiner, or all: one shared multitask adapter) on agent data.
 
+    AGENT may come from the --config file or recipe instead.
+
     \b
     Examples:
+      macsql finetune --config smollm2-135m-cpu-sft            # a shipped recipe, SFT then GRPO
+      macsql finetune --config smollm2-135m-cpu-grpo
       macsql finetune all --method lora --model smollm2-135m --data runs/data --out runs/sft --max-steps 300
       macsql finetune decomposer --method grpo --init-adapters runs/sft --data runs/data --out runs/grpo
       macsql ask "How many singers are there?" --db concert_singer.sqlite --model smollm2-135m --adapters runs/grpo
@@ -176,6 +254,11 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
         from macsql.errors import did_you_mean
 
         raise InputError(f"unknown option {unknown[0]!r} in {config_file}{did_you_mean(unknown[0], Options.names())}")
+    agent = agent or config.pop("agent", None)
+    config.pop("agent", None)  # the command line's AGENT wins
+    if agent not in ("selector", "decomposer", "refiner", "all"):
+        raise InputError("AGENT is required: selector, decomposer, refiner or all (on the command line or as "
+                         f"`agent:` in --config){'' if agent is None else f'; got {agent!r}'}")
     values = dict(config)
     for name, value in cli.items():
         # command-line values win over the config file; click defaults do not
@@ -190,7 +273,7 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
             raise InputError(f"--{required} is required (on the command line or in --config)")
     if not Path(values["data"]).exists():
         raise InputError(f"--data {values['data']!r} does not exist; build it with `macsql data build`")
-    opts = Options(**{k: v for k, v in values.items() if k in Options.names()})
+    opts = Options(**{k: _typed(k, v) for k, v in values.items() if k in Options.names()})
     from macsql.finetune.sweep import sweep_from_cli
 
     if sweep_from_cli(agent, opts, sweep, ctx.args, sweep_eval):
@@ -201,8 +284,9 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
 
 def run(agent: str, opts) -> dict:
     """Dispatch to the trainer for `opts.method`; also the Python entry point."""
-    import time
+    from macsql.finetune.sft import set_threads
 
+    set_threads(opts)
     start = time.perf_counter()
     if opts.method in ("sft", "lora"):
         from macsql.finetune.sft import train_sft

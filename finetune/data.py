@@ -29,6 +29,7 @@ from macsql.sqlexec import parse_query
 
 TASKS = ("selector", "decomposer", "refiner")
 BALANCE = ("undersample", "oversample", "none")
+SPLITS = ("db", "row")  # validation databases never in training / a stratified sample of rows
 
 
 @dataclass(frozen=True)
@@ -274,13 +275,14 @@ def rows_for(src: Source, rng: random.Random, *, tasks: Iterable[str] = TASKS, r
 
 def load_sources(data: str | Path, db_root: str | Path | None = None, *, fmt: str = "auto",
                  exclude_db: Iterable[str] = (), only_db: Iterable[str] = (), max_per_db: int | None = None,
-                 seed: int = 0) -> list[Source]:
-    """Gold examples from a BIRD/Spider/GeoQuery file, minus excluded databases, capped per database."""
+                 seed: int = 0, missing: set[str] | None = None) -> list[Source]:
+    """Gold examples from a BIRD/Spider/GeoQuery file, minus excluded databases, capped per database.
+    db_ids whose database file is absent are left out (and added to `missing` when given)."""
     from macsql.evaluate.datasets import load_examples
 
     exclude, only = set(exclude_db), set(only_db)
     by_db: dict[str, list[Source]] = {}
-    missing = set()
+    missing = set() if missing is None else missing
     for ex in load_examples(data, db_root, fmt=fmt):
         if ex.db_id in exclude or (only and ex.db_id not in only):
             continue
@@ -303,13 +305,36 @@ def load_sources(data: str | Path, db_root: str | Path | None = None, *, fmt: st
 
 
 def build_rows(sources: list[Source], *, seed: int = 0, tasks: Iterable[str] = TASKS,
-               refiner_per_question: int = 1, progress: bool = True) -> list[dict]:
+               refiner_per_question: int = 1, progress: bool = True,
+               skipped: dict[str, str] | None = None) -> list[dict]:
+    """Rows for every source, database by database. A database whose schema cannot be read or rendered
+    is left out whole (its reason recorded in `skipped`, db_id -> "Error: message") instead of ending the
+    build: one odd database among Spider train's 140 must not cost the other 139."""
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
-    rows = []
-    for src in tqdm(sources, desc="building agent examples", unit="q", disable=not progress or None):
-        rows.extend(rows_for(src, rng, tasks=tasks, refiner_per_question=refiner_per_question))
+    rows: list[dict] = []
+    by_db: dict[str, list[Source]] = {}
+    for src in sources:
+        by_db.setdefault(src.db_id, []).append(src)
+    bar = tqdm(total=len(sources), desc="building agent examples", unit="q", disable=not progress or None)
+    for db_id, items in by_db.items():
+        db_rows: list[dict] = []
+        done = 0
+        try:
+            for src in items:
+                db_rows.extend(rows_for(src, rng, tasks=tasks, refiner_per_question=refiner_per_question))
+                done += 1
+                bar.update()
+        except Exception as exc:  # noqa: BLE001 - any failure in one database's schema skips that database
+            if skipped is None:
+                raise
+            first_line = (str(exc).splitlines() or [""])[0]
+            skipped[db_id] = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+            bar.update(len(items) - done)
+            continue
+        rows.extend(db_rows)
+    bar.close()
     return rows
 
 
@@ -392,6 +417,19 @@ def by_task(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def dedupe(rows: list[dict]) -> list[dict]:
+    """The rows with each (task, prompt, completion) once, first occurrence kept: Spider train asks some
+    questions twice with the same SQL, and a repeated row is only extra weight on that row."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        key = json.dumps([r["task"], r["prompt"], r["completion"]], ensure_ascii=False, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def balance(rows: list[dict], mode: str, seed: int = 0) -> list[dict]:
     """Equal rows per task: undersample each to the smallest, or oversample each to the largest (whole
     copies first, then a seeded sample of the rest, so no row is repeated more than needed)."""
@@ -433,14 +471,48 @@ def split(rows: list[dict], val_frac: float, seed: int = 0) -> tuple[list[dict],
     return train, val
 
 
+def split_by_db(rows: list[dict], val_frac: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Whole databases to validation (seeded order) until they hold round(n * val_frac) rows or more, so no
+    validation database is ever seen in training: the held-out loss then measures what Spider dev measures
+    (new schemas), not memorised ones. Per-task counts follow the databases, so they are near, not exact."""
+    if not 0 <= val_frac < 1:
+        raise InputError(f"--val-frac must be in [0, 1), got {val_frac}")
+    dbs: dict[str, list[dict]] = {}
+    for r in rows:
+        dbs.setdefault(r.get("db_id") or "", []).append(r)
+    rng = random.Random(seed)
+    order = sorted(dbs)
+    rng.shuffle(order)
+    want = round(len(rows) * val_frac)
+    val_dbs: set[str] = set()
+    n_val = 0
+    for db in order[:-1]:  # at least one database stays for training
+        if n_val >= want:
+            break
+        val_dbs.add(db)
+        n_val += len(dbs[db])
+    train = [r for db in order if db not in val_dbs for r in dbs[db]]
+    val = [r for db in order if db in val_dbs for r in dbs[db]]
+    rng.shuffle(train)
+    return train, val
+
+
+def databases(rows: list[dict]) -> int:
+    return len({r.get("db_id") or "" for r in rows})
+
+
 def balance_and_split(rows: list[dict], *, mode: str = "undersample", val_frac: float = 0.1,
-                      seed: int = 0) -> tuple[list[dict], list[dict]]:
+                      seed: int = 0, by: str = "row") -> tuple[list[dict], list[dict]]:
     """Undersampling happens before the split (both sides balanced); oversampling after it, on the training
-    side only, so no copy of a validation row leaks into training."""
+    side only, so no copy of a validation row leaks into training. `by="db"` splits by database
+    (`split_by_db`); with a single database that is impossible and the split is by row."""
+    if by not in SPLITS:
+        raise InputError(f"unknown split {by!r}; choose one of {', '.join(SPLITS)}")
+    splitter = split_by_db if by == "db" and databases(rows) > 1 else split
     if mode == "oversample":
-        train, val = split(rows, val_frac, seed)
+        train, val = splitter(rows, val_frac, seed)
         return balance(train, "oversample", seed), val
-    return split(balance(rows, mode, seed), val_frac, seed)
+    return splitter(balance(rows, mode, seed), val_frac, seed)
 
 
 # --------------------------------------------------------------------------------------------- storage

@@ -106,7 +106,7 @@ def train_dpo(agent: str, opts: Options) -> dict:
     out = Path(opts.out)
     run_name = f"{agent}-dpo"
     run_dir = out / "checkpoints" / run_name
-    config = DPOConfig(**common_args(opts, run_dir, bool(evals)), beta=opts.dpo_beta, max_length=opts.max_length)
+    config = DPOConfig(**common_args(opts, run_dir, bool(evals), model), beta=opts.dpo_beta, max_length=opts.max_length)
     trainer = mean_eval_loss(DPOTrainer)(
         model=model, args=config, train_dataset=Dataset.from_list([{c: r[c] for c in cols} for r in train]),
         eval_dataset=evals or None, processing_class=tokenizer, peft_config=peft_config,

@@ -16,6 +16,7 @@ from macsql.errors import InputError, ModelError
 from macsql.finetune.rewards import SQL_TASKS
 from macsql.finetune.sft import (
     Options,
+    callbacks,
     common_args,
     copy_other_adapters,
     load_model,
@@ -44,6 +45,24 @@ def reward_functions(weights: dict[str, float]) -> tuple[list, list[float]]:
     return [REWARDS[name] for name in weights], list(weights.values())
 
 
+def completions_per_device(opts: Options, world_size: int | None = None) -> int:
+    """`per_device_train_batch_size` for GRPO, where TRL counts completions, not prompts: with
+    `--prompts-per-step P` every optimizer step sees P prompts x num_generations completions across all
+    processes and gradient-accumulation steps (TRL generates them in one batch, then steps through them)."""
+    import os
+
+    if not opts.prompts_per_step:
+        return opts.batch_size
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch`
+    total = int(opts.prompts_per_step) * int(opts.num_generations)
+    per = total // (world * max(1, int(opts.grad_accum)))
+    if per < 1 or per * world * max(1, int(opts.grad_accum)) != total:
+        raise InputError(f"--prompts-per-step {opts.prompts_per_step} x --num-generations {opts.num_generations} "
+                         f"= {total} completions must split evenly over {world} process(es) x --grad-accum "
+                         f"{opts.grad_accum}; change one of them")
+    return per
+
+
 def train_grpo(agent: str, opts: Options) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -60,6 +79,7 @@ def train_grpo(agent: str, opts: Options) -> dict:
     train_rows = sample_rows(train_rows, opts.limit, opts.seed)
     weights = parse_weights(opts.reward_weights)
     funcs, values = reward_functions(weights)
+    per_device = completions_per_device(opts)
     model, tokenizer, seq2seq = load_model(opts.model, opts.dtype)
     if seq2seq:
         raise ModelError("GRPO needs a causal (decoder-only) model; train T5 models with --method lora or sft")
@@ -68,18 +88,21 @@ def train_grpo(agent: str, opts: Options) -> dict:
     out = Path(opts.out)
     run_name = f"{agent}-grpo"
     run_dir = out / "checkpoints" / run_name
-    args = common_args(opts, run_dir, has_eval=False)
-    args.update(num_generations=opts.num_generations, max_completion_length=opts.max_completion_length,
+    args = common_args(opts, run_dir, has_eval=False, model=model)
+    args.update(per_device_train_batch_size=per_device, num_generations=opts.num_generations,
+                max_completion_length=opts.max_completion_length,
                 temperature=opts.temperature, beta=opts.beta, reward_weights=values, log_completions=False)
     args.update(opts.extra)
     config = GRPOConfig(**args)
     dataset = Dataset.from_list([{c: r[c] for c in COLUMNS} for r in train_rows])
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config)
+                          processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=callbacks(opts, has_eval=False))
     trainer.train(resume_from_checkpoint=resume_arg(opts, run_dir))
     agents = tasks if agent == "all" else (agent,)
     summary = save_outputs(trainer, tokenizer, opts, out, agents, run_name, full=False)
     copy_other_adapters(opts, out, agents)
     rewards = [e for e in trainer.state.log_history if "reward" in e]
     return {"agent": agent, "method": "grpo", "train_rows": len(train_rows), "reward_weights": weights,
+            "prompts_per_step": config.generation_batch_size // opts.num_generations,
             "rewards": [(e.get("step"), round(e["reward"], 4)) for e in rewards], **summary}

@@ -136,6 +136,27 @@ def executes_reward(completions, **columns) -> list[float | None]:
     return out
 
 
+GRADED_WRONG = 0.1  # the field's credit for SQL that runs but returns the wrong result (SLM-SQL, Reasoning-SQL)
+
+
+def execution_graded_reward(completions, **columns) -> list[float | None]:
+    """The field's execution reward in one function: 1.0 when the reply's SQL returns the gold result (THE
+    comparator), 0.1 when it runs without error but returns something else (empty results included), 0.0
+    when there is no SQL or it fails. Alone it is enough for GRPO in the small-model recipes; the separate
+    `execution` and `executes` rewards stay for mixing with other weights."""
+    rows = _sql_rows(completions, columns)
+    todo = [(d, s, g) for t, s, g, d in rows if t in SQL_TASKS and g and d]
+    results = iter(_parallel(_match, todo))
+    out: list[float | None] = []
+    for t, _s, g, d in rows:
+        if t not in SQL_TASKS or not g or not d:
+            out.append(None)
+            continue
+        m = next(results)
+        out.append(1.0 if m.correct else GRADED_WRONG if m.pred.ok else 0.0)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- complexity
 def sql_features(sql: str) -> dict[str, int] | None:
     """Counts of the constructs that make a query complex, or None when sqlglot cannot parse it."""
@@ -205,6 +226,7 @@ REWARDS: dict[str, Callable] = {
     "format": format_reward,
     "execution": execution_reward,
     "executes": executes_reward,
+    "execution_graded": execution_graded_reward,  # 1 / 0.1 / 0: the field's reward, off unless weighted
     "complexity": complexity_reward,
     "grounding": grounding_reward,
     "reasoning": reasoning_reward,  # for the <reasoning>/<sql> format; off unless weighted

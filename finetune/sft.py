@@ -62,11 +62,17 @@ class Options:
     init_adapters: str | None = None  # continue from these adapters (e.g. SFT before GRPO)
     seed: int = 0
     resume: bool = False
-    dtype: str = "auto"
-    gradient_checkpointing: bool = False
+    dtype: str = "auto"  # auto: bf16 where the device computes it natively (GPU, or a CPU with AMX/AVX512-BF16)
+    gradient_checkpointing: bool | None = None  # None: on for models of 1B parameters or more (memory), else off
+    padding_free: bool | None = None  # None: on with flash attention's varlen kernels, else off (see padding_free)
+    packing: bool = False  # BFD packing of rows into --max-length blocks (then a step holds more rows)
+    group_by_length: bool | None = None  # None: on when batches are padded (42% padding -> 1% on Spider train)
+    threads: int | None = None  # torch intra-op threads (None: torch's default, one per core)
     limit: int | None = None  # training rows at most (seeded sample)
+    max_minutes: float | None = None  # stop after this much training time (a CPU-hour budget); steps cap it too
     logging_steps: int = 5
     # GRPO
+    prompts_per_step: int | None = None  # prompts per optimizer step (x num_generations completions); None: 1
     num_generations: int = 4
     max_completion_length: int = 160
     temperature: float = 1.0
@@ -91,8 +97,13 @@ def _dtype(name: str):
     import torch
 
     if name == "auto":
-        # bf16 on GPUs that have it; float32 on CPU, where bf16 matmuls are slow without AMX units.
-        return torch.bfloat16 if use_cuda() and torch.cuda.is_bf16_supported() else torch.float32
+        # bf16 where the hardware computes it natively (GPUs that have it; CPUs with AMX or AVX512-BF16, where it
+        # measured faster than float32 in benchmarks/bench_train.py); float32 elsewhere, where bf16 is emulated.
+        if use_cuda():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        from macsql.llm import cpu_has_native_bf16
+
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if name not in table:
         raise InputError(f"unknown dtype {name!r}; choose auto, bf16, fp16 or fp32")
@@ -202,8 +213,52 @@ def mean_eval_loss(trainer_cls):
     return MeanEvalLoss
 
 
-def common_args(opts: Options, run_dir: Path, has_eval: bool) -> dict:
-    """TrainingArguments fields shared by every method."""
+BIG_MODEL_PARAMS = 1_000_000_000  # from here on activations, not compute, limit a run: checkpoint by default
+
+
+def wants_checkpointing(opts: Options, model) -> bool:
+    """Gradient checkpointing recomputes every layer's activations in the backward pass (about a third more
+    compute): worth it when memory is short (1.5B and 7B models), not for a 135M model. TRL's configs turn it
+    on by default, so it is always decided here."""
+    if opts.gradient_checkpointing is not None:
+        return bool(opts.gradient_checkpointing)
+    return sum(p.numel() for p in model.parameters()) >= BIG_MODEL_PARAMS
+
+
+def _checkpointing_field() -> str:
+    """transformers 5.2x renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns);
+    setting the new one also overrides TRL's `gradient_checkpointing=True` default."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def uses_padding_free(opts: Options, model) -> bool:
+    """Padding-free batches (one flattened sequence per batch) by default only where the attention runs
+    varlen kernels (flash attention): with sdpa or eager attention transformers builds a dense block-diagonal
+    mask over the whole flattened batch, whose attention costs ~3.6x the rows' own on Spider train rows
+    (padded batches: ~1.9x; grouped by length: ~1.03x), and measured slower than padded batches in
+    benchmarks/bench_train.py. Padded batches grouped by length waste ~1% of tokens instead."""
+    if opts.padding_free is not None:
+        return bool(opts.padding_free)
+    if opts.packing:
+        return True  # TRL's BFD packing is padding-free
+    attn = str(getattr(getattr(model, "config", None), "_attn_implementation", "") or "")
+    return attn.startswith("flash")
+
+
+def set_threads(opts: Options) -> None:
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(int(opts.threads))
+
+
+def common_args(opts: Options, run_dir: Path, has_eval: bool, model=None) -> dict:
+    """TrainingArguments fields shared by every method (device, precision and memory policy included)."""
     import torch
 
     save = opts.save
@@ -218,8 +273,10 @@ def common_args(opts: Options, run_dir: Path, has_eval: bool) -> dict:
         "load_best_model_at_end": bool(save and has_eval), "metric_for_best_model": "eval_loss",
         "greater_is_better": False, "disable_tqdm": False, "dataloader_num_workers": 0,
     }
-    if opts.gradient_checkpointing:
-        args["gradient_checkpointing"] = True  # trades compute for memory on long schemas
+    checkpointing = wants_checkpointing(opts, model) if model is not None else bool(opts.gradient_checkpointing)
+    args[_checkpointing_field()] = checkpointing  # trades compute for memory on long schemas
+    if opts.group_by_length:
+        args["train_sampling_strategy"] = "group_by_length"
     args.update(opts.extra)
     return args
 
@@ -235,9 +292,29 @@ def callbacks(opts: Options, has_eval: bool) -> list:
             if "eval_loss" in metrics:
                 super().on_evaluate(args, state, control, metrics, **kwargs)
 
+    out = [time_budget(opts.max_minutes)] if opts.max_minutes else []
     if opts.save and has_eval and opts.patience > 0:
-        return [OnMeanLoss(early_stopping_patience=opts.patience)]
-    return []
+        out.append(OnMeanLoss(early_stopping_patience=opts.patience))
+    return out
+
+
+def time_budget(minutes: float):
+    """Stop (and save) once `minutes` of training have passed: a recipe sized in CPU hours then fits its
+    budget on busy or idle cores alike, with --max-steps as the upper bound."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.start >= minutes * 60:
+                control.should_training_stop = True
+                control.should_save = args.save_strategy != "no"
+
+    return TimeBudget()
 
 
 def resume_arg(opts: Options, run_dir: Path):
@@ -258,6 +335,13 @@ def sample_rows(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
     if limit is None or len(rows) <= limit:
         return rows
     return random.Random(seed).sample(rows, limit)
+
+
+def capped_per_task(val: list[dict], opts: Options) -> list[dict]:
+    """At most `max_eval_rows` validation rows per task (the seeded sample `eval_sets` keeps)."""
+    from macsql.finetune.data import by_task
+
+    return [r for _task, rows in sorted(by_task(val).items()) for r in sample_rows(rows, opts.max_eval_rows, opts.seed)]
 
 
 def eval_sets(val: list[dict], opts: Options, columns: tuple[str, ...]) -> dict:
@@ -313,8 +397,8 @@ def copy_other_adapters(opts: Options, out: Path, trained: tuple[str, ...]) -> N
 
 
 # ---------------------------------------------------------------------------------------------- SFT
-def train_sft(agent: str, opts: Options) -> dict:
-    """SFT (full) or LoRA on the agent's rows (`all`: the balanced mix of the three tasks)."""
+def make_sft_trainer(agent: str, opts: Options):
+    """(trainer, tokenizer, training rows) for an SFT/LoRA run, ready to `train()` (benchmarks time this)."""
     from macsql.finetune.data import load_split
 
     tasks = TASKS if agent == "all" else (agent,)
@@ -324,13 +408,21 @@ def train_sft(agent: str, opts: Options) -> dict:
     full = opts.method == "sft"
     if full and opts.init_adapters:
         raise InputError("--init-adapters continues a LoRA run; use --method lora with it")
-    out = Path(opts.out)
-    run_name = f"{agent}-{opts.method}"
-    run_dir = out / "checkpoints" / run_name
+    run_dir = Path(opts.out) / "checkpoints" / f"{agent}-{opts.method}"
     if seq2seq:
         trainer = _seq2seq_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full, agent)
     else:
         trainer = _causal_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full, agent)
+    return trainer, tokenizer, train_rows
+
+
+def train_sft(agent: str, opts: Options) -> dict:
+    """SFT (full) or LoRA on the agent's rows (`all`: the balanced mix of the three tasks)."""
+    trainer, tokenizer, train_rows = make_sft_trainer(agent, opts)
+    full = opts.method == "sft"
+    out = Path(opts.out)
+    run_name = f"{agent}-{opts.method}"
+    run_dir = out / "checkpoints" / run_name
     trainer.train(resume_from_checkpoint=resume_arg(opts, run_dir))
     agents = TASKS if agent == "all" else (agent,)
     summary = save_outputs(trainer, tokenizer, opts, out, agents, run_name, full)
@@ -357,12 +449,21 @@ def _causal_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full,
     from trl import SFTConfig, SFTTrainer
 
     train_rows = fitting(train_rows, tokenizer, opts.max_length)
-    val_rows = fitting(val_rows, tokenizer, opts.max_length)
+    val_rows = fitting(capped_per_task(val_rows, opts), tokenizer, opts.max_length)  # tokenise what is used
     cols = ("prompt", "completion")
     train = Dataset.from_list([{c: r[c] for c in cols} for r in train_rows])
     evals = eval_sets(val_rows, opts, cols)
-    config = SFTConfig(**common_args(opts, run_dir, bool(evals)), max_length=opts.max_length,
-                       completion_only_loss=True)
+    # padding-free: the batch's rows flattened into one sequence with per-row position ids, from which
+    # transformers builds a block-diagonal attention mask (sdpa/eager) or varlen kernels (flash attention), so
+    # no row attends to another and no compute goes to padding. Rows/step stay as without it.
+    # TRL enforces max_length only by truncation or packing; `fitting` already dropped the longer rows.
+    padding_free = uses_padding_free(opts, model)
+    max_length = None if padding_free and not opts.packing else opts.max_length
+    args = common_args(opts, run_dir, bool(evals), model)
+    if opts.group_by_length is None and not padding_free and "train_sampling_strategy" not in opts.extra:
+        args["train_sampling_strategy"] = "group_by_length"  # padded batches: rows of similar length together
+    config = SFTConfig(**args, max_length=max_length, completion_only_loss=True, padding_free=padding_free,
+                       packing=bool(opts.packing))
     peft_config = None
     if not full:
         model = with_init_adapter(model, opts, agent)
@@ -400,7 +501,7 @@ def _seq2seq_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full
         model = with_init_adapter(model, opts, agent)
         if not opts.init_adapters:
             model = get_peft_model(model, lora_config(model, opts, seq2seq=True))
-    args = Seq2SeqTrainingArguments(**common_args(opts, run_dir, bool(evals)))
+    args = Seq2SeqTrainingArguments(**common_args(opts, run_dir, bool(evals), model))
     trainer_cls = mean_eval_loss(Seq2SeqTrainer)
     return trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=evals or None,
                        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,

@@ -138,6 +138,66 @@ def test_no_balance_and_bad_inputs():
         data.split(rows, 1.5)
 
 
+def _db_rows(per_db: dict[str, int]) -> list[dict]:
+    return [{"task": t, "db_id": db, "i": i} for db, n in per_db.items() for t in data.TASKS for i in range(n)]
+
+
+def test_split_by_database_keeps_validation_databases_out_of_training():
+    rows = _db_rows({f"db{k}": 5 + k for k in range(10)})
+    train, val = data.balance_and_split(rows, mode="undersample", val_frac=0.2, seed=1, by="db")
+    train_dbs, val_dbs = {r["db_id"] for r in train}, {r["db_id"] for r in val}
+    assert val_dbs and not train_dbs & val_dbs and train_dbs | val_dbs == {f"db{k}" for k in range(10)}
+    assert len(val) >= round(len(rows) * 0.2) > len(val) - 3 * 14  # whole databases until the share is reached
+    assert len(train) + len(val) == len(rows)
+    assert data.balance_and_split(rows, mode="undersample", val_frac=0.2, seed=1, by="db") == (train, val)
+    assert {r["db_id"] for r in data.split_by_db(rows, 0.2, seed=2)[1]} != val_dbs  # the seed picks them
+    # oversampling repeats training rows only, after the database split
+    train, val = data.balance_and_split(rows[:-3], mode="oversample", val_frac=0.2, seed=1, by="db")
+    assert not {r["db_id"] for r in train} & {r["db_id"] for r in val}
+    # one database cannot be split by database: the split is by row (stratified), not an empty validation
+    one = _db_rows({"geo": 10})
+    train, val = data.balance_and_split(one, val_frac=0.2, by="db")
+    assert Counter(r["task"] for r in val) == {t: 2 for t in data.TASKS}
+    from macsql.errors import InputError
+
+    with pytest.raises(InputError, match="unknown split 'table'"):
+        data.balance_and_split(rows, by="table")
+
+
+def test_dedupe_keeps_the_first_of_identical_rows():
+    a = {"task": "decomposer", "prompt": [{"role": "user", "content": "q"}],
+         "completion": [{"role": "assistant", "content": "Final SQL: SELECT 1"}], "db_id": "x"}
+    b = {**a, "task": "refiner"}  # same prompt and reply, another task: not a duplicate
+    c = {**a, "completion": [{"role": "assistant", "content": "Final SQL: SELECT 2"}]}
+    assert data.dedupe([a, b, dict(a, db_id="y"), c, a]) == [a, b, c]
+
+
+def test_build_rows_skips_a_database_whose_schema_fails(school, tmp_path, monkeypatch):
+    other = tmp_path / "other" / "other.sqlite"
+    other.parent.mkdir()
+    with sqlite3.connect(other) as conn:
+        conn.executescript(SCHOOL)
+    import macsql.schema
+
+    real = macsql.schema.introspect
+
+    def broken_for_other(path, **kw):
+        if Path(path).stem == "other":
+            raise TypeError("expected string or bytes-like object, got 'NoneType'")
+        return real(path, **kw)
+
+    monkeypatch.setattr(macsql.schema, "introspect", broken_for_other)
+    sources = [src(school, "How many teachers?", "SELECT count(*) FROM teacher"),
+               src(other, "How many rooms?", "SELECT count(*) FROM room"),
+               src(school, "Names of the teachers?", "SELECT name FROM teacher")]
+    skipped: dict[str, str] = {}
+    rows = data.build_rows(sources, progress=False, skipped=skipped)
+    assert {r["db_id"] for r in rows} == {"school"} and len([r for r in rows if r["task"] == "decomposer"]) == 2
+    assert skipped == {"other": "TypeError: expected string or bytes-like object, got 'NoneType'"}
+    with pytest.raises(TypeError):  # a caller that does not collect skipped databases sees the error
+        data.build_rows(sources, progress=False)
+
+
 SQL_LLAMA = [
     {"source": "As an experienced and professional database administrator, your task is to analyze a user "
                "question and a database schema to provide relevant information.\n【DB_ID】 school\n...",
@@ -202,6 +262,36 @@ def test_data_build_command(school, tmp_path):
 
     result = CliRunner().invoke(main, ["data", "build", "--out", str(out)])
     assert result.exit_code == 1 and "Error: nothing to build from" in result.output
+
+
+def test_data_build_command_splits_by_database_and_reports_skips(school, tmp_path):
+    from click.testing import CliRunner
+
+    from macsql.cli import main
+
+    bench = []
+    for db in ("north", "south", "east", "west"):
+        path = tmp_path / db / f"{db}.sqlite"
+        path.parent.mkdir()
+        with sqlite3.connect(path) as conn:
+            conn.executescript(SCHOOL)
+        bench += [{"db_id": db, "question": f"Teachers of {db} older than {n}?",
+                   "query": f"SELECT name FROM teacher WHERE age > {n}"} for n in range(20, 30)]
+    bench += [bench[0]]  # a repeated question: one row
+    bench += [{"db_id": "gone", "question": "?", "query": "SELECT 1"}]  # no database file
+    (tmp_path / "train.json").write_text(json.dumps(bench))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["data", "build", "--data", str(tmp_path / "train.json"), "--db-root",
+                                       str(tmp_path), "--out", str(out), "--val-frac", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "Warning: skipped database 'gone': no database file" in result.output
+    assert "1 databases skipped" in result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["duplicates_dropped"] >= 2 and stats["split"] == "db" and 1 <= len(stats["validation_dbs"]) < 4
+    train = data.read_jsonl(out / "train.jsonl")
+    val = data.read_jsonl(out / "validation.jsonl")
+    assert {r["db_id"] for r in val} == set(stats["validation_dbs"])
+    assert not {r["db_id"] for r in train} & set(stats["validation_dbs"])
 
 
 @pytest.mark.shared_data

@@ -194,12 +194,13 @@ def test_grpo_from_sft_adapters(causal_model, agent_data, tmp_path):
     rewards.REWARDS["length"] = length_reward
     try:
         summary = run("decomposer", options(causal_model, agent_data, out, method="grpo", init_adapters=str(sft),
-                                            num_generations=2, max_completion_length=12, batch_size=2,
-                                            reward_weights="length=1,format=1,execution=1,executes=1,complexity=1,grounding=1",
+                                            num_generations=2, max_completion_length=12, prompts_per_step=2,
+                                            reward_weights="length=1,format=1,execution=1,executes=1,complexity=1,"
+                                                           "grounding=1,execution_graded=1",
                                             lr=5e-2))
     finally:
         del rewards.REWARDS["length"]
-    assert summary["steps"] == 2 and summary["rewards"]
+    assert summary["steps"] == 2 and summary["rewards"] and summary["prompts_per_step"] == 2
     after = trainable_snapshot(out / "decomposer")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # agents GRPO did not train keep their SFT adapters, so OUT is a complete --adapters set
@@ -259,3 +260,128 @@ def test_checkpoints_best_model_and_resume(causal_model, agent_data, tmp_path):
     assert again["steps"] == 3  # continued from checkpoint-2, not from scratch
     history = json.loads((tmp_path / "decomposer-lora-log.json").read_text())
     assert [e["step"] for e in history if "eval_loss" in e] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------ throughput policy and packing
+def test_padding_free_collation_keeps_hand_made_rows_apart(causal_model):
+    """The padding-free batch is one sequence whose position ids restart at every row; transformers turns
+    that into a block-diagonal mask, so each row's logits equal those of the row run alone (no row sees
+    another, and no compute goes to padding)."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    # labels as TRL's dataset preparation writes them: -100 on the prompt (loss on the completion only)
+    rows = [{"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8]},
+            {"input_ids": [9, 10, 11], "labels": [-100, 10, 11]}]
+    padded = DataCollatorForLanguageModeling(pad_token_id=0)(rows)
+    assert padded["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 11, 0]]
+    assert padded["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert padded["labels"].tolist() == [[-100, -100, 7, 8], [-100, 10, 11, -100]]
+    flat = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+    assert "attention_mask" not in flat
+    assert flat["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11]]
+    assert flat["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2]]
+    assert flat["labels"].tolist() == [[-100, -100, 7, 8, -100, 10, 11]]  # prompts and row starts carry no loss
+
+    model = AutoModelForCausalLM.from_pretrained(causal_model, attn_implementation="sdpa").eval()
+    with torch.no_grad():  # use_cache=False as in training (TRL sets it): with a cache the mask is not derived
+        packed = model(input_ids=flat["input_ids"], position_ids=flat["position_ids"], use_cache=False).logits[0]
+        alone = [model(input_ids=torch.tensor([r["input_ids"]])).logits[0] for r in rows]
+    assert torch.allclose(packed[:4], alone[0], atol=1e-5) and torch.allclose(packed[4:], alone[1], atol=1e-5)
+
+
+def test_cpu_policy_dtype_checkpointing_and_threads(causal_model, monkeypatch, tmp_path):
+    from macsql import llm
+    from macsql.finetune import sft
+
+    monkeypatch.setattr(sft, "use_cuda", lambda: False)
+    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: True)
+    assert sft._dtype("auto") is torch.bfloat16
+    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: False)
+    assert sft._dtype("auto") is torch.float32
+    model, _, _ = sft.load_model(str(causal_model), "fp32")
+    opts = sft.Options(data="x", out=str(tmp_path))
+    # TRL's configs default to checkpointing on; a tiny model gets it off, explicitly, unless asked for
+    field = sft._checkpointing_field()
+    assert sft.common_args(opts, tmp_path, False, model)[field] is False
+    from trl import SFTConfig
+
+    assert SFTConfig(**sft.common_args(opts, tmp_path, False, model)).gradient_checkpointing is False
+    opts.gradient_checkpointing = True
+    assert sft.common_args(opts, tmp_path, False, model)[field] is True
+    monkeypatch.setattr(sft, "BIG_MODEL_PARAMS", 1000)
+    assert sft.wants_checkpointing(sft.Options(), model) is True
+    opts = sft.Options(group_by_length=True, threads=1)
+    assert sft.common_args(opts, tmp_path, False, model)["train_sampling_strategy"] == "group_by_length"
+    threads = torch.get_num_threads()
+    try:
+        sft.set_threads(opts)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("how", [{"packing": True}, {"padding_free": True}])
+def test_two_step_runs_with_packing_or_padding_free_change_parameters(causal_model, agent_data, tmp_path, how):
+    from macsql.finetune.commands import run
+
+    summary = run("all", options(causal_model, agent_data, tmp_path, method="lora", batch_size=3, **how))
+    assert summary["steps"] == 2 and lora_b_changed(tmp_path / "decomposer")
+
+
+def test_time_budget_stops_a_run(causal_model, agent_data, tmp_path):
+    from macsql.finetune.commands import run
+
+    summary = run("decomposer", options(causal_model, agent_data, tmp_path, method="lora", max_steps=5,
+                                        max_minutes=1e-9))
+    assert summary["steps"] == 1  # the budget was spent by the first step; --max-steps 5 was the cap
+
+
+def test_grpo_prompts_per_step():
+    from macsql.errors import InputError
+    from macsql.finetune.grpo import completions_per_device
+    from macsql.finetune.sft import Options
+
+    assert completions_per_device(Options(batch_size=4)) == 4  # unset: as before, one batch of completions
+    assert completions_per_device(Options(prompts_per_step=4, num_generations=4, grad_accum=4)) == 4
+    assert completions_per_device(Options(prompts_per_step=16, num_generations=8, grad_accum=4), 4) == 8
+    with pytest.raises(InputError, match="must split evenly over 2 process"):
+        completions_per_device(Options(prompts_per_step=3, num_generations=3, grad_accum=1), 2)
+
+
+def test_shipped_recipes_load_and_run(causal_model, agent_data, tmp_path):
+    """Every recipe holds known options of the right types; one runs (2 steps, on the tiny model) by name."""
+    from click.testing import CliRunner
+
+    from macsql.cli import main
+    from macsql.finetune.commands import _load_config, _typed, recipe_names
+    from macsql.finetune.rewards import parse_weights
+    from macsql.finetune.sft import Options
+
+    names = recipe_names()
+    for model in ("smollm2-135m-cpu", "qwen2.5-coder-1.5b-gpu", "qwen2.5-coder-7b-gpu"):
+        assert {f"{model}-sft", f"{model}-grpo"} <= set(names)
+    for name in names:
+        cfg = _load_config(name)
+        assert cfg["agent"] in ("decomposer", "all") and not set(cfg) - Options.names() - {"agent"}
+        opts = Options(**{k: _typed(k, v) for k, v in cfg.items() if k != "agent"})
+        assert isinstance(opts.lr, float) and opts.max_length >= 1024
+        if opts.method == "grpo":
+            assert parse_weights(opts.reward_weights)["execution_graded"] == 1.0 and opts.prompts_per_step > 1
+            assert "execution" not in parse_weights(opts.reward_weights)
+    assert _load_config("smollm2-135m-cpu-sft.yaml") == _load_config("smollm2-135m-cpu-sft")
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["finetune", "--config", "smollm2-135m-cpu-sft", "--model", str(causal_model),
+                                       "--data", str(agent_data), "--out", str(out), "--max-steps", "2",
+                                       "--max-length", "4096", "--no-save", "--max-eval-rows", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "decomposer" / "adapter_config.json").read_text())["r"] == 16  # from the recipe
+    assert lora_b_changed(out / "decomposer")
+
+    result = CliRunner().invoke(main, ["finetune", "--config", "smollm2-135m-cpu-stf"])
+    assert result.exit_code == 1
+    assert ("Error: --config 'smollm2-135m-cpu-stf' is neither a file nor a recipe (did you mean "
+            "'smollm2-135m-cpu-sft'?)") in result.output
+    result = CliRunner().invoke(main, ["finetune", "--data", str(agent_data), "--out", str(out)])
+    assert result.exit_code == 1 and "Error: AGENT is required" in result.output

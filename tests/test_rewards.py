@@ -64,6 +64,23 @@ def test_execution_and_partial_credit(db):
     assert rewards.executes_reward(completions, **c) == [0.0, 0.0, 1.0, 0.0, 0.0]
 
 
+def test_execution_graded_reward_is_one_tenth_or_zero(db):
+    completions = [
+        final("SELECT c.name FROM customer c WHERE c.country LIKE 'spain'"),  # same rows as the gold SQL
+        final("SELECT name FROM customer"),  # runs, wrong rows
+        final("SELECT name FROM customer WHERE country = 'Mars'"),  # runs, empty: still executable
+        final("SELECT name FROM client"),  # fails
+        "no sql here",
+        '{"customer": "keep_all"}',  # a Selector row: not scored
+    ]
+    c = cols(db, len(completions))
+    c["task"][-1] = "selector"
+    assert rewards.execution_graded_reward(completions, **c) == [1.0, 0.1, 0.1, 0.0, 0.0, None]
+    # beside the other rewards, with its own weight (and the defaults dropped by weight 0)
+    weights = rewards.parse_weights({"execution_graded": 1, "execution": 0, "executes": 0, "complexity": 0})
+    assert weights == {"format": 0.2, "execution_graded": 1.0, "grounding": 0.2}
+
+
 def test_execution_rewards_skip_selector_rows_and_respect_the_deadline(db, monkeypatch):
     c = cols(db, 2)
     c["task"] = ["selector", "decomposer"]
