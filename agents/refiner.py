@@ -52,6 +52,20 @@ def problem_with(result: ExecResult | None, parse_error: str | None = None) -> s
     return None
 
 
+def problem_text(sql: str, result: ExecResult | None, schema, db_path, *, parse_error: str | None = None,
+                 hints: bool = True) -> str:
+    """What the Refiner is told: the problem, then (with `hints`) the repair hint from the schema and data.
+    The same text goes into training rows (macsql.finetune.data)."""
+    from macsql.agents.hints import repair_hint
+
+    problem = problem_with(result, parse_error) or "the result looks wrong"
+    if hints and sql:
+        hint = repair_hint(sql, result, schema, db_path)
+        if hint:
+            problem += f"\nHint: {hint}"
+    return problem
+
+
 def build_prompt(question: str, schema_text: str, sql: str, problem: str, evidence: str = "", *,
                  output_format: str = "sql") -> Messages:
     task = REASONING_TASK if output_format == "reasoning" else TASK
@@ -103,18 +117,13 @@ def node(state, runtime) -> dict:
     """Fix the latest round's failing candidates; each fix becomes a draft that joins the vote. A fix that
     repeats a query already tried is not run again (its result is reused: when it repeats another candidate
     it is one more vote for that result), and a round that brings no new query ends the loop."""
-    from macsql.agents.hints import repair_hint
-
     ctx = runtime.context
     round_ = state.get("rounds", 0) + 1
     tried = [c["sql"] for c in state["candidates"]]
     drafts, trace = [], []
     for cand in to_refine(state["candidates"], round_ - 1, ctx.max_refine):
-        problem = problem_with(cand["result"], cand.get("error")) or "the result looks wrong"
-        if ctx.use_hints and cand["sql"]:
-            hint = repair_hint(cand["sql"], cand["result"], state["schema"], ctx.db_path)
-            if hint:
-                problem += f"\nHint: {hint}"
+        problem = problem_text(cand["sql"], cand["result"], state["schema"], ctx.db_path,
+                               parse_error=cand.get("error"), hints=ctx.use_hints)
         out = refine(state["question"], state["schema_text"], cand["sql"], problem, llm=ctx.llm,
                      evidence=state.get("evidence", ""), round_=round_, output_format=ctx.output_format,
                      max_new_tokens=ctx.max_new_tokens)

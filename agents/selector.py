@@ -134,6 +134,14 @@ def matches_map(matches: list[dict] | None) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def render_for_question(schema: Schema, selection: Selection, matches: dict[tuple[str, str], list[str]], *,
+                        examples: bool = True) -> str:
+    """The schema text the Decomposer and the Refiner see: the selection, with the values the question
+    mentions on their (kept) columns. Training prompts are built by this same function."""
+    kept = {k: v for k, v in matches.items() if k[0] in selection and k[1] in selection[k[0]]}
+    return render_schema(schema, selection, examples=examples, matches=kept)
+
+
 def node(state, runtime) -> dict:
     """LangGraph node: link values (unless switched off), then prune the schema (unless switched off)."""
     import time

@@ -86,14 +86,17 @@ def gold_selection(sql: str, schema) -> dict[str, list[str]]:
             if t.name in used}
 
 
-def decomposer_schema_text(schema, selection: dict[str, list[str]]) -> str:
-    """The schema text the Decomposer sees: whole for small schemas, Selector-pruned for big ones."""
+def decomposer_schema_text(schema, selection: dict[str, list[str]],
+                           matches: dict[tuple[str, str], list[str]] | None = None) -> str:
+    """The schema text the Decomposer sees: whole for small schemas, Selector-pruned for big ones, with the
+    question's value matches on their columns (as at inference)."""
     from macsql.agents import selector
-    from macsql.schema import render_schema
 
     if not selector.needs_selection(schema) or not selection:
-        return render_schema(schema)
-    return render_schema(schema, selector.close_over_keys(selection, schema))
+        selection = schema.full_selection()
+    else:
+        selection = selector.close_over_keys(selection, schema)
+    return selector.render_for_question(schema, selection, matches or {})
 
 
 # ------------------------------------------------------------------------------------------ corruptions
@@ -249,12 +252,14 @@ def rows_for(src: Source, rng: random.Random, *, tasks: Iterable[str] = TASKS, r
     if not gold.ok:
         return []  # a gold query that fails teaches nothing (and some released gold SQL does fail)
     selection = gold_selection(src.gold_sql, schema)
+    # the values the question mentions, as the Selector links them at inference
+    matches = selector.matches_map(selector.link_values(src.question, src.db_path))
     rows = []
     tasks = set(tasks)
     if "selector" in tasks and selection:
-        rows.append(_row("selector", selector.build_prompt(src.question, schema, src.evidence),
+        rows.append(_row("selector", selector.build_prompt(src.question, schema, src.evidence, matches=matches),
                          selector.format_target(selection, schema), src))
-    schema_text = decomposer_schema_text(schema, selection)
+    schema_text = decomposer_schema_text(schema, selection, matches)
     if "decomposer" in tasks:
         rows.append(_row("decomposer", decomposer.build_prompt(src.question, schema_text, src.evidence),
                          decomposer.format_target(src.gold_sql), src))
@@ -263,9 +268,10 @@ def rows_for(src: Source, rng: random.Random, *, tasks: Iterable[str] = TASKS, r
         for kind, broken in corrupt(src.gold_sql, schema, rng):
             if made >= refiner_per_question:
                 break
-            problem = refiner.problem_with(execute(src.db_path, broken, timeout_s=timeout_s))
-            if problem is None:
+            result = execute(src.db_path, broken, timeout_s=timeout_s)
+            if refiner.problem_with(result) is None:
                 continue  # it runs and looks fine: the Refiner would never be asked about it
+            problem = refiner.problem_text(broken, result, schema, src.db_path)  # with the repair hint
             rows.append(_row("refiner", refiner.build_prompt(src.question, schema_text, broken, problem,
                                                              src.evidence),
                              refiner.format_target(src.gold_sql), src, corruption=kind, broken_sql=broken))

@@ -16,7 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from macsql.agents import decomposer, refiner, selector
-from macsql.schema import introspect, render_schema
+from macsql.schema import introspect
 from macsql.sqlexec import ExecResult, execute
 from macsql.state import Candidate, Context, State
 from macsql.vote import Vote, vote
@@ -39,10 +39,8 @@ def load_schema(state: State, runtime: Runtime[Context]) -> dict:
 
 
 def render_selected(state: State, runtime: Runtime[Context]) -> dict:
-    selection = state["selection"]
-    matches = {k: v for k, v in selector.matches_map(state.get("matches")).items()
-               if k[0] in selection and k[1] in selection[k[0]]}
-    text = render_schema(state["schema"], selection, examples=runtime.context.schema_examples, matches=matches)
+    text = selector.render_for_question(state["schema"], state["selection"], selector.matches_map(state.get("matches")),
+                                        examples=runtime.context.schema_examples)
     return {"schema_text": text}
 
 
