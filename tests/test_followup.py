@@ -19,7 +19,7 @@ def fenced(sql):
 def test_follow_up_prompt_holds_the_earlier_turns(shop_db):
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'"),
                        fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain' AND name LIKE 'A%'")])
-    pipe = Pipeline(llm)
+    pipe = Pipeline(llm, candidates=1)
     first = pipe.ask("How many customers are in Spain?", shop_db)
     second = pipe.ask("and whose name starts with A?", shop_db,
                       history=[{"question": first.question, "sql": first.sql}])
@@ -46,15 +46,15 @@ def test_history_is_bounded_and_cut_short():
 
 def test_bad_history_is_refused(shop_db):
     with pytest.raises(InputError, match="history must be a list"):
-        Pipeline(ScriptedLLM([fenced("SELECT 1")])).ask("x?", shop_db, history=[{"sql": "SELECT 1"}])
+        Pipeline(ScriptedLLM([fenced("SELECT 1")]), candidates=1).ask("x?", shop_db, history=[{"sql": "SELECT 1"}])
     with pytest.raises(InputError, match="history must be a list"):
-        Pipeline(ScriptedLLM([fenced("SELECT 1")])).ask("x?", shop_db, history=["How many?"])
+        Pipeline(ScriptedLLM([fenced("SELECT 1")]), candidates=1).ask("x?", shop_db, history=["How many?"])
 
 
 def test_on_step_reports_each_node_as_it_finishes(shop_db):
     steps = []
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM customer"), fenced("SELECT COUNT(*) FROM customers")])
-    ans = Pipeline(llm).ask("How many customers?", shop_db, on_step=lambda node, update: steps.append((node, update)))
+    ans = Pipeline(llm, candidates=1).ask("How many customers?", shop_db, on_step=lambda node, update: steps.append((node, update)))
     nodes = [n for n, _ in steps]
     assert nodes[0] == "schema" and nodes[-1] == "finish"
     assert nodes.count("execute") == 2 and nodes.index("decomposer") < nodes.index("refiner")
@@ -70,7 +70,7 @@ def test_ask_follow_up_on_a_saved_answer(monkeypatch, tmp_path):
     from tests.conftest import demo_reply
 
     llm = ScriptedLLM(demo_reply)
-    monkeypatch.setattr(macsql.cli, "build_pipeline", lambda **_: Pipeline(llm))
+    monkeypatch.setattr(macsql.cli, "build_pipeline", lambda **_: Pipeline(llm, candidates=1))
     runner = CliRunner()
     first = runner.invoke(macsql.cli.main, ["ask", "How many customers live in Spain?", "--db", "demo", "--json"])
     assert first.exit_code == 0, first.output
@@ -99,7 +99,7 @@ def test_the_selector_sees_the_earlier_turns_on_a_big_schema(tmp_path):
                   for i in range(5))
     db = make_db(tmp_path / "big.sqlite", ddl + "INSERT INTO t3 (id, c1) VALUES (1, 'x');")
     llm = ScriptedLLM(['{"t3": ["c1"]}', fenced("SELECT c1 FROM t3 WHERE id = 1")])
-    Pipeline(llm).ask("only the first one?", db, history=[{"question": "What is c1 in t3?", "sql": "SELECT c1 FROM t3"}])
+    Pipeline(llm, candidates=1).ask("only the first one?", db, history=[{"question": "What is c1 in t3?", "sql": "SELECT c1 FROM t3"}])
     (selector_agent, selector_prompt), (decomposer_agent, _) = llm.calls
     assert selector_agent == "selector" and decomposer_agent == "decomposer"
     assert "- Question: What is c1 in t3?\n  SQL: SELECT c1 FROM t3\nQuestion: only the first one?" in selector_prompt[-1]["content"]
