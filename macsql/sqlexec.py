@@ -144,7 +144,6 @@ def connect_readonly(db_path: str | Path, *, busy_timeout_s: float = 5.0) -> sql
         conn = sqlite3.connect(_readonly_uri(path), uri=True, check_same_thread=False,
                                timeout=max(0.0, busy_timeout_s))
         conn.execute("PRAGMA query_only = 1")
-        conn.execute("PRAGMA trusted_schema = 0")  # views/triggers may not call functions with side effects
         for name, value in SQLITE_LIMITS.items():
             if hasattr(sqlite3, name):
                 conn.setlimit(getattr(sqlite3, name), value)

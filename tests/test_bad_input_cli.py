@@ -70,6 +70,8 @@ CASES = {
                       "--limit"),
     "score: out under a file": (["score", "--pred", "{t}/pred.jsonl", "--data", "{t}/dev.json",
                                  "--out", "{t}/afile/score", "-q"], "cannot use"),
+    "score: timeout inf": (["score", "--pred", "{t}/pred.jsonl", "--data", "{t}/dev.json", "--timeout", "inf"],
+                           "positive, finite"),
     "score: missing pred": (["score", "--pred", "{t}/nope.jsonl", "--data", "{t}/dev.json"], "does not exist"),
     "data build: max-per-db -1": (["data", "build", "--data", "{t}/dev.json", "--out", "{t}/built",
                                    "--max-per-db", "-1"], "--max-per-db"),

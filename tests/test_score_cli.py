@@ -233,3 +233,15 @@ def test_eval_sample_can_grow(spider_set, tmp_path, monkeypatch):
     r = run("eval", "--data", spider_set, "--out", out, "--limit", "4", "--seed", "1", "--no-refiner", "--candidates", "1", "-q")
     assert r.exit_code == 0 and "n=4" in r.output
     assert calls.count("decomposer") == 4  # only the two new questions were asked
+
+
+def test_score_survives_hostile_predictions(spider_set, tmp_path):
+    """Deeply nested or huge predicted SQL once raised RecursionError and aborted the whole score run."""
+    hostile = ["SELECT " + "(" * 121 + "1" + ")" * 121, "SELECT " + "(SELECT " * 121 + "1" + ")" * 121,
+               "SELECT 1 WHERE 1 IN (" + ",".join(map(str, range(150_000))) + ")",
+               "SELECT printf('%.*c', 1000000000, 'x')"]
+    pred = tmp_path / "hostile.jsonl"
+    pred.write_text("".join(json.dumps({"question_id": str(i), "pred_sql": sql}) + "\n" for i, sql in enumerate(hostile)))
+    r = run("score", "--pred", pred, "--data", spider_set, "--timeout", "1", "-q", "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("n=4  EX 0.0")

@@ -92,3 +92,12 @@ def test_missing_and_non_sqlite_files(tmp_path):
     junk.write_text("hello, not a database")
     with pytest.raises(DatabaseError, match="not a SQLite database"):
         execute(junk, "SELECT 1")
+
+
+def test_views_may_use_the_guarded_functions(tmp_path):
+    """instr/replace/printf are replaced by bounded versions; a view in the user's schema still runs them."""
+    from tests.conftest import make_db
+
+    db = make_db(tmp_path / "v.sqlite", "CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x,y');"
+                 "CREATE VIEW v AS SELECT replace(a, ',', '') AS r, instr(a, 'y') AS i, printf('%s!', a) AS p FROM t;")
+    assert execute(db, "SELECT * FROM v").rows == (("xy", 3, "x,y!"),)

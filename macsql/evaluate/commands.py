@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from macsql.cli import main, model_options
+from macsql.cli import check_timeout_option, main, model_options
 
 FORMAT_CHOICES = ["auto", "bird", "spider", "geoquery"]
 
@@ -313,7 +313,7 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
                                                     "and the data: should give 100% EX).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write the report files here.")
 @click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
-              help="Seconds a query may run.")
+              callback=check_timeout_option, help="Seconds a query may run.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Scoring processes (default: up to 4).")
 @click.option("--ves", is_flag=True, help="Also measure VES and R-VES (re-runs correct queries).")
 @click.option("--ves-repeats", default=10, show_default=True, type=click.IntRange(min=2))

@@ -27,15 +27,19 @@ def normalize_sql(sql: str) -> str:
     import sqlglot
     from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
+    from macsql.sqlexec import parse_query
+
     text = (sql or "").strip().rstrip(";").strip()
     if not text:
         return ""
     try:
-        tree = sqlglot.parse_one(text, read="sqlite")
+        tree = parse_query(text)  # None when too long or deep to parse safely (issue 12), or unparseable
+        if tree is None:
+            return " ".join(text.lower().split())
         tree = tree.transform(lambda node: _quoted_to_string(node, text))
         tree = normalize_identifiers(tree, dialect="sqlite")
         return tree.sql(dialect="sqlite", normalize=True, comments=False)
-    except (sqlglot.errors.SqlglotError, ValueError):
+    except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
         return " ".join(text.lower().split())
 
 
