@@ -203,6 +203,24 @@ def test_markup_in_values_and_replies_is_data(tmp_path):
         assert sink not in js
 
 
+class Overlap:
+    """Counts how many threads are inside `with overlap:` at once (`most`) and how often it was entered."""
+
+    def __init__(self):
+        self.inside = self.most = self.entered = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            self.inside += 1
+            self.entered += 1
+            self.most = max(self.most, self.inside)
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self.inside -= 1
+
+
 class SlowLLM:
     """A local-model stand-in: not thread-safe by contract, so the server must call it one at a time."""
 
@@ -210,22 +228,14 @@ class SlowLLM:
 
     def __init__(self, seconds=0.05, gate=None):
         self.seconds, self.gate = seconds, gate
-        self.inside, self.most_inside, self.calls = 0, 0, 0
-        self._count = threading.Lock()
+        self.overlap = Overlap()
 
     def generate(self, prompts, *, agent="", max_new_tokens=512):
-        with self._count:
-            self.inside += 1
-            self.calls += 1
-            self.most_inside = max(self.most_inside, self.inside)
-        try:
+        with self.overlap:
             if self.gate is not None:
                 self.gate.wait(10)
             time.sleep(self.seconds)
             return [Generation(demo_reply(p, agent), 10, 10, self.seconds) for p in prompts]
-        finally:
-            with self._count:
-                self.inside -= 1
 
 
 def test_model_calls_are_serialised_but_health_stays_responsive(demo_db):
@@ -254,7 +264,7 @@ def test_model_calls_are_serialised_but_health_stays_responsive(demo_db):
         for t in threads:
             t.join(30)
     assert [r.status_code for r in results] == [200] * 4
-    assert llm.calls == 4 and llm.most_inside == 1  # one model call at a time
+    assert llm.overlap.entered == 4 and llm.overlap.most == 1  # one model call at a time
 
 
 def test_a_client_that_leaves_cancels_nothing(demo_db):
@@ -320,17 +330,12 @@ def test_the_cli_and_the_serve_package_import_no_web_stack():
 def test_an_openai_compatible_backend_gets_questions_in_parallel(openai_server, demo_db):
     from macsql.llm import OpenAICompatLLM
 
-    inside, most = [0], [0]
-    lock = threading.Lock()
+    overlap = Overlap()
 
     def reply(body):
-        with lock:
-            inside[0] += 1
-            most[0] = max(most[0], inside[0])
-        time.sleep(0.3)
-        with lock:
-            inside[0] -= 1
-        return demo_reply(body["messages"], "decomposer")
+        with overlap:
+            time.sleep(0.3)
+            return demo_reply(body["messages"], "decomposer")
 
     url, requests = openai_server(reply)
     app = create_app(Pipeline(OpenAICompatLLM("m", base_url=url)), {"demo": demo_db}, workers=4)
@@ -344,4 +349,4 @@ def test_an_openai_compatible_backend_gets_questions_in_parallel(openai_server, 
         for t in threads:
             t.join(30)
     assert [r.status_code for r in results] == [200] * 4 and len(requests) == 4
-    assert most[0] > 1  # the server took several questions at once: no lock in front of it
+    assert overlap.most > 1  # the server took several questions at once: no lock in front of it
