@@ -16,6 +16,12 @@ from concurrent.futures import Future
 from macsql.llm import LLM, Generation, Messages
 
 
+def sampling_args(n: int, temperature: float) -> dict:
+    """`n`/`temperature` only when sampling is asked for, so a backend written before the vote (greedy
+    `generate(prompts, agent=, max_new_tokens=)` only) still serves single-candidate pipelines."""
+    return {} if n == 1 and temperature <= 0 else {"n": n, "temperature": temperature}
+
+
 class SerializedLLM:
     """One generate() at a time, whatever the number of calling threads."""
 
@@ -27,8 +33,7 @@ class SerializedLLM:
     def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512,
                  n: int = 1, temperature: float = 0.0) -> list[Generation]:
         with self._lock:
-            return self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens, n=n,
-                                     temperature=temperature)
+            return self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens, **sampling_args(n, temperature))
 
 
 class BatchingLLM:
@@ -106,8 +111,8 @@ class BatchingLLM:
             agent, max_new_tokens, n, temperature = group[0][1]
             self.batches.append(len(prompts))
             try:
-                gens = self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens, n=n,
-                                         temperature=temperature)
+                gens = self.llm.generate(prompts, agent=agent, max_new_tokens=max_new_tokens,
+                                         **sampling_args(n, temperature))
             except BaseException as exc:  # every waiting caller gets the backend's error, not a hang
                 for req in group:
                     req[2].set_exception(exc)

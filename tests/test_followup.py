@@ -56,9 +56,9 @@ def test_on_step_reports_each_node_as_it_finishes(shop_db):
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM customer"), fenced("SELECT COUNT(*) FROM customers")])
     ans = Pipeline(llm, candidates=1).ask("How many customers?", shop_db, on_step=lambda node, update: steps.append((node, update)))
     nodes = [n for n, _ in steps]
-    assert nodes[0] == "schema" and nodes[-1] == "finish"
+    assert nodes[0] == "schema" and nodes[-1] == "vote"
     assert nodes.count("execute") == 2 and nodes.index("decomposer") < nodes.index("refiner")
-    assert next(u for n, u in steps if n == "refiner")["sql"] == "SELECT COUNT(*) FROM customers"
+    assert next(u for n, u in steps if n == "refiner")["drafts"][0]["sql"] == "SELECT COUNT(*) FROM customers"
     # the updates add up to the answer's trace
     assert [t for _, u in steps for t in u.get("trace", [])] == ans.trace
 

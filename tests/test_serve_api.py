@@ -45,7 +45,7 @@ def demo_llm():
 
 @pytest.fixture
 def client(demo_llm, demo_db):
-    app = create_app(Pipeline(demo_llm), {"demo": demo_db}, examples={"demo": list(DEMO_QUESTIONS)})
+    app = create_app(Pipeline(demo_llm, candidates=1), {"demo": demo_db}, examples={"demo": list(DEMO_QUESTIONS)})
     with TestClient(app) as c:
         yield c
 
@@ -110,7 +110,7 @@ def test_stream_sends_each_step_then_the_answer(client):
     nodes = [s["node"] for s in steps]
     assert {"schema", "decomposer", "execute"} <= set(nodes) and nodes.index("schema") < nodes.index("execute")
     decomposer = next(s for s in steps if s["node"] == "decomposer")
-    assert decomposer["changed"]["sql"].startswith("SELECT COUNT(*)")
+    assert decomposer["changed"]["drafts"][0]["sql"].startswith("SELECT COUNT(*)")
     assert decomposer["trace"][0]["prompt_tokens"] > 0 and "prompt" not in decomposer["trace"][0]
     assert "schema" in next(s for s in steps if s["node"] == "schema")["omitted"]  # big values stay out
     answer = events[-1][1]
@@ -171,7 +171,7 @@ def test_oversized_and_malformed_requests(client):
 
 
 def test_token_is_checked_on_every_api_call(demo_llm, demo_db):
-    app = create_app(Pipeline(demo_llm), {"demo": demo_db}, token="s3cret")
+    app = create_app(Pipeline(demo_llm, candidates=1), {"demo": demo_db}, token="s3cret")
     with TestClient(app) as c:
         calls = [("GET", "/api/databases", None), ("GET", "/api/schema?db=demo", None),
                  ("POST", "/api/ask", {"question": "How many customers live in Spain?", "db": "demo"}),
@@ -191,7 +191,7 @@ def test_markup_in_values_and_replies_is_data(tmp_path):
     db = make_db(tmp_path / "xss.sqlite", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
                  "INSERT INTO notes VALUES (1, '<script>window.pwned = 1</script>'), (2, '<img src=x onerror=alert(1)>');")
     llm = ScriptedLLM(lambda m, a: "<script>alert(2)</script>\nFinal SQL:\n```sql\nSELECT body FROM notes\n```")
-    with TestClient(create_app(Pipeline(llm), {"notes": db})) as c:
+    with TestClient(create_app(Pipeline(llm, candidates=1), {"notes": db})) as c:
         body = c.post("/api/ask", json={"question": "All notes?", "db": "notes"}).json()
         assert body["rows"] == [["<script>window.pwned = 1</script>"], ["<img src=x onerror=alert(1)>"]]
         page = c.get("/")
@@ -241,7 +241,7 @@ class SlowLLM:
 def test_model_calls_are_serialised_but_health_stays_responsive(demo_db):
     gate = threading.Event()
     llm = SlowLLM(seconds=0.02, gate=gate)
-    app = create_app(Pipeline(llm), {"demo": demo_db}, workers=4)
+    app = create_app(Pipeline(llm, candidates=1), {"demo": demo_db}, workers=4)
     with serving_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         results = []
 
@@ -269,7 +269,7 @@ def test_model_calls_are_serialised_but_health_stays_responsive(demo_db):
 
 def test_a_client_that_leaves_cancels_nothing(demo_db):
     gate = threading.Event()
-    app = create_app(Pipeline(SlowLLM(seconds=0.0, gate=gate)), {"demo": demo_db})
+    app = create_app(Pipeline(SlowLLM(seconds=0.0, gate=gate), candidates=1), {"demo": demo_db})
     with serving_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         with http.stream("POST", "/api/ask/stream", json={"question": "How many customers live in Spain?",
                                                           "db": "demo"}) as r:
@@ -338,7 +338,7 @@ def test_an_openai_compatible_backend_gets_questions_in_parallel(openai_server, 
             return demo_reply(body["messages"], "decomposer")
 
     url, requests = openai_server(reply)
-    app = create_app(Pipeline(OpenAICompatLLM("m", base_url=url)), {"demo": demo_db}, workers=4)
+    app = create_app(Pipeline(OpenAICompatLLM("m", base_url=url), candidates=1), {"demo": demo_db}, workers=4)
     with serving_in_thread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
         results = []
         threads = [threading.Thread(target=lambda: results.append(http.post(

@@ -48,7 +48,7 @@ def served(tmp_path):
     stack = []
 
     def start(llm, databases, **kwargs):
-        cm = serving_in_thread(create_app(Pipeline(llm), databases, **kwargs))
+        cm = serving_in_thread(create_app(Pipeline(llm, candidates=1), databases, **kwargs))
         stack.append(cm)
         return cm.__enter__()
 

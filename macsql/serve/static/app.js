@@ -157,12 +157,17 @@ function addStep(step) {
     if (t.prompt_tokens !== undefined) parts.push(t.prompt_tokens + " + " + t.completion_tokens + " tokens");
     if (t.rows !== undefined) parts.push(plural(t.rows, "row"));
     if (t.seconds !== undefined) parts.push(t.seconds + " s");
+    if (t.source) parts.push(t.source);
     item.append(el("span", parts.join(" · "), "muted"));
+    if (t.agent === "vote") {
+      for (const g of t.groups || []) {
+        item.append(el("span", plural(g.votes, "vote") + " for " + plural(g.rows, "row") + " (#" +
+                               g.members.join(", #") + ")" + (g.members.includes(t.winner) ? " ← chosen" : "")));
+      }
+    }
+    if (t.sql && t.agent !== "decomposer") item.append(el("code", t.sql));
     if (t.error) item.append(el("span", t.error, "error"));
   }
-  const changed = step.changed || {};
-  if (changed.sql) item.append(el("code", changed.sql));
-  if (changed.parse_error) item.append(el("span", changed.parse_error, "error"));
   $("steps").append(item);
 }
 
