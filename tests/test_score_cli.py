@@ -244,4 +244,4 @@ def test_score_survives_hostile_predictions(spider_set, tmp_path):
     pred.write_text("".join(json.dumps({"question_id": str(i), "pred_sql": sql}) + "\n" for i, sql in enumerate(hostile)))
     r = run("score", "--pred", pred, "--data", spider_set, "--timeout", "1", "-q", "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("n=4  EX 0.0")
+    assert r.output.startswith("n=4  EX(Spider) 0.0  EX(BIRD) 0.0")
