@@ -105,7 +105,9 @@ def main(argv=None) -> int:
     ap.add_argument("--db", default=None, help="`demo` or a .sqlite file: time the demo questions instead.")
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backends", default="hf,llamacpp", help="comma-separated specs, e.g. hf:dtype=bf16,llamacpp")
+    ap.add_argument("--backends", default="hf,llamacpp",
+                    help="comma-separated specs, e.g. hf:dtype=bf16,llamacpp; separate them with ';' when a spec "
+                         "has several options: 'llamacpp;llamacpp:candidates=1,use_values=false'")
     ap.add_argument("--model", default=None, help="model name or path (default: the default model)")
     ap.add_argument("--prompt-variant", choices=PROMPT_VARIANTS, default="current")
     ap.add_argument("--repeat", type=int, default=1, help="ask every question this many times (demo mode)")
@@ -144,7 +146,9 @@ def main(argv=None) -> int:
 
     pipes, loads = {}, {}
     pipeline_keys = {f.name for f in dataclasses.fields(Context)} - {"llm", "db_path"}
-    for spec, name, options in map(parse_backend_spec, args.backends.split(",")):
+    # ";" separates backends when a spec carries several options (`llamacpp:candidates=1,use_values=false`)
+    specs = args.backends.split(";") if ";" in args.backends else args.backends.split(",")
+    for spec, name, options in map(parse_backend_spec, specs):
         pipe_options = {k: options.pop(k) for k in list(options) if k in pipeline_keys}
         start = time.perf_counter()
         pipes[spec] = Pipeline.from_pretrained(args.model or DEFAULT_MODEL, backend=name, backend_options=options,
