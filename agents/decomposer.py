@@ -65,15 +65,6 @@ SAMPLE_MAX_TOKENS = 192  # Spider/BIRD gold queries are under ~150 tokens; a lon
 _SUBQ = re.compile(r"(?m)^\s*(?:Sub-question\s*)?(\d+)[.):]\s+(.+?)\s*$")
 
 
-@dataclass
-class Decomposition:
-    sql: str  # "" when the reply had no SQL (the Refiner gets the error)
-    sub_questions: list[dict] = field(default_factory=list)  # [{"question": ..., "sql": ...}]
-    error: str | None = None
-    reasoning: str = ""
-    trace: list[dict] = field(default_factory=list)
-
-
 def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
                  output_format: str = "sql", style: str = "steps",
                  history: list[dict] | None = None) -> Messages:
@@ -127,22 +118,6 @@ def _has_sql(text: str) -> bool:
         return True
     except NoSQLError:
         return False
-
-
-def decompose(question: str, schema_text: str, *, llm: LLM, evidence: str = "", direct: bool = False,
-              output_format: str = "sql", style: str = "steps", max_new_tokens: int = 512,
-              history: list[dict] | None = None) -> Decomposition:
-    prompt = build_prompt(question, schema_text, evidence, direct=direct, output_format=output_format,
-                          style=style, history=history)
-    gen = llm.generate([prompt], agent="decomposer", max_new_tokens=max_new_tokens)[0]
-    try:
-        sql, subs = parse_reply(gen.text)
-        error = None
-    except NoSQLError as exc:
-        sql, subs, error = "", [], str(exc)
-    reasoning = extract_reasoning(gen.text)
-    entry = trace_entry("decomposer", prompt, gen, sql=sql, sub_questions=subs, reasoning=reasoning)
-    return Decomposition(sql=sql, sub_questions=subs, error=error, reasoning=reasoning, trace=[entry])
 
 
 @dataclass

@@ -16,7 +16,7 @@ import difflib
 import re
 from pathlib import Path
 
-from macsql.schema import Schema
+from macsql.schema import Schema, quote_name
 from macsql.sqlexec import ExecResult, execute, parse_query
 
 _NO_COLUMN = re.compile(r"no such column:\s*(\S+)", re.I)
@@ -116,10 +116,6 @@ def _literal_filters(sql: str, schema: Schema) -> list[tuple[str, str, str, bool
     return out[:MAX_LITERALS]
 
 
-def _quote_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _quote_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -132,7 +128,7 @@ def empty_result_hints(sql: str, schema: Schema, db_path: str | Path, *, timeout
     hints = []
     for table, column, literal, is_like in _literal_filters(sql, schema):
         op = "LIKE" if is_like else "="
-        probe = (f"SELECT 1 FROM {_quote_name(table)} WHERE {_quote_name(column)} {op} {_quote_text(literal)} "
+        probe = (f"SELECT 1 FROM {quote_name(table)} WHERE {quote_name(column)} {op} {_quote_text(literal)} "
                  "LIMIT 1")
         found: ExecResult = execute(db_path, probe, timeout_s=timeout_s, max_rows=1)
         if not found.ok or found.rows:

@@ -168,7 +168,8 @@ def introspect(db_path: str | Path, *, cache: bool = True) -> Schema:
     return schema
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
+    """An SQLite identifier in double quotes, inner quotes doubled (safe in generated SQL)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -189,14 +190,14 @@ def _read_schema(conn, path: Path) -> Schema:
         if name.startswith("sqlite_") or name.lower() in shadows:
             continue
         # table_xinfo, unlike table_info, lists generated columns (hidden 2: virtual, 3: stored)
-        info = conn.execute(f"PRAGMA table_xinfo({_quote(name)})").fetchall()
+        info = conn.execute(f"PRAGMA table_xinfo({quote_name(name)})").fetchall()
         columns = [Column(name=str(c[1]), type=(c[2] or "").upper(), generated=c[6] in (2, 3))
                    for c in info if c[6] != 1]
         pks = [str(c[1]) for c in sorted(info, key=lambda c: c[5]) if c[5]]
         fks = _foreign_keys(db, name) if kind == "table" else []
         table = Table(name=name, columns=columns, primary_key=pks, foreign_keys=fks, kind=kind)
         try:
-            n_rows = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {_quote(name)} "
+            n_rows = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {quote_name(name)} "
                                   f"LIMIT {SAMPLE_SCAN_ROWS})").fetchone()[0]
         except Exception:  # noqa: BLE001 - a virtual table whose module is missing, a broken view
             n_rows = 0
@@ -236,7 +237,7 @@ def _sample_values(conn, table: str, column: str, n_rows: int = 0) -> tuple[list
     whether they look like a category: some value occurs twice, or the table is a small lookup table (its
     few values are likely what questions filter on)."""
     sql = (
-        f"SELECT v, COUNT(*) AS n FROM (SELECT {_quote(column)} AS v FROM {_quote(table)} "
+        f"SELECT v, COUNT(*) AS n FROM (SELECT {quote_name(column)} AS v FROM {quote_name(table)} "
         f"LIMIT {SAMPLE_SCAN_ROWS}) WHERE v IS NOT NULL AND TRIM(CAST(v AS TEXT)) != '' "
         f"GROUP BY v ORDER BY n DESC, v LIMIT {MAX_EXAMPLES}"
     )

@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from macsql.schema import Schema, cache_file, introspect
+from macsql.schema import Schema, cache_file, introspect, quote_name
 from macsql.sqlexec import connect_readonly
 
 INDEX_VERSION = 1
@@ -132,10 +132,6 @@ def value_index(db_path: str | Path, schema: Schema | None = None) -> ValueIndex
     return index
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _read_values(path: Path, schema: Schema) -> dict[str, dict[str, list[str]]]:
     """Distinct short text values of every column, from at most SCAN_ROWS rows of each table."""
     from macsql.schema import skips_examples
@@ -147,7 +143,7 @@ def _read_values(path: Path, schema: Schema) -> dict[str, dict[str, list[str]]]:
             for col in table.columns:
                 if skips_examples(col):
                     continue
-                sql = (f"SELECT DISTINCT v FROM (SELECT {_quote(col.name)} AS v FROM {_quote(table.name)} "
+                sql = (f"SELECT DISTINCT v FROM (SELECT {quote_name(col.name)} AS v FROM {quote_name(table.name)} "
                        f"LIMIT {SCAN_ROWS}) WHERE typeof(v) = 'text' AND length(v) BETWEEN 1 AND "
                        f"{MAX_VALUE_CHARS} LIMIT {MAX_VALUES}")
                 try:
