@@ -125,6 +125,7 @@ class Candidates:
     drafts: list[dict]  # {"sql", "source", "error"}, in vote order: direct, decomposed, samples
     sub_questions: list[dict] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list)
+    pending: int = 0  # samples left to draw (`defer_samples`): drawn by `write_samples` if the vote needs them
 
 
 def _draft(reply: str, source: str, *, decomposed: bool) -> tuple[dict, list[dict]]:
@@ -138,13 +139,15 @@ def _draft(reply: str, source: str, *, decomposed: bool) -> tuple[dict, list[dic
 def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str = "", k: int = 1,
                      use_decomposer: bool = True, temperature: float = 0.8, output_format: str = "sql",
                      style: str = "steps", max_new_tokens: int = 512,
-                     history: list[dict] | None = None) -> Candidates:
+                     history: list[dict] | None = None, defer_samples: bool = False) -> Candidates:
     """The SQL candidates for the vote.
 
     k=1 is one greedy query: decomposed, or direct when the Decomposer is off (MAC-SQL's single answer).
     k>1: the direct query first (the single prompt's answer, so a tie goes to it), then the decomposed one,
     then k-2 (or k-1 without the Decomposer) queries sampled from the direct prompt: short replies whose
-    prompt is already in the KV cache, the cheapest extra votes a backend can give.
+    prompt is already in the KV cache, the cheapest extra votes a backend can give. With `defer_samples`
+    (and both greedy queries) the samples are left `pending`, for the graph to draw only when the two greedy
+    queries do not already agree.
     """
     reasoning = output_format == "reasoning"
     use_decomposer = use_decomposer and not reasoning  # one reasoning prompt serves both
@@ -164,23 +167,54 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
         drafts.append(draft)
         trace.append(trace_entry("decomposer", prompt, gen, source=source, sql=draft["sql"],
                                  sub_questions=found, reasoning=extract_reasoning(gen.text)))
+    out = Candidates(drafts, subs, trace)
     n_samples = max(0, k - len(plan)) if k > 1 else 0
-    if n_samples:
-        # A sampled reply that rambles past a query's length is rarely worth its tokens: cap it.
-        gens = llm.generate([direct], agent="decomposer", max_new_tokens=min(max_new_tokens, SAMPLE_MAX_TOKENS),
-                            n=n_samples, temperature=temperature)
-        for i, gen in enumerate(gens, 1):
-            draft, _ = _draft(gen.text, f"sample {i}", decomposed=reasoning)
-            drafts.append(draft)
-            trace.append(trace_entry("decomposer", direct, gen, source=f"sample {i}", sql=draft["sql"]))
-    return Candidates(drafts, subs, trace)
+    if defer_samples and len(plan) == 2:
+        out.pending = n_samples
+    elif n_samples:
+        more = write_samples(question, schema_text, llm=llm, n=n_samples, evidence=evidence,
+                             temperature=temperature, output_format=output_format, style=style,
+                             max_new_tokens=max_new_tokens, history=history)
+        out.drafts += more.drafts
+        out.trace += more.trace
+    return out
+
+
+def write_samples(question: str, schema_text: str, *, llm: LLM, n: int, evidence: str = "",
+                  temperature: float = 0.8, output_format: str = "sql", style: str = "steps",
+                  max_new_tokens: int = 512, history: list[dict] | None = None) -> Candidates:
+    """n queries sampled from the direct prompt, in one `generate` call (batched or prefix-cached)."""
+    reasoning = output_format == "reasoning"
+    direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style,
+                          history=history)
+    # A sampled reply that rambles past a query's length is rarely worth its tokens: cap it.
+    gens = llm.generate([direct], agent="decomposer", max_new_tokens=min(max_new_tokens, SAMPLE_MAX_TOKENS),
+                        n=n, temperature=temperature)
+    drafts, trace = [], []
+    for i, gen in enumerate(gens, 1):
+        draft, _ = _draft(gen.text, f"sample {i}", decomposed=reasoning)
+        drafts.append(draft)
+        trace.append(trace_entry("decomposer", direct, gen, source=f"sample {i}", sql=draft["sql"]))
+    return Candidates(drafts, [], trace)
+
+
+def _options(state, ctx) -> dict:
+    return dict(evidence=state.get("evidence", ""), temperature=ctx.temperature, output_format=ctx.output_format,
+                style=ctx.decompose, max_new_tokens=ctx.max_new_tokens, history=state.get("history"))
 
 
 def node(state, runtime) -> dict:
     ctx = runtime.context
-    out = write_candidates(state["question"], state["schema_text"], llm=ctx.llm,
-                           evidence=state.get("evidence", ""), k=ctx.candidates,
-                           use_decomposer=ctx.use_decomposer, temperature=ctx.temperature,
-                           output_format=ctx.output_format, style=ctx.decompose,
-                           max_new_tokens=ctx.max_new_tokens, history=state.get("history"))
-    return {"drafts": out.drafts, "sub_questions": out.sub_questions, "trace": out.trace}
+    out = write_candidates(state["question"], state["schema_text"], llm=ctx.llm, k=ctx.candidates,
+                           use_decomposer=ctx.use_decomposer, defer_samples=ctx.early_stop,
+                           **_options(state, ctx))
+    return {"drafts": out.drafts, "sub_questions": out.sub_questions, "trace": out.trace,
+            "pending_samples": out.pending}
+
+
+def sample_node(state, runtime) -> dict:
+    """The deferred samples, drawn because the direct and the decomposed query did not settle the vote."""
+    ctx = runtime.context
+    out = write_samples(state["question"], state["schema_text"], llm=ctx.llm, n=state["pending_samples"],
+                        **_options(state, ctx))
+    return {"drafts": out.drafts, "trace": out.trace, "pending_samples": 0}

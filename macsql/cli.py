@@ -113,6 +113,9 @@ def model_options(f):
                           "sampled ones; 1 = a single greedy query, no vote."),
         click.option("--temperature", default=Context.temperature, show_default=True,
                      type=click.FloatRange(0.0, 2.0, min_open=True), help="Sampling temperature of the extra candidates."),
+        click.option("--all-samples", is_flag=True,
+                     help="Draw every sampled candidate, even when the direct and the decomposed query already "
+                          "agree (by default the samples are drawn only when they do not)."),
         click.option("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
         click.option("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
@@ -126,7 +129,7 @@ def model_options(f):
 
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
                    no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
-                   temperature=Context.temperature, no_values=False, no_hints=False, threads=None,
+                   temperature=Context.temperature, no_values=False, no_hints=False, all_samples=False, threads=None,
                    request_timeout_s=120.0, **extra):
     from macsql.pipeline import Pipeline
     from macsql.weights import DEFAULT_MODEL
@@ -147,7 +150,7 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
         use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
         decompose=decompose, candidates=candidates, temperature=temperature, use_values=not no_values,
-        use_hints=not no_hints, **extra)
+        use_hints=not no_hints, early_stop=not all_samples, **extra)
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """The MAC-SQL graph: schema → Selector → render → Decomposer (candidates) → execute ⇄ Refiner → vote.
 
 The Decomposer writes several candidate queries (the direct one, the decomposed one, sampled ones); each is
-executed with the one executor; while the vote is not settled, the Refiner fixes the latest round's failing
+executed with the one executor; the samples are drawn (execute → sample → execute) only when the two
+greedy queries do not already agree (`Context.early_stop`); while the vote is not settled, the Refiner fixes the latest round's failing
 candidates (with repair hints) and its fixes are executed and join the vote, for a bounded number of rounds;
 then the biggest group of equal results wins (macsql.vote). With one candidate this is MAC-SQL's loop, except
 that the last fix is executed too and the answer is the best query seen rather than the last one.
@@ -68,8 +69,10 @@ def run_sql(state: State, runtime: Runtime[Context]) -> dict:
     return {"candidates": cands, "drafts": [], "trace": trace}
 
 
-def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["refine", "vote"]:
+def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["sample", "refine", "vote"]:
     ctx = runtime.context
+    if state.get("pending_samples") and not vote(state["candidates"]).settled:
+        return "sample"
     if not ctx.use_refiner or state.get("rounds", 0) >= ctx.max_rounds or state.get("stalled"):
         return "vote"
     cands = state["candidates"]
@@ -102,6 +105,7 @@ def build_graph():
     graph.add_node("selector", selector.node)
     graph.add_node("render", render_selected)
     graph.add_node("decomposer", decomposer.node)
+    graph.add_node("sample", decomposer.sample_node)
     graph.add_node("execute", run_sql)
     graph.add_node("refiner", refiner.node)
     graph.add_node("vote", finish)
@@ -110,7 +114,9 @@ def build_graph():
     graph.add_edge("selector", "render")
     graph.add_edge("render", "decomposer")
     graph.add_edge("decomposer", "execute")
-    graph.add_conditional_edges("execute", route_after_execute, {"refine": "refiner", "vote": "vote"})
+    graph.add_edge("sample", "execute")
+    graph.add_conditional_edges("execute", route_after_execute,
+                                {"sample": "sample", "refine": "refiner", "vote": "vote"})
     graph.add_conditional_edges("refiner", route_after_refine, {"execute": "execute", "vote": "vote"})
     graph.add_edge("vote", END)
     return graph.compile()

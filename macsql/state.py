@@ -35,6 +35,7 @@ class State(TypedDict, total=False):
     matches: list[dict]  # database values the question mentions: {"table", "column", "value"}
     sub_questions: list[dict]
     drafts: list[dict]  # SQL written but not yet executed: {"sql", "source", "error", "parent"?}
+    pending_samples: int  # sampled candidates not drawn yet: drawn only if the greedy ones disagree
     rounds: int
     stalled: bool  # the Refiner's last round brought no query not tried before: stop refining
     candidates: Annotated[list[Candidate], operator.add]
@@ -60,6 +61,10 @@ class Context:
     # the decomposed one and sampled ones. Default chosen by measurement (README, "Evaluating").
     candidates: int = 5
     temperature: float = 0.8  # for the sampled candidates
+    # Draw the samples only when the direct and the decomposed query do not already agree on rows with
+    # values: on 150 Spider questions the same EX as always sampling, with 56% of questions stopping at two
+    # calls (benchmarks/vote_mix.py, "adaptive").
+    early_stop: bool = True
     use_values: bool = True  # link question words to the database's values (macsql.values)
     use_hints: bool = True  # repair hints from the schema and the data in the Refiner's problem text
     max_refine: int = 2  # failing candidates the Refiner fixes per round, at most

@@ -71,6 +71,22 @@ def test_the_pipeline_answers_with_the_majority(shop_db):
     assert ans.to_dict()["candidates"][1]["group"] == 0
 
 
+def test_samples_are_drawn_only_when_the_greedy_queries_disagree(shop_db):
+    agree = ScriptedLLM(_by_prompt(direct=SPAIN, decomposed=SPAIN, samples=["SELECT 1"]))
+    ans = Pipeline(agree, candidates=5).ask("How many customers are in Spain?", shop_db)
+    assert [c["source"] for c in ans.candidates] == ["direct", "decomposed"] and len(agree.calls) == 2
+    assert ans.sql == SPAIN and ans.candidates[0]["votes"] == 2
+    # the same replies with every sample drawn (`--all-samples`): three more candidates, and they outvote
+    always = ScriptedLLM(_by_prompt(direct=SPAIN, decomposed=SPAIN, samples=["SELECT 1"]))
+    ans = Pipeline(always, candidates=5, early_stop=False).ask("How many customers are in Spain?", shop_db)
+    assert len(ans.candidates) == 5 and len(always.calls) == 5 and ans.sql == "SELECT 1"
+    # an empty result does not settle the vote, so samples follow
+    empty = "SELECT COUNT(*) FROM customers WHERE country = 'Atlantis' GROUP BY country"
+    unsure = ScriptedLLM(_by_prompt(direct=empty, decomposed=empty, samples=[SPAIN]))
+    ans = Pipeline(unsure, candidates=4, use_refiner=False).ask("How many customers are in Spain?", shop_db)
+    assert [c["source"] for c in ans.candidates] == ["direct", "decomposed", "sample 1", "sample 2"]
+
+
 def test_a_failing_candidate_goes_to_the_refiner_and_its_fix_joins_the_vote(shop_db):
     broken = "SELECT COUNT(*) FROM customers WHERE countrry = 'Spain'"
     llm = ScriptedLLM(_by_prompt(direct=broken, decomposed=SPAIN, samples=["SELECT 1"],

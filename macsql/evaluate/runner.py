@@ -28,6 +28,7 @@ VARIANTS: dict[str, dict] = {
     "no-vote": {"candidates": 1},
     "no-values": {"use_values": False},
     "no-hints": {"use_hints": False},
+    "all-samples": {"early_stop": False},
     "baseline": {"use_selector": False, "use_decomposer": False, "use_refiner": False, "candidates": 1,
                  "use_values": False, "use_hints": False},
 }
