@@ -6,8 +6,8 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
+from macsql.cache import cache_root
 from macsql.errors import DatabaseError
-from macsql.weights import cache_root
 
 DEMO_SQL = Path(__file__).resolve().parents[1] / "databases" / "shop.sql"
 DEMO_QUESTIONS = (

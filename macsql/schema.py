@@ -12,11 +12,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from macsql.cache import cache_root
 from macsql.sqlexec import connect_readonly
 
 SAMPLE_SCAN_ROWS = 2000  # rows read per column when sampling values (bounded work on huge tables)
@@ -109,8 +109,7 @@ _MEMORY_CACHE: dict[tuple, Schema] = {}
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("MACSQL_CACHE") or Path.home() / ".cache" / "macsql"
-    return Path(root) / "schema"
+    return cache_root() / "schema"
 
 
 def _file_key(path: Path) -> tuple:

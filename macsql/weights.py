@@ -23,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from macsql.cache import cache_root
 from macsql.errors import ModelError, did_you_mean
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
@@ -77,10 +78,6 @@ class ResolvedModel:
     @property
     def is_gguf(self) -> bool:
         return self.kind == "gguf"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MACSQL_CACHE") or Path.home() / ".cache" / "macsql")
 
 
 def resolve(name: str | os.PathLike) -> ResolvedModel:

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from macsql import weights
+from macsql.cache import cache_root
 from macsql.errors import ModelError
 
 
@@ -41,7 +42,7 @@ def test_sha_mismatch_is_refused(parts_source):
     bad = weights.GGUFSource(**{**source.__dict__, "sha256": "0" * 64})
     with pytest.raises(ModelError, match="sha256 mismatch"):
         weights.assemble_gguf(bad)
-    assert not (weights.cache_root() / "gguf" / "fake.gguf").exists()
+    assert not (cache_root() / "gguf" / "fake.gguf").exists()
 
 
 def test_registered_source_resolves_by_alias(parts_source, monkeypatch):
@@ -121,7 +122,7 @@ def test_conversion_is_cached_and_never_left_half_written(tmp_path, monkeypatch)
     monkeypatch.setattr(weights, "convert_gguf", interrupted)
     with pytest.raises(KeyboardInterrupt):
         weights.checkpoint_for_transformers(model)
-    assert list((weights.cache_root() / "checkpoints").iterdir()) == []
+    assert list((cache_root() / "checkpoints").iterdir()) == []
     monkeypatch.setattr(weights, "convert_gguf", real)
     folder = weights.checkpoint_for_transformers(model)
     assert (folder / "config.json").exists() and not folder.name.endswith("partial")
