@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from macsql.agents.parsing import extract_reasoning, extract_sql
 from macsql.agents.prompting import REASONING_FORMAT, messages, question_block, reasoning_target, trace_entry
+from macsql.backends.base import LLM, Messages
 from macsql.errors import NoSQLError
-from macsql.llm import LLM, Messages
 
 STEPS_TASK = """Task: write one SQLite query that answers the question, using only the tables and columns above.
 Answer in this format, with no other text: the steps the query needs, one short line each (a simple

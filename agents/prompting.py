@@ -6,7 +6,7 @@ backend that caches the KV of a prompt prefix (llama.cpp) computes the schema on
 
 from __future__ import annotations
 
-from macsql.llm import Generation, Messages
+from macsql.backends.base import Generation, Messages
 
 SYSTEM = "You are an expert in SQLite. You answer questions about a database with correct SQLite queries."
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from macsql.agents.parsing import extract_reasoning, extract_sql
 from macsql.agents.prompting import REASONING_FORMAT, messages, question_block, reasoning_target, trace_entry
+from macsql.backends.base import LLM, Messages
 from macsql.errors import NoSQLError
-from macsql.llm import LLM, Messages
 from macsql.sqlexec import ExecResult
 
 TASK = """Task: the SQLite query below was written for the question, but it has a problem. Fix it, using only

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from macsql.agents.parsing import extract_json_object
 from macsql.agents.prompting import messages, question_block, trace_entry
-from macsql.llm import LLM, Messages
+from macsql.backends.base import LLM, Messages
 from macsql.schema import Schema, Selection, render_schema
 
 # Prune only when the schema is big enough for pruning to matter (MAC-SQL prunes large BIRD schemas).

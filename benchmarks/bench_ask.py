@@ -39,11 +39,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SPIDER_DEV, mean, median, parse_backend_spec, peak_rss_mb, percentile, table  # noqa: E402
 
-MODEL_AGENTS = ("selector", "decomposer", "refiner")
-
 
 def question_row(spec: str, answer, wall: float, example=None) -> dict:
-    calls = [t for t in answer.trace if t["agent"] in MODEL_AGENTS]
+    from macsql.backends.base import AGENTS
+
+    calls = [t for t in answer.trace if t["agent"] in AGENTS]
     model = sum(t.get("seconds", 0.0) for t in calls)
     prefill = sum(t.get("prefill_seconds", 0.0) for t in calls)
     row = {

@@ -73,18 +73,15 @@ VARIANTS = ("greedy", "lookup", "static", "compile")
 
 
 def set_variant(llm, name: str, lookup_tokens: int) -> None:
-    """Switch the one loaded model between decoding variants (`_decode_kwargs` is what generate() gets)."""
+    """Switch the one loaded model between decoding variants (`_greedy_kwargs` is what generate() gets)."""
     import torch
 
-    base = type(llm)._decode_kwargs
+    base = type(llm)._greedy_kwargs
     llm.prompt_lookup = lookup_tokens if name == "lookup" else 0
     if name in ("static", "compile"):
-        def static(n_prompts, n, temperature):
-            kwargs = base(llm, n_prompts, n, temperature)
-            return kwargs if kwargs["do_sample"] else {**kwargs, "cache_implementation": "static"}
-        llm._decode_kwargs = static
+        llm._greedy_kwargs = lambda n: {**base(llm, n), "cache_implementation": "static"}
     else:
-        llm.__dict__.pop("_decode_kwargs", None)
+        llm.__dict__.pop("_greedy_kwargs", None)
     if name == "compile" and not hasattr(llm, "_eager_forward"):
         llm._eager_forward = llm.model.forward
         llm._compiled_forward = torch.compile(llm.model.forward)
@@ -93,16 +90,17 @@ def set_variant(llm, name: str, lookup_tokens: int) -> None:
 
 
 def decoding(model: str, variants: list[str], limit: int, seed: int, lookup_tokens: int) -> None:
+    from macsql.backends.hf import HFCausalLM
     from macsql.evaluate.datasets import load_examples, select
-    from macsql.llm import HFCausalLM
     from macsql.pipeline import Pipeline
     from macsql.schema import introspect
+    from macsql.weights import resolve
 
     sample = select(load_examples(SPIDER_DEV), limit=limit, seed=seed)
     for e in sample:
         introspect(e.db_path)  # warm the schema cache: this part is about decoding
     start = time.perf_counter()
-    llm = HFCausalLM(model)
+    llm = HFCausalLM(resolve(model))
     print(f"# {type(llm).__name__} {llm.name} loaded in {time.perf_counter() - start:.1f}s", flush=True)
     pipe = Pipeline(llm)
     for name in variants:  # warm-up (and the compile) outside the timings
@@ -156,7 +154,7 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
 
-    from macsql.llm import PROMPT_LOOKUP_TOKENS
+    from macsql.backends.hf import PROMPT_LOOKUP_TOKENS
     from macsql.weights import DEFAULT_MODEL
 
     if not args.skip_first_command:

@@ -45,14 +45,14 @@ def main(argv=None) -> int:
 
     import torch
 
-    from macsql.llm import HFCausalLM
-    from macsql.weights import DEFAULT_MODEL
+    from macsql.backends.hf import HFCausalLM
+    from macsql.weights import DEFAULT_MODEL, resolve
 
     prompts = spider_prompts(args.batch, args.seed)
     rows = []
     for dtype in args.dtypes.split(","):
         start = time.perf_counter()
-        llm = HFCausalLM(args.model or DEFAULT_MODEL, dtype=dtype, batch_size=1)
+        llm = HFCausalLM(resolve(args.model or DEFAULT_MODEL), dtype=dtype, batch_size=1)
         load = time.perf_counter() - start
         rss = peak_rss_mb()
         print(f"# {dtype}: loaded in {load:.1f}s, peak RSS {rss:.0f} MB, torch threads {torch.get_num_threads()}",

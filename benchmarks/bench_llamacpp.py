@@ -54,8 +54,8 @@ def main(argv=None) -> int:
 
     import llama_cpp
 
-    from macsql.llm import LlamaCppLLM
-    from macsql.weights import DEFAULT_MODEL
+    from macsql.backends.llamacpp import LlamaCppLLM
+    from macsql.weights import DEFAULT_MODEL, resolve
 
     print(f"# llama-cpp-python {llama_cpp.__version__} from {Path(llama_cpp.__file__).parent}")
     print(f"# {llama_cpp.llama_print_system_info().decode().strip()}")
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         _, _, options = parse_backend_spec("x:" + cfg)
         model = options.pop("model", args.model or DEFAULT_MODEL)  # `model=PATH.gguf` compares weight files
         start = time.perf_counter()
-        llm = LlamaCppLLM(model, **options)
+        llm = LlamaCppLLM(resolve(model), **options)
         load = time.perf_counter() - start
         llm.generate([decode], max_new_tokens=4)  # warm-up: first compute allocates buffers
         pre, dec, cold, warm, cached = [], [], [], [], []

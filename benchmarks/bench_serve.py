@@ -47,8 +47,8 @@ def serve_child(args) -> None:
     from macsql.serve.server import serving_in_thread
 
     if args.model == "scripted":
-        from macsql.batching import SerializedLLM
-        from macsql.llm import ScriptedLLM
+        from macsql.backends.base import ScriptedLLM
+        from macsql.backends.batching import SerializedLLM
 
         def reply(_messages, _agent):
             time.sleep(args.model_ms / 1000)

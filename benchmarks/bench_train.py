@@ -185,7 +185,7 @@ def layer_proxy(args) -> list[dict]:
 
 
 def _native_bf16() -> bool:
-    from macsql.llm import cpu_has_native_bf16
+    from macsql.backends.loading import cpu_has_native_bf16
 
     return cpu_has_native_bf16()
 
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     if unknown:
         print(f"Error: unknown setting {unknown[0]!r}; choose from {', '.join(SETTINGS)}", file=sys.stderr)
         return 1
-    from macsql.llm import cpu_has_native_bf16
+    from macsql.backends.loading import cpu_has_native_bf16
 
     print(f"model {args.model}, agent {args.agent}, {args.steps} steps x {args.batch_size} rows "
           f"(first {args.warmup} untimed), native bf16 on this CPU: {cpu_has_native_bf16()}", flush=True)

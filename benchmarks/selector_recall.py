@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from macsql.agents import selector
+from macsql.backends import make_llm
 from macsql.finetune.data import gold_selection
-from macsql.llm import make_llm
 from macsql.schema import introspect, schema_from_tables_json
 
 

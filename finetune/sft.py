@@ -87,47 +87,13 @@ class Options:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def use_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _dtype(name: str):
-    import torch
-
-    if name == "auto":
-        # bf16 where the hardware computes it natively (GPUs that have it; CPUs with AMX or AVX512-BF16, where it
-        # measured 1.37x float32 in `benchmarks/bench_train.py --proxy`); float32 elsewhere (bf16 is emulated).
-        if use_cuda():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        from macsql.llm import cpu_has_native_bf16
-
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if name not in table:
-        raise InputError(f"unknown dtype {name!r}; choose auto, bf16, fp16 or fp32")
-    return table[name]
-
-
 def load_model(name: str, dtype: str = "auto"):
-    """(model, tokenizer, is_seq2seq) for any name `macsql ask --model` accepts (GGUF converted once)."""
-    import transformers
-    from transformers import AutoConfig, AutoTokenizer
+    """(model, tokenizer, is_seq2seq) for training, for any name `macsql ask --model` accepts, loaded as the
+    `hf` backend loads it (`backends.loading`: GGUF converted once, the same dtype policy)."""
+    from macsql.backends.loading import load_transformers
+    from macsql.weights import resolve
 
-    from macsql import weights
-
-    folder = weights.checkpoint_for_transformers(weights.resolve(name))
-    try:
-        config = AutoConfig.from_pretrained(folder)
-        seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        cls = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = cls.from_pretrained(folder, dtype=_dtype(dtype))
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load model from {folder}: {exc}") from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer, seq2seq = load_transformers(resolve(name), dtype=dtype, for_training=True)
     if not seq2seq and not getattr(tokenizer, "chat_template", None):
         raise ModelError(f"{name!r} has no chat template; the agents' prompts are chat messages, so train a "
                          "chat/instruct model (or add a chat_template to its tokenizer_config.json)")
@@ -261,13 +227,17 @@ def common_args(opts: Options, run_dir: Path, has_eval: bool, model=None) -> dic
     """TrainingArguments fields shared by every method (device, precision and memory policy included)."""
     import torch
 
+    from macsql.backends import loading
+
+    device = loading.default_device()
     save = opts.save
     args = {
         "output_dir": str(run_dir), "max_steps": opts.max_steps, "num_train_epochs": opts.epochs,
         "learning_rate": opts.lr, "per_device_train_batch_size": opts.batch_size,
         "per_device_eval_batch_size": opts.eval_batch_size, "gradient_accumulation_steps": opts.grad_accum,
         "logging_steps": opts.logging_steps, "seed": opts.seed, "report_to": "none",
-        "use_cpu": not use_cuda(), "bf16": _dtype(opts.dtype) is torch.bfloat16,
+        "use_cpu": device == "cpu",
+        "bf16": loading.torch_dtype(opts.dtype, device, for_training=True) is torch.bfloat16,
         "save_strategy": "steps" if save else "no", "save_steps": opts.eval_steps, "save_total_limit": 2,
         "eval_strategy": "steps" if has_eval else "no", "eval_steps": opts.eval_steps,
         "load_best_model_at_end": bool(save and has_eval), "metric_for_best_model": "eval_loss",
@@ -384,9 +354,9 @@ def copy_other_adapters(opts: Options, out: Path, trained: tuple[str, ...]) -> N
     """Agents not trained in this run keep their starting adapter, so OUT is a complete `--adapters` set."""
     if not opts.init_adapters:
         return
-    from macsql.pipeline import MODEL_AGENTS
+    from macsql.backends.base import AGENTS
 
-    for agent in MODEL_AGENTS:
+    for agent in AGENTS:
         if agent in trained or (out / agent / "adapter_config.json").exists():
             continue
         try:
@@ -479,8 +449,8 @@ def _seq2seq_trainer(model, tokenizer, train_rows, val_rows, opts, run_dir, full
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+    from macsql.backends.base import flatten
     from macsql.finetune.rewards import completion_text
-    from macsql.llm import flatten
 
     def encode(rows):
         enc = tokenizer([flatten(p) for p in rows["prompt"]], truncation=True, max_length=opts.max_length)

@@ -13,10 +13,9 @@ from pathlib import Path
 import click
 
 from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
+from macsql.backends import BACKEND_CHOICES
 from macsql.errors import MacSQLError
 from macsql.state import Context
-
-BACKEND_CHOICES = ["auto", "hf", "llamacpp", "openai"]
 
 
 class MacSQLGroup(click.Group):
@@ -132,7 +131,6 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
                    temperature=Context.temperature, no_values=False, no_hints=False, all_samples=False, threads=None,
                    request_timeout_s=120.0, **extra):
     from macsql.pipeline import Pipeline
-    from macsql.weights import DEFAULT_MODEL
 
     backend_options = {}
     if backend == "openai":
@@ -146,7 +144,7 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
     if threads and backend != "openai":
         backend_options["n_threads"] = threads
     return Pipeline.from_pretrained(
-        model or DEFAULT_MODEL, backend=backend, adapters=adapters, backend_options=backend_options,
+        model, backend=backend, adapters=adapters, backend_options=backend_options,
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
         use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
         decompose=decompose, candidates=candidates, temperature=temperature, use_values=not no_values,

@@ -8,13 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from macsql.agents.prompting import HISTORY_TURNS
+from macsql.backends import make_llm
+from macsql.backends.base import AGENTS, LLM
 from macsql.errors import InputError
-from macsql.llm import LLM, make_llm
 from macsql.sqlexec import check_database
 from macsql.state import Context
-from macsql.weights import DEFAULT_MODEL
-
-MODEL_AGENTS = ("selector", "decomposer", "refiner")
 
 
 @dataclass
@@ -35,19 +33,19 @@ class Answer:
 
     @property
     def llm_calls(self) -> int:
-        return sum(1 for t in self.trace if t["agent"] in MODEL_AGENTS)
+        return sum(1 for t in self.trace if t["agent"] in AGENTS)
 
     @property
     def prompt_tokens(self) -> int:
-        return sum(t.get("prompt_tokens", 0) for t in self.trace if t["agent"] in MODEL_AGENTS)
+        return sum(t.get("prompt_tokens", 0) for t in self.trace if t["agent"] in AGENTS)
 
     @property
     def completion_tokens(self) -> int:
-        return sum(t.get("completion_tokens", 0) for t in self.trace if t["agent"] in MODEL_AGENTS)
+        return sum(t.get("completion_tokens", 0) for t in self.trace if t["agent"] in AGENTS)
 
     @property
     def model_seconds(self) -> float:
-        return sum(t.get("seconds", 0.0) for t in self.trace if t["agent"] in MODEL_AGENTS)
+        return sum(t.get("seconds", 0.0) for t in self.trace if t["agent"] in AGENTS)
 
     def to_dict(self, *, with_prompts: bool = True) -> dict:
         trace = self.trace if with_prompts else [{k: v for k, v in t.items() if k != "prompt"} for t in self.trace]
@@ -72,9 +70,10 @@ class Pipeline:
         self.graph = build_graph()
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, *, backend: str = "auto",
+    def from_pretrained(cls, model: str | None = None, *, backend: str = "auto",
                         adapters: dict[str, str] | str | Path | None = None, backend_options: dict | None = None,
                         **options) -> Pipeline:
+        """`model`: a name or path (default `weights.DEFAULT_MODEL`), resolved once by `make_llm`."""
         if isinstance(adapters, (str, Path)):
             adapters = adapters_in(adapters)
         return cls(make_llm(model, backend, adapters=adapters, **(backend_options or {})), **options)
@@ -173,9 +172,9 @@ def to_answer(state: dict, seconds: float) -> Answer:
 def adapters_in(folder: str | Path) -> dict[str, str]:
     """Adapters saved by `macsql finetune`: <folder>/<agent>/adapter_config.json for each trained agent."""
     root = Path(folder)
-    found = {a: str(root / a) for a in MODEL_AGENTS if (root / a / "adapter_config.json").exists()}
+    found = {a: str(root / a) for a in AGENTS if (root / a / "adapter_config.json").exists()}
     if not found and (root / "adapter_config.json").exists():
-        found = {a: str(root) for a in MODEL_AGENTS}  # one adapter shared by all agents
+        found = {a: str(root) for a in AGENTS}  # one adapter shared by all agents
     if not found:
         raise InputError(f"no adapters in {str(root)!r}: expected <dir>/<agent>/adapter_config.json "
                          "(selector, decomposer, refiner) or one adapter_config.json")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from typing_extensions import TypedDict
 
-from macsql.llm import LLM
+from macsql.backends.base import LLM
 from macsql.schema import Schema, Selection
 from macsql.sqlexec import DEFAULT_MAX_ROWS, ExecResult
 

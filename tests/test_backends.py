@@ -2,8 +2,10 @@
 
 import pytest
 
+from macsql.backends import make_llm
+from macsql.backends.hf import HFCausalLM, HFSeq2SeqLM
+from macsql.backends.openai import OpenAICompatLLM
 from macsql.errors import ModelError
-from macsql.llm import HFCausalLM, HFSeq2SeqLM, OpenAICompatLLM, make_llm
 from macsql.pipeline import Pipeline
 
 PROMPT = [{"role": "system", "content": "sql"}, {"role": "user", "content": "how many customers are there ?"}]

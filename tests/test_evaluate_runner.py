@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from macsql.batching import BatchingLLM, SerializedLLM, for_threads
+from macsql.backends.base import ScriptedLLM
+from macsql.backends.batching import BatchingLLM, SerializedLLM, for_threads
 from macsql.errors import ModelError
 from macsql.evaluate.datasets import Example
 from macsql.evaluate.runner import PredictionStore, run_predictions
-from macsql.llm import ScriptedLLM
 from macsql.pipeline import Pipeline
 
 
@@ -179,7 +179,7 @@ def test_for_threads_choice():
 
 
 def test_batching_a_real_transformers_model_gives_the_serial_answers(tiny_causal_dir):
-    from macsql.llm import make_llm
+    from macsql.backends import make_llm
 
     hf = make_llm(str(tiny_causal_dir), "hf", batch_size=4)
     prompts = [[{"role": "user", "content": text}] for text in ("select", "how many customers", "what is", "sql")]

@@ -6,10 +6,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from macsql.backends.base import ScriptedLLM
 from macsql.cli import main
 from macsql.errors import InputError, MacSQLError
 from macsql.evaluate.suite import available_suites, parse_suite, resolve_case_db, run_suites
-from macsql.llm import ScriptedLLM
 from macsql.pipeline import Pipeline
 from macsql.sqlexec import execute
 from tests.conftest import SHARED_DATA, needs_shared_data

@@ -291,14 +291,14 @@ def test_padding_free_collation_keeps_hand_made_rows_apart(causal_model):
 
 
 def test_cpu_policy_dtype_checkpointing_and_threads(causal_model, monkeypatch, tmp_path):
-    from macsql import llm
+    from macsql.backends import loading
     from macsql.finetune import sft
 
-    monkeypatch.setattr(sft, "use_cuda", lambda: False)
-    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: True)
-    assert sft._dtype("auto") is torch.bfloat16
-    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: False)
-    assert sft._dtype("auto") is torch.float32
+    monkeypatch.setattr(loading, "default_device", lambda: "cpu")
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    assert loading.torch_dtype("auto", "cpu", for_training=True) is torch.bfloat16
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    assert loading.torch_dtype("auto", "cpu", for_training=True) is torch.float32
     model, _, _ = sft.load_model(str(causal_model), "fp32")
     opts = sft.Options(data="x", out=str(tmp_path))
     # TRL's configs default to checkpointing on; a tiny model gets it off, explicitly, unless asked for

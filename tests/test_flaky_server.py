@@ -8,9 +8,9 @@ from http.server import ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
+from macsql.backends.openai import OpenAICompatLLM
 from macsql.cli import main
 from macsql.errors import ModelError
-from macsql.llm import OpenAICompatLLM
 from tests.conftest import SHOP_SQL, _ChatHandler, make_db
 
 N_QUESTIONS = 60

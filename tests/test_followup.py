@@ -7,8 +7,8 @@ import pytest
 
 from macsql.agents.decomposer import build_prompt
 from macsql.agents.prompting import HISTORY_SQL_CHARS, HISTORY_TURNS, history_block, question_block
+from macsql.backends.base import ScriptedLLM
 from macsql.errors import InputError
-from macsql.llm import ScriptedLLM
 from macsql.pipeline import Pipeline
 
 

@@ -5,8 +5,8 @@ test_vote.py."""
 
 import pytest
 
+from macsql.backends.base import ScriptedLLM
 from macsql.errors import InputError
-from macsql.llm import ScriptedLLM
 from macsql.pipeline import Pipeline
 
 

@@ -6,6 +6,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from macsql.backends import make_llm
+from macsql.backends.base import ScriptedLLM
 from macsql.cli import MacSQLGroup
 from macsql.evaluate.judge import (
     CATEGORIES,
@@ -15,7 +17,6 @@ from macsql.evaluate.judge import (
     normalize_category,
     parse_judgement,
 )
-from macsql.llm import ScriptedLLM, make_llm
 from tests.conftest import SHOP_SQL, make_db
 
 QUESTIONS = [  # (question, gold, prediction)

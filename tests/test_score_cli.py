@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from macsql.backends.base import ScriptedLLM
 from macsql.cli import main
-from macsql.llm import ScriptedLLM
 from macsql.pipeline import Pipeline
 from tests.conftest import SHARED_DATA, SHOP_SQL, make_db, needs_shared_data
 

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from macsql.backends.base import Generation, ScriptedLLM
 from macsql.cli import main
 from macsql.demo import DEMO_QUESTIONS, DEMO_SQL, build
-from macsql.llm import Generation, ScriptedLLM
 from macsql.pipeline import Pipeline
 from macsql.serve.app import STATIC, create_app
 from macsql.serve.server import serving_in_thread
@@ -328,7 +328,7 @@ def test_the_cli_and_the_serve_package_import_no_web_stack():
 
 
 def test_an_openai_compatible_backend_gets_questions_in_parallel(openai_server, demo_db):
-    from macsql.llm import OpenAICompatLLM
+    from macsql.backends.openai import OpenAICompatLLM
 
     overlap = Overlap()
 

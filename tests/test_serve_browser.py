@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from macsql.backends.base import ScriptedLLM
 from macsql.demo import DEMO_QUESTIONS, DEMO_SQL, build
-from macsql.llm import ScriptedLLM
 from macsql.pipeline import Pipeline
 from tests.conftest import demo_reply, make_db
 

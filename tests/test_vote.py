@@ -3,7 +3,7 @@
 import re
 
 from macsql.agents.hints import repair_hint
-from macsql.llm import ScriptedLLM
+from macsql.backends.base import ScriptedLLM
 from macsql.pipeline import Pipeline
 from macsql.schema import introspect
 from macsql.sqlexec import ExecResult, execute
@@ -109,7 +109,7 @@ def test_a_fix_that_repeats_a_tried_query_ends_the_loop(shop_db):
 
 
 def test_openai_backend_asks_for_n_samples_in_one_request(openai_server, shop_db):
-    from macsql.llm import make_llm
+    from macsql.backends import make_llm
 
     url, requests = openai_server(lambda body: fenced(SPAIN))
     llm = make_llm("m", "openai", base_url=url)
@@ -119,7 +119,7 @@ def test_openai_backend_asks_for_n_samples_in_one_request(openai_server, shop_db
 
 
 def test_transformers_backend_samples_n_replies_in_one_generate(tiny_causal_dir):
-    from macsql.llm import make_llm
+    from macsql.backends import make_llm
 
     llm = make_llm(str(tiny_causal_dir), "hf")
     prompts = [[{"role": "user", "content": "how many customers"}], [{"role": "user", "content": "list names"}]]

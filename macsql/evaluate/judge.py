@@ -375,7 +375,7 @@ def judge_cmd(run_dir, model, base_url, backend, data, db_root, out, limit, time
       macsql judge --run runs/spider --model Qwen/Qwen2.5-72B-Instruct --base-url http://gpu:8000/v1
       macsql judge --run runs/spider --model qwen2.5-coder-1.5b --backend hf
     """
-    from macsql.llm import make_llm
+    from macsql.backends import make_llm
 
     records = load_run(run_dir, data=data, db_root=db_root)
     if limit is not None:

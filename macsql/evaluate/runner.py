@@ -142,7 +142,7 @@ def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path, *, 
     """
     from tqdm import tqdm
 
-    from macsql.batching import BatchingLLM, for_threads
+    from macsql.backends.batching import BatchingLLM, for_threads
 
     with PredictionStore(out_file) as store:
         # Grouped by database (stable, so the sample's order holds within one): consecutive questions then

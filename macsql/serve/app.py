@@ -2,7 +2,7 @@
 
 The model is loaded once, outside: requests share one `Pipeline`. Questions run in a thread pool of their
 own, so a slow one never blocks the event loop (`/health`, the page, `/api/run`), and the backend is wrapped
-by `macsql.batching.for_threads`: a lock for llama.cpp, batching for transformers, nothing for an
+by `macsql.backends.batching.for_threads`: a lock for llama.cpp, batching for transformers, nothing for an
 OpenAI-compatible server (it takes concurrent requests). A question that has started runs to the end even
 when its client goes away: its turn is still recorded, and nothing else is cancelled.
 
@@ -216,7 +216,7 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
     `token`: when set, every /api call must send `Authorization: Bearer <token>`. `workers`: questions in
     flight at once (the model itself is shared through `for_threads`, so a local model still runs one
     batch at a time)."""
-    from macsql.batching import for_threads
+    from macsql.backends.batching import for_threads
     from macsql.schema import introspect, render_schema
     from macsql.sqlexec import check_database, execute
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from macsql.llm import LLM, Generation, Messages
+from macsql.backends.base import LLM, Generation, Messages
 
 
 def sampling_args(n: int, temperature: float) -> dict:
@@ -24,6 +24,9 @@ def sampling_args(n: int, temperature: float) -> dict:
 
 class SerializedLLM:
     """One generate() at a time, whatever the number of calling threads."""
+
+    thread_safe = True
+    batched = False
 
     def __init__(self, llm: LLM):
         self.llm = llm
@@ -46,6 +49,9 @@ class BatchingLLM:
     and one sampling setting, and answers
     each caller with its own slice of the results.
     """
+
+    thread_safe = True
+    batched = False  # it merges calls itself; wrapping it again would add a second wait
 
     def __init__(self, llm: LLM, *, max_batch: int = 4, max_wait_s: float = 0.05):
         self.llm = llm
@@ -124,14 +130,12 @@ class BatchingLLM:
 
 
 def for_threads(llm: LLM, workers: int) -> LLM:
-    """The wrapper a backend needs to serve `workers` threads: none for one worker or an HTTP client
-    (thread-safe, and the server batches), batching for transformers, a lock for anything else."""
-    if workers <= 1:
+    """The wrapper a backend needs to serve `workers` threads, from what the backend declares: none for one
+    worker or a thread-safe backend (an HTTP client: the server batches), merged batches for a backend that
+    decodes a list of prompts together (transformers), a lock for anything else (llama.cpp, and a backend
+    that declares nothing)."""
+    if workers <= 1 or getattr(llm, "thread_safe", False):
         return llm
-    from macsql import llm as backends
-
-    if isinstance(llm, backends.OpenAICompatLLM | backends.ScriptedLLM):
-        return llm
-    if isinstance(llm, backends._HFBase):
+    if getattr(llm, "batched", False):
         return BatchingLLM(llm, max_batch=max(workers, getattr(llm, "batch_size", 1)))
     return SerializedLLM(llm)
