@@ -114,17 +114,10 @@ def _base_config(data, fmt, db_root, limit, dbs, seed, split, examples) -> dict:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def _model_path(model_opts: dict) -> str | None:
-    """Where the weights came from (a served model has no local path)."""
-    if model_opts.get("backend") == "openai":
-        return None
-    from macsql import weights
-    from macsql.errors import MacSQLError
-
-    try:
-        return str(weights.resolve(model_opts.get("model") or weights.DEFAULT_MODEL).path)
-    except MacSQLError:
-        return None
+def _model_path(llm) -> str | None:
+    """Where the backend's weights came from, as it resolved them (a served model has no local path)."""
+    path = getattr(llm, "path", None)
+    return str(path) if path else None
 
 
 _MODEL_KEYS = ("model", "model_arg", "model_path", "backend", "backend_arg", "workers", "max_rounds", "timeout_s")
@@ -231,7 +224,7 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
     pipe = None if finished and all(finished.values()) else build_pipeline(**model_opts)
     if pipe is not None:
         base.update({"model": pipe.llm.name, "model_arg": model_opts.get("model"),
-                     "model_path": _model_path(model_opts), "backend": type(pipe.llm).__name__,
+                     "model_path": _model_path(pipe.llm), "backend": type(pipe.llm).__name__,
                      "backend_arg": model_opts.get("backend"), "workers": workers,
                      "max_rounds": model_opts["max_rounds"], "timeout_s": model_opts["timeout_s"]})
     results = {}
