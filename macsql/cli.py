@@ -144,7 +144,7 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
     if threads and backend != "openai":
         backend_options["n_threads"] = threads
     return Pipeline.from_pretrained(
-        model, backend=backend, adapters=adapters, backend_options=backend_options,
+        model or None, backend=backend, adapters=adapters, backend_options=backend_options,
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
         use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
         decompose=decompose, candidates=candidates, temperature=temperature, use_values=not no_values,

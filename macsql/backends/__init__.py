@@ -37,7 +37,7 @@ def make_llm(model: str | os.PathLike | None = None, backend: str = "auto", *,
     """Build a backend by name; `model` defaults to `weights.DEFAULT_MODEL`. `auto` runs a GGUF model on
     llama.cpp when it is installed and no LoRA adapters are asked for (llama.cpp is several times faster on
     CPU); otherwise transformers. The one place a model name is resolved to weights on disk."""
-    name = str(model) if model else weights.DEFAULT_MODEL
+    name = weights.DEFAULT_MODEL if model is None else str(model)
     if backend != "auto" and backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}{did_you_mean(backend, BACKENDS)}; "
                          f"choose one of: {', '.join(BACKEND_CHOICES)}")
