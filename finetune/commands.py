@@ -36,7 +36,10 @@ def data_group():
               help="BIRD/Spider/GeoQuery JSON file (question, evidence, gold SQL, db_id).")
 @click.option("--db-root", type=click.Path(exists=True), default=None,
               help="Folder with <db_id>/<db_id>.sqlite (default: beside the data file).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
+@click.option("--data-format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+              help="Benchmark format (auto-detected from the file's keys).")
+@click.option("--format", "old_fmt", type=click.Choice(FORMATS), default=None, hidden=True,
+              help="Deprecated name of --data-format (one release).")
 @click.option("--sql-llama", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="MAC-SQL's released SQL-Llama instruction JSONL (source/target); repeatable.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -56,7 +59,7 @@ def data_group():
 @click.option("--seed", default=0, show_default=True)
 @click.option("--append", is_flag=True, help="Add to the rows already in OUT (e.g. a second benchmark), "
                                              "then balance and split again.")
-def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks,
+def build(data_file, db_root, fmt, old_fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks,
           refiner_per_question, balance, val_frac, split_by, seed, append):
     """Build Selector/Decomposer/Refiner examples from gold SQL, balanced and split.
 
@@ -68,6 +71,10 @@ def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_
     """
     from macsql.finetune import data
 
+    if old_fmt is not None:
+        click.echo("Warning: `data build --format` is now --data-format (--format goes in the next release; "
+                   "in `eval` it is the agents' reply format)", err=True)
+        fmt = old_fmt
     if not data_file and not sql_llama:
         raise InputError("nothing to build from; pass --data FILE (BIRD/Spider/GeoQuery) or --sql-llama FILE")
     task_list = _split_list(tasks)
