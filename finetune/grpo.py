@@ -51,7 +51,6 @@ def completions_per_device(opts: Options, world_size: int | None = None) -> int:
     return per
 
 
-
 def grpo_rows(opts: Options, tasks: tuple[str, ...]) -> tuple[list, list]:
     """Training rows with a gold query and its database (the execution rewards run both); no validation."""
     from macsql.finetune.data import load_split

@@ -42,11 +42,8 @@ class Setup:
     model: Any
     tokenizer: Any
     seq2seq: bool
+    full: bool  # full fine-tuning (a whole model saved), else a LoRA adapter per agent
     peft_config: Any  # a new LoRA adapter to add, or None (full SFT, or a continued adapter already on model)
-
-    @property
-    def full(self) -> bool:
-        return self.opts.method == "sft"
 
     @property
     def name(self) -> str:
@@ -65,21 +62,21 @@ class Setup:
 
 def prepare(agent: str, opts: Options, method: Method) -> tuple[Any, Setup, list]:
     """(trainer, setup, training rows) ready to `train()` (benchmarks time this)."""
-    # the loader moves to the shared transformers loader (issue 14, item 4); imported here, not at the top
+    # imported here: sft.py imports this module (and the loader moves to the shared one, issue 14 item 4)
     from macsql.finetune.sft import load_model
 
-    tasks = method.tasks(agent)
-    train_rows, val_rows = method.rows(opts, tasks)
-    model, tokenizer, seq2seq = load_model(opts.model, opts.dtype)
-    if seq2seq and method.causal_only:
-        raise ModelError(method.causal_only)
     full = opts.method == "sft"
     if full and opts.init_adapters:
         raise InputError("--init-adapters continues a LoRA run; use --method lora with it")
+    tasks = method.tasks(agent)
+    train_rows, val_rows = method.rows(opts, tasks)  # its errors come before the model loads
+    model, tokenizer, seq2seq = load_model(opts.model, opts.dtype)
+    if seq2seq and method.causal_only:
+        raise ModelError(method.causal_only)
     if not full:
         model = with_init_adapter(model, opts, agent)
     peft_config = None if full or opts.init_adapters else lora_config(model, opts, seq2seq)
-    setup = Setup(agent, opts, tasks, model, tokenizer, seq2seq, peft_config)
+    setup = Setup(agent, opts, tasks, model, tokenizer, seq2seq, full, peft_config)
     return method.trainer(setup, train_rows, val_rows), setup, train_rows
 
 
@@ -189,7 +186,7 @@ def common_args(opts: Options, run_dir: Path, has_eval: bool, model=None) -> dic
     """TrainingArguments fields shared by every method (device, precision and memory policy included)."""
     import torch
 
-    from macsql.finetune.sft import _dtype, use_cuda  # the device/dtype policy (moving with the loader)
+    from macsql.finetune.sft import _dtype, use_cuda  # the device/dtype policy, beside the loader
 
     save = opts.save
     args = {
