@@ -5,7 +5,7 @@
 
 Each setting trains the same seeded rows (`--agent`, default `all`: the balanced three-task mix) of
 `--model` (default SmolLM2-135M-Instruct) with LoRA for `--steps` steps of `--batch-size` rows, through the
-same `make_sft_trainer` that `macsql finetune` uses; only the options in the table differ:
+same `training.prepare` that `macsql finetune` uses; only the options in the table differ:
 
 - before: what `macsql finetune` did until now on a CPU: float32 (`--dtype auto` meant fp32 on CPU),
   gradient checkpointing on (TRL's SFTConfig default, which we did not override), padded random batches;
@@ -47,7 +47,9 @@ def timed_run(args, name: str, overrides: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from macsql.finetune.sft import Options, make_sft_trainer, wants_checkpointing
+    from macsql.finetune import sft
+    from macsql.finetune.config import Options
+    from macsql.finetune.training import prepare, wants_checkpointing
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -69,7 +71,7 @@ def timed_run(args, name: str, overrides: dict) -> dict:
                    max_eval_rows=1, extra={"eval_strategy": "no", "disable_tqdm": True}, **overrides)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    trainer, _tok, rows = make_sft_trainer(args.agent, opts)
+    trainer, _setup, rows = prepare(args.agent, opts, sft.METHOD)
     clock = StepClock()
     trainer.add_callback(clock)
     trainer.train()

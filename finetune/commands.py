@@ -1,6 +1,8 @@
-"""`macsql data build` and `macsql finetune`: thin click commands over `data`, `sft`, `grpo`, `dpo`.
+"""`macsql data build` and `macsql finetune`: thin click commands over `data` and `training`.
 
-Only click is imported at module import time (the CLI registers these on every start).
+`finetune`'s options are generated from the fields of `config.Options` (names, types, defaults, choices and
+help live there once). Only click and the standard library are imported at module import time (the CLI
+registers these on every start).
 
 Multi-GPU and DeepSpeed: the trainers are plain TRL/transformers trainers, so the same command runs under
 `accelerate launch` unchanged, e.g.
@@ -12,11 +14,15 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
 
 from macsql.errors import InputError
+from macsql.evaluate.datasets import FORMATS
+from macsql.finetune.config import AGENTS, Options, load_config
+from macsql.finetune.data import BALANCE, SPLITS, TASKS
 from macsql.finetune.sweep import sweep_options
 
 
@@ -30,29 +36,31 @@ def data_group():
               help="BIRD/Spider/GeoQuery JSON file (question, evidence, gold SQL, db_id).")
 @click.option("--db-root", type=click.Path(exists=True), default=None,
               help="Folder with <db_id>/<db_id>.sqlite (default: beside the data file).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "bird", "spider", "geoquery"]), default="auto",
-              show_default=True)
+@click.option("--data-format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+              help="Benchmark format (auto-detected from the file's keys).")
+@click.option("--format", "old_fmt", type=click.Choice(FORMATS), default=None, hidden=True,
+              help="Deprecated name of --data-format (one release).")
 @click.option("--sql-llama", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="MAC-SQL's released SQL-Llama instruction JSONL (source/target); repeatable.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--exclude-db", default="", help="Comma-separated db_ids to leave out (held out for evaluation).")
 @click.option("--only-db", default="", help="Comma-separated db_ids to keep (default: all).")
 @click.option("--max-per-db", type=click.IntRange(min=1), default=None, help="At most N questions per database (seeded sample).")
-@click.option("--tasks", default="selector,decomposer,refiner", show_default=True)
+@click.option("--tasks", default=",".join(TASKS), show_default=True)
 @click.option("--refiner-per-question", default=1, show_default=True, type=click.IntRange(min=0),
               help="Broken variants per question.")
-@click.option("--balance", type=click.Choice(["undersample", "oversample", "none"]), default="undersample",
+@click.option("--balance", type=click.Choice(BALANCE), default=BALANCE[0],
               show_default=True, help="Equalise the number of rows per task.")
 @click.option("--val-frac", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Validation share of the rows.")
-@click.option("--split", "split_by", type=click.Choice(["db", "row"]), default="db", show_default=True,
+@click.option("--split", "split_by", type=click.Choice(SPLITS), default=SPLITS[0], show_default=True,
               help="db: whole databases go to validation, never seen in training (by row when there is "
                    "one database); row: a sample of rows stratified by task.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--append", is_flag=True, help="Add to the rows already in OUT (e.g. a second benchmark), "
                                              "then balance and split again.")
-def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks, refiner_per_question,
-          balance, val_frac, split_by, seed, append):
+def build(data_file, db_root, fmt, old_fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks,
+          refiner_per_question, balance, val_frac, split_by, seed, append):
     """Build Selector/Decomposer/Refiner examples from gold SQL, balanced and split.
 
     \b
@@ -63,6 +71,10 @@ def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_
     """
     from macsql.finetune import data
 
+    if old_fmt is not None:
+        click.echo("Warning: `data build --format` is now --data-format (--format goes in the next release; "
+                   "in `eval` it is the agents' reply format)", err=True)
+        fmt = old_fmt
     if not data_file and not sql_llama:
         raise InputError("nothing to build from; pass --data FILE (BIRD/Spider/GeoQuery) or --sql-llama FILE")
     task_list = _split_list(tasks)
@@ -114,125 +126,53 @@ def _split_list(text: str) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
-def recipes_dir():
-    """The recipes shipped inside the package (`finetune/recipes/*.yaml`, installed as package data)."""
-    from importlib.resources import files
-
-    return files("macsql.finetune").joinpath("recipes")
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.name.rsplit(".", 1)[0] for p in recipes_dir().iterdir() if p.name.endswith((".yaml", ".yml")))
-
-
-def config_text(path: str) -> tuple[str, bool]:
-    """(text, is_yaml) of a config file, or of the shipped recipe of that name (`smollm2-135m-cpu-sft`)."""
-    p = Path(path)
-    if p.is_file():
-        return p.read_text(encoding="utf-8"), p.suffix.lower() in (".yaml", ".yml")
-    name = p.name.rsplit(".", 1)[0] if p.suffix.lower() in (".yaml", ".yml") else p.name
-    recipe = recipes_dir().joinpath(f"{name}.yaml")
-    if str(p) == p.name and recipe.is_file():
-        return recipe.read_text(encoding="utf-8"), True
-    from macsql.errors import did_you_mean
-
-    names = recipe_names()
-    raise InputError(f"--config {path!r} is neither a file nor a recipe{did_you_mean(name, names)}; "
-                     f"recipes: {', '.join(names)}")
-
-
-def _load_config(path: str | None) -> dict:
-    if not path:
-        return {}
-    text, yaml_file = config_text(path)
-    if yaml_file:
-        try:
-            import yaml
-        except ImportError as exc:
-            raise InputError("YAML configs need pyyaml: pip install pyyaml (or write the config as JSON)") from exc
-    try:
-        cfg = (yaml.safe_load(text) if yaml_file else json.loads(text)) or {}
-    except Exception as exc:  # noqa: BLE001 - a JSON or YAML syntax error, said in one line
-        raise InputError(f"config {path!r} is not valid: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(cfg, dict):
-        raise InputError(f"config {path!r} must hold a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in cfg.items()}
+def option_from_field(f):
+    """The click option of one `Options` field: `--max-steps` for `max_steps`, typed by its annotation,
+    `--x/--no-x` for a bool that may be on by default or left to a policy (None), a flag for the others."""
+    meta = f.metadata
+    flag = "--" + f.name.replace("_", "-")
+    written = str(f.type)  # e.g. "int | None" (the annotations are strings)
+    base = written.split(" |")[0]
+    names = [flag, *([meta["short"]] if meta.get("short") else [])]
+    default = None if meta.get("required") or f.default is MISSING else f.default
+    kw = {"help": meta.get("help") or None, "default": default, "show_default": default is not None}
+    if base == "bool":
+        if default is None or default is True:
+            names[0] = f"{flag}/--no-{flag[2:]}"
+        else:
+            kw["is_flag"] = True
+        kw["show_default"] = False
+    elif meta.get("choices"):
+        kw["type"] = click.Choice(meta["choices"])
+    elif meta.get("path"):
+        kw["type"] = click.Path(**meta["path"])
+    else:
+        kw["type"] = {"int": int, "float": float}.get(base, str)
+    if meta.get("metavar"):
+        kw["metavar"] = meta["metavar"]
+    return click.option(*names, f.name, **kw)
 
 
-def _typed(name: str, value):
-    """A config value as its option's type: YAML reads `lr: 1e-3` (no dot) as a string, not a number."""
-    from dataclasses import fields
+def options_from(cls):
+    """Every command-line field of `cls` as a click option, in field order."""
+    def decorate(command):
+        for f in reversed(fields(cls)):
+            if f.metadata.get("cli", True):
+                command = option_from_field(f)(command)
+        return command
 
-    from macsql.finetune.sft import Options
-
-    kind = next(str(f.type) for f in fields(Options) if f.name == name)
-    if not isinstance(value, str) or kind.split(" |")[0] not in ("float", "int"):
-        return value
-    try:
-        return float(value) if kind.startswith("float") else int(value)
-    except ValueError as exc:
-        raise InputError(f"option {name!r} must be a number, got {value!r}") from exc
+    return decorate
 
 
 @click.command("finetune", context_settings={"allow_extra_args": True})  # --sweep lr=.. batch=.. (sweep.py)
-@click.argument("agent", type=click.Choice(["selector", "decomposer", "refiner", "all"]), required=False)
-@click.option("--method", type=click.Choice(["sft", "lora", "grpo", "dpo"]), default="lora", show_default=True,
-              help="sft: full fine-tuning; lora: LoRA SFT; grpo: RL on execution rewards; dpo: against "
-                   "hallucinated schema.")
-@click.option("--model", "-m", default="smollm2-135m", show_default=True, metavar="NAME_OR_PATH",
-              help="Base model: alias, Hugging Face id, local folder or .gguf (as for `macsql ask`).")
-@click.option("--data", default=None, type=click.Path(exists=True), help="Folder from `macsql data build`.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (adapters per agent).")
+@click.argument("agent", type=click.Choice(AGENTS), required=False)
 @click.option("--config", "config_file", default=None, metavar="FILE_OR_RECIPE",
               help="YAML/JSON file of options (names as below, with _ or -, and `agent`), or a shipped recipe "
                    "such as smollm2-135m-cpu-sft (finetune/README.md lists them); command-line options win.")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints/.")
-@click.option("--init-adapters", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Start from these adapters (e.g. the LoRA SFT output before GRPO or DPO).")
-@click.option("--max-steps", type=int, default=-1, show_default=True, help="-1: train --epochs epochs.")
-@click.option("--epochs", type=float, default=1.0, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--grad-accum", type=int, default=1, show_default=True)
-@click.option("--max-length", type=int, default=1024, show_default=True, help="Tokens per training row.")
-@click.option("--eval-steps", type=int, default=50, show_default=True, help="Validate and checkpoint every N.")
-@click.option("--max-eval-rows", type=int, default=64, show_default=True, help="Validation rows per task.")
-@click.option("--patience", type=int, default=3, show_default=True, help="Early stopping (evaluations).")
-@click.option("--logging-steps", type=int, default=5, show_default=True, help="Log the loss every N steps.")
-@click.option("--lora-preset", type=click.Choice(["r8", "r16", "r32"]), default=None,
-              help="r8: r=8/alpha=32/dropout 0.05 on q,k,v,o; r16: r=16/alpha=64/dropout 0.1; r32 (GRPO "
-                   "default): r=32/alpha=64. Default r8, r32 for grpo.")
-@click.option("--lora-r", type=int, default=None)
-@click.option("--lora-alpha", type=int, default=None)
-@click.option("--lora-dropout", type=float, default=None)
-@click.option("--lora-targets", default=None, help="Comma-separated layer names, e.g. q,k,v,o,gate,up,down.")
-@click.option("--limit", type=int, default=None, help="Training rows at most (seeded sample).")
-@click.option("--max-minutes", type=float, default=None,
-              help="Stop (and save) after this many minutes of training; --max-steps still caps the run.")
-@click.option("--num-generations", type=int, default=4, show_default=True, help="GRPO: samples per prompt.")
-@click.option("--max-completion-length", type=int, default=160, show_default=True, help="GRPO: tokens.")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="GRPO sampling temperature.")
-@click.option("--reward-weights", default=None,
-              help="GRPO: e.g. execution=1,format=0.2,executes=0.2,complexity=0.1,grounding=0.2 (0 drops one).")
-@click.option("--beta", type=float, default=0.0, show_default=True, help="GRPO KL coefficient.")
-@click.option("--dpo-beta", type=float, default=0.1, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
-              help="Recompute activations in the backward pass (default: on for models of 1B parameters or more).")
-@click.option("--padding-free/--no-padding-free", default=None,
-              help="Flatten each batch into one unpadded sequence (default: on with flash attention only).")
-@click.option("--packing", is_flag=True,
-              help="Pack rows into --max-length blocks (a step then holds more rows).")
-@click.option("--group-by-length/--no-group-by-length", default=None,
-              help="Batches of rows of similar length (default: on for padded SFT batches).")
-@click.option("--threads", type=int, default=None, help="torch threads (default: one per core).")
-@click.option("--prompts-per-step", type=int, default=None,
-              help="GRPO: prompts per optimizer step, each sampled --num-generations times (default 1).")
-@click.option("--no-save", "no_save", is_flag=True, help="No checkpoints (no --resume, no best-model reload).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@options_from(Options)
 @sweep_options
 @click.pass_context
-def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
+def finetune(ctx, agent, config_file, sweep, sweep_eval, **cli):
     """Train AGENT (selector, decomposer, refiner, or all: one shared multitask adapter) on agent data.
 
     AGENT may come from the --config file or recipe instead.
@@ -246,64 +186,29 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
       macsql ask "How many singers are there?" --db concert_singer.sqlite --model smollm2-135m --adapters runs/grpo
     Multi-GPU / DeepSpeed: prefix the command with `accelerate launch [--config_file ...] -m macsql.cli`.
     """
-    from macsql.finetune.sft import Options
-
-    config = _load_config(config_file)
-    unknown = sorted(set(config) - Options.names() - {"agent"})
-    if unknown:
-        from macsql.errors import did_you_mean
-
-        raise InputError(f"unknown option {unknown[0]!r} in {config_file}{did_you_mean(unknown[0], Options.names())}")
+    config = load_config(config_file)
+    Options.check_names(set(config) - {"agent"}, config_file)
     agent = agent or config.pop("agent", None)
     config.pop("agent", None)  # the command line's AGENT wins
-    if agent not in ("selector", "decomposer", "refiner", "all"):
-        raise InputError("AGENT is required: selector, decomposer, refiner or all (on the command line or as "
-                         f"`agent:` in --config){'' if agent is None else f'; got {agent!r}'}")
     values = dict(config)
     for name, value in cli.items():
-        # command-line values win over the config file; click defaults do not
+        # command-line values win over the config file; click defaults (the dataclass's) do not
         if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT or name not in values:
             values[name] = value
-    values["save"] = not no_save if ctx.get_parameter_source("no_save") != click.core.ParameterSource.DEFAULT \
-        else bool(config.get("save", True))
-    if values.get("lora_preset") is None:
-        values["lora_preset"] = "r32" if values["method"] == "grpo" else "r8"
-    for required in ("data", "out"):
-        if not values.get(required):
-            raise InputError(f"--{required} is required (on the command line or in --config)")
+    if agent not in AGENTS:
+        raise InputError(f"AGENT is required: {', '.join(AGENTS[:-1])} or {AGENTS[-1]} (on the command line or "
+                         f"as `agent:` in --config){'' if agent is None else f'; got {agent!r}'}")
+    for f in fields(Options):
+        if f.metadata.get("required") and not values.get(f.name):
+            raise InputError(f"--{f.name} is required (on the command line or in --config)")
     if not Path(values["data"]).exists():
         raise InputError(f"--data {values['data']!r} does not exist; build it with `macsql data build`")
-    opts = Options(**{k: _typed(k, v) for k, v in values.items() if k in Options.names()})
+    opts = Options.from_config(values, source=config_file or "the command line")
     from macsql.finetune.sweep import sweep_from_cli
 
     if sweep_from_cli(agent, opts, sweep, ctx.args, sweep_eval):
         return  # one run per setting under OUT/<setting>/, and the table
+    from macsql.finetune.training import run
+
     summary = run(agent, opts)
     click.echo(json.dumps(summary, indent=2, default=str))
-
-
-def run(agent: str, opts) -> dict:
-    """Dispatch to the trainer for `opts.method`; also the Python entry point."""
-    from macsql.finetune.sft import set_threads
-
-    set_threads(opts)
-    start = time.perf_counter()
-    if opts.method in ("sft", "lora"):
-        from macsql.finetune.sft import train_sft
-
-        summary = train_sft(agent, opts)
-    elif opts.method == "grpo":
-        from macsql.finetune.grpo import train_grpo
-
-        summary = train_grpo(agent, opts)
-    elif opts.method == "dpo":
-        from macsql.finetune.dpo import train_dpo
-
-        summary = train_dpo(agent, opts)
-    else:
-        raise InputError(f"unknown method {opts.method!r}; choose sft, lora, grpo or dpo")
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{agent}-{opts.method}-summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary

@@ -9,23 +9,12 @@ Pairs are made from the agent dataset's Decomposer/Refiner rows: same prompt, `c
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
-from macsql.errors import InputError, ModelError
+from macsql.errors import InputError
+from macsql.finetune import training
+from macsql.finetune.config import Options
+from macsql.finetune.grpo import grpo_tasks
 from macsql.finetune.rewards import SQL_TASKS
-from macsql.finetune.sft import (
-    Options,
-    callbacks,
-    common_args,
-    copy_other_adapters,
-    load_model,
-    lora_config,
-    mean_eval_loss,
-    resume_arg,
-    sample_rows,
-    save_outputs,
-    with_init_adapter,
-)
 
 # Names models invent when a schema lacks what the question mentions.
 _COMMON = ("name", "title", "year", "date", "price", "amount", "total", "count", "type", "status", "country",
@@ -81,38 +70,32 @@ def hallucination_pairs(rows: list[dict], seed: int = 0) -> list[dict]:
     return pairs
 
 
-def train_dpo(agent: str, opts: Options) -> dict:
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+def dpo_rows(opts: Options, tasks: tuple[str, ...]) -> tuple[list, list]:
+    """Preference pairs from the (sampled) training rows, and from the validation rows."""
+    from macsql.finetune.data import load_split
 
-    from macsql.finetune.data import by_task, load_split
-    from macsql.finetune.grpo import grpo_tasks
-
-    tasks = grpo_tasks(agent)
     train_rows, val_rows = load_split(opts.data, tasks)
-    train = hallucination_pairs(sample_rows(train_rows, opts.limit, opts.seed), opts.seed)
+    train = hallucination_pairs(training.sample_rows(train_rows, opts.limit, opts.seed), opts.seed)
     if not train:
         raise InputError(f"no preference pairs could be made from {opts.data!r}: DPO needs Decomposer/Refiner rows "
                          "with gold_sql and db_path (from `macsql data build`)")
-    val = hallucination_pairs(val_rows, opts.seed)
-    model, tokenizer, seq2seq = load_model(opts.model, opts.dtype)
-    if seq2seq:
-        raise ModelError("DPO here needs a causal (decoder-only) model; train T5 models with --method lora or sft")
-    model = with_init_adapter(model, opts, agent if agent != "all" else "decomposer")
-    peft_config = None if opts.init_adapters else lora_config(model, opts, seq2seq=False)
+    return train, hallucination_pairs(val_rows, opts.seed)
+
+
+def dpo_trainer(setup: training.Setup, train: list, val: list):
+    from trl import DPOConfig, DPOTrainer
+
+    opts = setup.opts
     cols = ("prompt", "chosen", "rejected")
-    evals = {t: Dataset.from_list([{c: r[c] for c in cols} for r in sample_rows(g, opts.max_eval_rows, opts.seed)])
-             for t, g in sorted(by_task(val).items())}
-    out = Path(opts.out)
-    run_name = f"{agent}-dpo"
-    run_dir = out / "checkpoints" / run_name
-    config = DPOConfig(**common_args(opts, run_dir, bool(evals), model), beta=opts.dpo_beta, max_length=opts.max_length)
-    trainer = mean_eval_loss(DPOTrainer)(
-        model=model, args=config, train_dataset=Dataset.from_list([{c: r[c] for c in cols} for r in train]),
-        eval_dataset=evals or None, processing_class=tokenizer, peft_config=peft_config,
-        callbacks=callbacks(opts, bool(evals)))
-    trainer.train(resume_from_checkpoint=resume_arg(opts, run_dir))
-    agents = tasks if agent == "all" else (agent,)
-    summary = save_outputs(trainer, tokenizer, opts, out, agents, run_name, full=False)
-    copy_other_adapters(opts, out, agents)
-    return {"agent": agent, "method": "dpo", "pairs": len(train), **summary}
+    evals = training.eval_sets(val, opts, cols)
+    config = DPOConfig(**setup.args(bool(evals)), **opts.dpo_config_args(), max_length=opts.max_length)
+    return training.mean_eval_loss(DPOTrainer)(
+        model=setup.model, args=config, train_dataset=training.dataset(train, cols), eval_dataset=evals or None,
+        processing_class=setup.tokenizer, peft_config=setup.peft_config, callbacks=setup.callbacks(bool(evals)))
+
+
+# GRPO's agents: the pairs are SQL replies with an invented name
+METHOD = training.Method(tasks=grpo_tasks, rows=dpo_rows, trainer=dpo_trainer,
+                         summary=lambda _setup, _trainer, pairs: {"pairs": len(pairs)},
+                         causal_only="DPO here needs a causal (decoder-only) model; train T5 models with "
+                                     "--method lora or sft")

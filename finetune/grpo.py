@@ -10,22 +10,10 @@ Trains a LoRA adapter (preset r32 unless another is named), from scratch or from
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from macsql.errors import InputError, ModelError
+from macsql.errors import InputError
+from macsql.finetune import training
+from macsql.finetune.config import Options
 from macsql.finetune.rewards import SQL_TASKS
-from macsql.finetune.sft import (
-    Options,
-    callbacks,
-    common_args,
-    copy_other_adapters,
-    load_model,
-    lora_config,
-    resume_arg,
-    sample_rows,
-    save_outputs,
-    with_init_adapter,
-)
 
 COLUMNS = ("prompt", "task", "gold_sql", "db_path")
 
@@ -63,46 +51,45 @@ def completions_per_device(opts: Options, world_size: int | None = None) -> int:
     return per
 
 
-def train_grpo(agent: str, opts: Options) -> dict:
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
-
+def grpo_rows(opts: Options, tasks: tuple[str, ...]) -> tuple[list, list]:
+    """Training rows with a gold query and its database (the execution rewards run both); no validation."""
     from macsql.finetune.data import load_split
     from macsql.finetune.rewards import parse_weights
 
-    tasks = grpo_tasks(agent)
     train_rows, _ = load_split(opts.data, tasks)
     train_rows = [r for r in train_rows if r.get("gold_sql") and r.get("db_path")]
     if not train_rows:
         raise InputError(f"no rows with gold_sql and db_path in {opts.data!r}; GRPO needs rows built by "
                          "`macsql data build` from a benchmark file (imported SQL-Llama rows have no database)")
-    train_rows = sample_rows(train_rows, opts.limit, opts.seed)
-    weights = parse_weights(opts.reward_weights)
-    funcs, values = reward_functions(weights)
-    per_device = completions_per_device(opts)
-    model, tokenizer, seq2seq = load_model(opts.model, opts.dtype)
-    if seq2seq:
-        raise ModelError("GRPO needs a causal (decoder-only) model; train T5 models with --method lora or sft")
-    model = with_init_adapter(model, opts, agent if agent != "all" else "decomposer")
-    peft_config = None if opts.init_adapters else lora_config(model, opts, seq2seq=False)
-    out = Path(opts.out)
-    run_name = f"{agent}-grpo"
-    run_dir = out / "checkpoints" / run_name
-    args = common_args(opts, run_dir, has_eval=False, model=model)
-    args.update(per_device_train_batch_size=per_device, num_generations=opts.num_generations,
-                max_completion_length=opts.max_completion_length,
-                temperature=opts.temperature, beta=opts.beta, reward_weights=values, log_completions=False)
-    args.update(opts.extra)
-    config = GRPOConfig(**args)
-    dataset = Dataset.from_list([{c: r[c] for c in COLUMNS} for r in train_rows])
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config,
-                          callbacks=callbacks(opts, has_eval=False))
-    trainer.train(resume_from_checkpoint=resume_arg(opts, run_dir))
-    agents = tasks if agent == "all" else (agent,)
-    summary = save_outputs(trainer, tokenizer, opts, out, agents, run_name, full=False)
-    copy_other_adapters(opts, out, agents)
+    parse_weights(opts.reward_weights)  # the settings fail here, before the model loads
+    completions_per_device(opts)
+    return training.sample_rows(train_rows, opts.limit, opts.seed), []
+
+
+def grpo_trainer(setup: training.Setup, train_rows: list, _val_rows: list):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from macsql.finetune.rewards import parse_weights
+
+    opts = setup.opts
+    funcs, values = reward_functions(parse_weights(opts.reward_weights))
+    args = {**setup.args(has_eval=False), "per_device_train_batch_size": completions_per_device(opts),
+            **opts.grpo_config_args(), "reward_weights": values, "log_completions": False, **opts.extra}
+    return GRPOTrainer(model=setup.model, reward_funcs=funcs, args=GRPOConfig(**args),
+                       train_dataset=training.dataset(train_rows, COLUMNS), processing_class=setup.tokenizer,
+                       peft_config=setup.peft_config, callbacks=setup.callbacks(has_eval=False))
+
+
+def grpo_summary(setup: training.Setup, trainer, train_rows: list) -> dict:
+    from macsql.finetune.rewards import parse_weights
+
+    opts = setup.opts
     rewards = [e for e in trainer.state.log_history if "reward" in e]
-    return {"agent": agent, "method": "grpo", "train_rows": len(train_rows), "reward_weights": weights,
-            "prompts_per_step": config.generation_batch_size // opts.num_generations,
-            "rewards": [(e.get("step"), round(e["reward"], 4)) for e in rewards], **summary}
+    return {"train_rows": len(train_rows), "reward_weights": parse_weights(opts.reward_weights),
+            "prompts_per_step": trainer.args.generation_batch_size // opts.num_generations,
+            "rewards": [(e.get("step"), round(e["reward"], 4)) for e in rewards]}
+
+
+METHOD = training.Method(tasks=grpo_tasks, rows=grpo_rows, trainer=grpo_trainer, summary=grpo_summary,
+                         causal_only="GRPO needs a causal (decoder-only) model; train T5 models with --method "
+                                     "lora or sft")

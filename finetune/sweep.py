@@ -1,7 +1,7 @@
 """Hyperparameter sweeps: `macsql finetune AGENT ... --sweep lr=3e-5,5e-5,1e-4 batch=4,8`.
 
 The spec names `Options` fields (or short aliases: lr, batch, r, alpha, ...), each with a comma list of values;
-the grid is their product. Every setting trains through the ordinary entry point (`commands.run`, the one
+the grid is their product. Every setting trains through the ordinary entry point (`training.run`, the one
 `macsql finetune` calls) into OUT/<setting>/, so each run keeps its adapters, its log and its loss plot. Then
 one table: steps, last training loss, best and last validation loss (the mean over tasks, `eval_loss`), and,
 with `--sweep-eval N`, execution accuracy of the pipeline on N validation questions (THE comparator). The
@@ -41,7 +41,7 @@ class Setting:
 
 
 def _fields() -> dict[str, str]:
-    from macsql.finetune.sft import Options
+    from macsql.finetune.config import Options
 
     return {f.name: str(f.type) for f in dataclasses.fields(Options)}
 
@@ -131,7 +131,7 @@ def run_sweep(agent: str, base, sweep: dict[str, list[tuple[str, Any]]], *, eval
 
     `pipeline_options` go to the Pipeline that measures execution accuracy (default: one refine round)."""
     if train is None:
-        from macsql.finetune.commands import run as train
+        from macsql.finetune.training import run as train
     settings = expand(sweep)
     root = Path(base.out)
     root.mkdir(parents=True, exist_ok=True)

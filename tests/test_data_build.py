@@ -305,3 +305,24 @@ def test_build_from_spider_and_geoquery():
     rows = data.build_rows(spider + geo, progress=False)
     assert Counter(r["task"] for r in rows)["decomposer"] >= len(spider + geo) - 2
     assert all(r["completion"][0]["content"] for r in rows)
+
+
+def test_data_build_data_format_option_and_the_old_name(school, tmp_path):
+    """`--data-format` names the benchmark as in `eval` and `score`; `--format` still works for one release."""
+    from click.testing import CliRunner
+
+    from macsql.cli import main
+
+    bench = [{"db_id": "school", "question": f"Teachers older than {n}?",
+              "query": f"SELECT name FROM teacher WHERE age > {n}"} for n in range(20, 26)]
+    (tmp_path / "dev.json").write_text(json.dumps(bench))
+    base = ["data", "build", "--data", str(tmp_path / "dev.json"), "--db-root", str(tmp_path), "--tasks", "decomposer"]
+    result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "new"), "--data-format", "spider"])
+    assert result.exit_code == 0, result.output
+    assert "deprecated" not in result.output and "now --data-format" not in result.output
+    result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "old"), "--format", "spider"])
+    assert result.exit_code == 0, result.output
+    assert "Warning: `data build --format` is now --data-format" in result.output
+    assert (tmp_path / "old" / "train.jsonl").read_text() == (tmp_path / "new" / "train.jsonl").read_text()
+    result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "bad"), "--data-format", "sqlite"])
+    assert result.exit_code == 1 and "Error: Invalid value for '--data-format'" in result.output

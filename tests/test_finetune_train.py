@@ -102,7 +102,7 @@ def agent_data(tmp_path_factory):
 
 
 def options(model, data, out, **kw):
-    from macsql.finetune.sft import Options
+    from macsql.finetune.config import Options
 
     base = {"model": str(model), "data": str(data), "out": str(out), "max_steps": 2, "batch_size": 2,
             "eval_batch_size": 2, "save": False, "logging_steps": 1, "max_length": 4096, "lr": 5e-3,
@@ -125,7 +125,7 @@ def lora_b_changed(adapter_dir) -> bool:
 
 
 def test_lora_sft_causal_per_task_eval_and_plot(causal_model, agent_data, tmp_path):
-    from macsql.finetune.commands import run
+    from macsql.finetune.training import run
 
     summary = run("all", options(causal_model, agent_data, tmp_path, method="lora", eval_steps=1))
     assert summary["steps"] == 2
@@ -152,8 +152,8 @@ def test_lora_sft_causal_per_task_eval_and_plot(causal_model, agent_data, tmp_pa
 
 
 def test_full_sft_saves_a_model(causal_model, agent_data, tmp_path):
-    from macsql.finetune.commands import run
     from macsql.finetune.sft import load_model
+    from macsql.finetune.training import run
 
     before, _, _ = load_model(str(causal_model))
     run("decomposer", options(causal_model, agent_data, tmp_path, method="sft"))
@@ -165,7 +165,7 @@ def test_full_sft_saves_a_model(causal_model, agent_data, tmp_path):
 
 
 def test_lora_sft_t5_seq2seq(t5_model, agent_data, tmp_path):
-    from macsql.finetune.commands import run
+    from macsql.finetune.training import run
 
     summary = run("decomposer", options(t5_model, agent_data, tmp_path, method="lora", eval_steps=1,
                                         max_length=2048))
@@ -181,7 +181,7 @@ def test_grpo_from_sft_adapters(causal_model, agent_data, tmp_path):
     every sample of a group the same score (no gradient); a length reward, which differs between samples at
     temperature 1, makes the advantage non-zero so the update is visible."""
     from macsql.finetune import rewards
-    from macsql.finetune.commands import run
+    from macsql.finetune.training import run
 
     sft = tmp_path / "sft"
     run("all", options(causal_model, agent_data, sft, method="lora"))
@@ -208,7 +208,7 @@ def test_grpo_from_sft_adapters(causal_model, agent_data, tmp_path):
 
 
 def test_dpo_against_hallucinated_schema(causal_model, agent_data, tmp_path):
-    from macsql.finetune.commands import run
+    from macsql.finetune.training import run
 
     summary = run("decomposer", options(causal_model, agent_data, tmp_path, method="dpo", lr=5e-3))
     assert summary["pairs"] >= 2 and summary["steps"] == 2
@@ -248,7 +248,7 @@ def test_finetune_cli_config_file_and_errors(causal_model, agent_data, tmp_path)
 
 
 def test_checkpoints_best_model_and_resume(causal_model, agent_data, tmp_path):
-    from macsql.finetune.commands import run
+    from macsql.finetune.training import run
 
     opts = options(causal_model, agent_data, tmp_path, method="lora", save=True, eval_steps=1, patience=5,
                    extra={})
@@ -292,7 +292,8 @@ def test_padding_free_collation_keeps_hand_made_rows_apart(causal_model):
 
 def test_cpu_policy_dtype_checkpointing_and_threads(causal_model, monkeypatch, tmp_path):
     from macsql.backends import loading
-    from macsql.finetune import sft
+    from macsql.finetune import sft, training
+    from macsql.finetune.config import Options
 
     monkeypatch.setattr(loading, "default_device", lambda: "cpu")
     monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
@@ -300,22 +301,22 @@ def test_cpu_policy_dtype_checkpointing_and_threads(causal_model, monkeypatch, t
     monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
     assert loading.torch_dtype("auto", "cpu", for_training=True) is torch.float32
     model, _, _ = sft.load_model(str(causal_model), "fp32")
-    opts = sft.Options(data="x", out=str(tmp_path))
+    opts = Options(data="x", out=str(tmp_path))
     # TRL's configs default to checkpointing on; a tiny model gets it off, explicitly, unless asked for
-    field = sft._checkpointing_field()
-    assert sft.common_args(opts, tmp_path, False, model)[field] is False
+    field = training._checkpointing_field()
+    assert training.common_args(opts, tmp_path, False, model)[field] is False
     from trl import SFTConfig
 
-    assert SFTConfig(**sft.common_args(opts, tmp_path, False, model)).gradient_checkpointing is False
+    assert SFTConfig(**training.common_args(opts, tmp_path, False, model)).gradient_checkpointing is False
     opts.gradient_checkpointing = True
-    assert sft.common_args(opts, tmp_path, False, model)[field] is True
-    monkeypatch.setattr(sft, "BIG_MODEL_PARAMS", 1000)
-    assert sft.wants_checkpointing(sft.Options(), model) is True
-    opts = sft.Options(group_by_length=True, threads=1)
-    assert sft.common_args(opts, tmp_path, False, model)["train_sampling_strategy"] == "group_by_length"
+    assert training.common_args(opts, tmp_path, False, model)[field] is True
+    monkeypatch.setattr(training, "BIG_MODEL_PARAMS", 1000)
+    assert training.wants_checkpointing(Options(), model) is True
+    opts = Options(group_by_length=True, threads=1)
+    assert training.common_args(opts, tmp_path, False, model)["train_sampling_strategy"] == "group_by_length"
     threads = torch.get_num_threads()
     try:
-        sft.set_threads(opts)
+        training.set_threads(opts)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -323,14 +324,14 @@ def test_cpu_policy_dtype_checkpointing_and_threads(causal_model, monkeypatch, t
 
 @pytest.mark.parametrize("how", [{"packing": True}, {"padding_free": True}])
 def test_two_step_runs_with_packing_or_padding_free_change_parameters(causal_model, agent_data, tmp_path, how):
-    from macsql.finetune.commands import run
+    from macsql.finetune.training import run
 
     summary = run("all", options(causal_model, agent_data, tmp_path, method="lora", batch_size=3, **how))
     assert summary["steps"] == 2 and lora_b_changed(tmp_path / "decomposer")
 
 
 def test_time_budget_stops_a_run(causal_model, agent_data, tmp_path):
-    from macsql.finetune.commands import run
+    from macsql.finetune.training import run
 
     summary = run("decomposer", options(causal_model, agent_data, tmp_path, method="lora", max_steps=5,
                                         max_minutes=1e-9))
@@ -339,8 +340,8 @@ def test_time_budget_stops_a_run(causal_model, agent_data, tmp_path):
 
 def test_grpo_prompts_per_step():
     from macsql.errors import InputError
+    from macsql.finetune.config import Options
     from macsql.finetune.grpo import completions_per_device
-    from macsql.finetune.sft import Options
 
     assert completions_per_device(Options(batch_size=4)) == 4  # unset: as before, one batch of completions
     assert completions_per_device(Options(prompts_per_step=4, num_generations=4, grad_accum=4)) == 4
@@ -354,9 +355,10 @@ def test_shipped_recipes_load_and_run(causal_model, agent_data, tmp_path):
     from click.testing import CliRunner
 
     from macsql.cli import main
-    from macsql.finetune.commands import _load_config, _typed, recipe_names
+    from macsql.finetune.config import Options, recipe_names
+    from macsql.finetune.config import load_config as _load_config
+    from macsql.finetune.config import typed as _typed
     from macsql.finetune.rewards import parse_weights
-    from macsql.finetune.sft import Options
 
     names = recipe_names()
     for model in ("smollm2-135m-cpu", "qwen2.5-coder-1.5b-gpu", "qwen2.5-coder-7b-gpu"):
@@ -385,3 +387,35 @@ def test_shipped_recipes_load_and_run(causal_model, agent_data, tmp_path):
             "'smollm2-135m-cpu-sft'?)") in result.output
     result = CliRunner().invoke(main, ["finetune", "--data", str(agent_data), "--out", str(out)])
     assert result.exit_code == 1 and "Error: AGENT is required" in result.output
+
+
+def test_configs_defaults_live_once_and_lora_defaults_per_method(tmp_path):
+    """The command's options are generated from the config dataclasses: the same defaults and choices; the
+    LoRA preset a method starts from is the config's, so the Python API and the CLI agree (GRPO: r32)."""
+    import dataclasses
+
+    from macsql.cli import main
+    from macsql.finetune import config
+    from macsql.finetune.config import GRPOArguments, Options, SharedArguments
+
+    params = {p.name: p for p in main.commands["finetune"].params}
+    for f in dataclasses.fields(Options):
+        if f.name == "extra":
+            assert f.name not in params  # config files only
+            continue
+        p = params[f.name]
+        if not f.metadata.get("required"):
+            assert p.default == f.default, f.name
+    assert list(params["method"].type.choices) == list(config.METHODS)
+    assert list(params["agent"].type.choices) == ["selector", "decomposer", "refiner", "all"]
+    assert list(params["lora_preset"].type.choices) == list(config.LORA_PRESETS)
+    assert {f.name for f in dataclasses.fields(SharedArguments)} < Options.names()
+    assert {f.name for f in dataclasses.fields(GRPOArguments)} < Options.names()
+    assert Options(method="grpo").lora()["r"] == 32 and Options(method="dpo").lora()["r"] == 8
+    assert Options(method="grpo", lora_preset="r16").lora()["r"] == 16
+    assert Options(lora_r=4).lora() == {"r": 4, "alpha": 32, "dropout": 0.05, "targets": "q,k,v,o"}
+    assert Options(method="grpo", num_generations=2).grpo_config_args()["num_generations"] == 2
+    assert Options(dpo_beta=0.3).dpo_config_args() == {"beta": 0.3}
+    with pytest.raises(Exception, match="unknown option 'learning_rat' in cfg.yaml"):
+        Options.from_config({"learning_rat": 1}, "cfg.yaml")
+    assert Options.from_config({"lr": "1e-3", "max_steps": "5"}).lr == 1e-3

@@ -69,7 +69,7 @@ def test_cli_helper_errors(tmp_path):
 
 
 def test_run_sweep_with_a_fake_trainer_reuses_finished_settings(tmp_path):
-    from macsql.finetune.sft import Options
+    from macsql.finetune.config import Options
 
     calls = []
 
@@ -124,7 +124,7 @@ def agent_data(tmp_path):
 
 def test_real_two_setting_sweep_on_a_tiny_model(tiny_causal_dir, agent_data, tmp_path):
     pytest.importorskip("trl")
-    from macsql.finetune.sft import Options
+    from macsql.finetune.config import Options
 
     base = Options(model=str(tiny_causal_dir), data=str(agent_data), out=str(tmp_path / "sweep"), method="lora",
                    max_steps=2, batch_size=1, eval_batch_size=2, eval_steps=1, logging_steps=1, save=False,
