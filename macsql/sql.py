@@ -243,6 +243,7 @@ def names_used(sql: str, schema, *, columns: bool = True, star: bool = True) -> 
 
 
 def _columns_used(tree, schema) -> dict[str, list[str]]:
+    """Table -> the columns of it that `tree` uses, by sqlglot's qualifier (which rewrites `tree` in place)."""
     import sqlglot
     from sqlglot.optimizer.qualify import qualify
     from sqlglot.optimizer.scope import traverse_scope
