@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 
 from macsql.schema import Schema, quote_name
-from macsql.sqlexec import ExecResult, execute, parse_query
+from macsql.sql import names_used, parse_query
+from macsql.sqlexec import ExecResult, execute
 
 _NO_COLUMN = re.compile(r"no such column:\s*(\S+)", re.I)
 _NO_TABLE = re.compile(r"no such table:\s*(\S+)", re.I)
@@ -30,26 +31,6 @@ def _bare(name: str) -> str:
     return name.strip().strip('`"[]').strip()
 
 
-def _tables_in_query(sql: str, schema: Schema) -> tuple[list[str], dict[str, str]]:
-    """The schema tables a query reads, and alias (lower) -> table name."""
-    from sqlglot import exp
-
-    tree = parse_query(sql)
-    tables, aliases = [], {}
-    if tree is None:
-        return tables, aliases
-    for node in tree.find_all(exp.Table):
-        table = schema.table(node.name)
-        if table is None:
-            continue
-        if table.name not in tables:
-            tables.append(table.name)
-        aliases[table.name.lower()] = table.name
-        if node.alias:
-            aliases[node.alias.lower()] = table.name
-    return tables, aliases
-
-
 def _close(word: str, options: list[str]) -> list[str]:
     low = {o.lower(): o for o in options}
     return [low[m] for m in difflib.get_close_matches(word.lower(), list(low), n=MAX_SUGGESTIONS, cutoff=0.6)]
@@ -59,7 +40,8 @@ def missing_column_hint(name: str, schema: Schema, sql: str = "") -> str:
     qualifier, _, column = _bare(name).rpartition(".")
     column = _bare(column)
     owners = [t.name for t in schema.tables if t.column(column) is not None]
-    in_query, aliases = _tables_in_query(sql, schema)
+    used = names_used(sql, schema, columns=False)
+    in_query, aliases = used.tables, used.aliases
     if owners:
         where = ", ".join(f"{t}.{schema.table(t).column(column).name}" for t in owners)
         hint = f"column {column!r} exists only as {where}"
@@ -83,7 +65,7 @@ def missing_table_hint(name: str, schema: Schema) -> str:
 
 def ambiguous_hint(name: str, schema: Schema, sql: str) -> str:
     column = _bare(name).rpartition(".")[2]
-    in_query, _ = _tables_in_query(sql, schema)
+    in_query = names_used(sql, schema, columns=False).tables
     owners = [t for t in in_query if schema.table(t).column(column) is not None]
     if not owners:
         owners = [t.name for t in schema.tables if t.column(column) is not None]
@@ -97,7 +79,8 @@ def _literal_filters(sql: str, schema: Schema) -> list[tuple[str, str, str, bool
     tree = parse_query(sql)
     if tree is None:
         return []
-    in_query, aliases = _tables_in_query(sql, schema)
+    used = names_used(sql, schema, columns=False)
+    in_query, aliases = used.tables, used.aliases
     out = []
     for node in tree.find_all(exp.EQ, exp.Like, exp.ILike):
         col, lit = node.this, node.expression

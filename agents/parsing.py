@@ -6,7 +6,7 @@ import json
 import re
 
 from macsql.errors import NoSQLError
-from macsql.sqlexec import sql_spans
+from macsql.sql import sql_spans
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|$)", re.S)
 # A statement starts at SELECT, or at WITH [RECURSIVE] name [(columns)] AS [[NOT] MATERIALIZED] ( where the

@@ -24,11 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-
-def _tree(sql: str):
-    from macsql.sqlexec import parse_query
-
-    return parse_query(sql)
+from macsql.sql import parse_query
 
 
 def drop_distinct(sql: str) -> str | None:
@@ -50,7 +46,7 @@ def count_distinct_off(sql: str) -> str | None:
 def swap_columns(sql: str) -> str | None:
     from sqlglot import exp
 
-    tree = _tree(sql)
+    tree = parse_query(sql)
     if not isinstance(tree, exp.Select) or len(tree.expressions) < 2:
         return None
     cols = list(tree.expressions)
@@ -64,7 +60,7 @@ def swap_columns(sql: str) -> str | None:
 def drop_order_by(sql: str) -> str | None:
     from sqlglot import exp
 
-    tree = _tree(sql)
+    tree = parse_query(sql)
     if not isinstance(tree, exp.Query) or tree.args.get("order") is None:
         return None
     tree.set("order", None)
@@ -77,7 +73,7 @@ def reverse_order(sql: str) -> str | None:
     if re.search(r"\bORDER\s+BY\b", sql, re.IGNORECASE) and not re.search(r"\bASC\b", sql, re.IGNORECASE):
         from sqlglot import exp
 
-        tree = _tree(sql)
+        tree = parse_query(sql)
         order = tree.args.get("order") if isinstance(tree, exp.Query) else None
         if order is None:
             return None

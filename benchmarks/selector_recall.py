@@ -18,8 +18,8 @@ from pathlib import Path
 
 from macsql.agents import selector
 from macsql.backends import make_llm
-from macsql.finetune.data import gold_selection
 from macsql.schema import introspect, schema_from_tables_json
+from macsql.sql import names_used
 
 
 def covered(gold: dict[str, list[str]], kept: dict[str, list[str]]) -> bool:
@@ -51,7 +51,7 @@ def main() -> None:
         sql = q.get("query") or q.get("SQL")
         db_file = root / q["db_id"] / f"{q['db_id']}.sqlite"
         schema = introspect(db_file) if db_file.is_file() else schemas[q["db_id"]]
-        gold = gold_selection(sql, schema)
+        gold = names_used(sql, schema).columns
         if not selector.needs_selection(schema):
             small += 1
             continue

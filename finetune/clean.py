@@ -5,9 +5,9 @@ Each example's gold SQL is checked, in this order:
 - `unparsable`: sqlglot cannot parse it (every later tool — the Selector targets, the metrics, the rewards —
   reads SQL with sqlglot, so such an example teaches or measures nothing reliable);
 - `execution_error` / `timeout`: it fails on its database through THE executor (`sqlexec.execute`);
-- `unknown_names`: sqlglot's qualifier cannot resolve a table or column of it against the schema
-  (`schema.introspect` of the database; the tables.json schema when the database file is absent, as for BIRD
-  here);
+- `unknown_names`: it names a table or column the schema lacks (`sql.unknown_names`, the analyser the
+  hallucination metric uses; against `schema.introspect` of the database, or the tables.json schema when the
+  database file is absent, as for BIRD here);
 - `schema_mismatch`: the schema context shipped with the data (Spider `tables.json`, BIRD `dev_tables.json`)
   disagrees with the database on a name the gold SQL uses, or has no entry for the database: a prompt built
   from that context would hide a table or column the answer needs.
@@ -64,48 +64,11 @@ class Checked:
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _sqlglot_schema(schema) -> dict[str, dict[str, str]]:
-    return {t.name: {c.name: (c.type or "TEXT") for c in t.columns} for t in schema.tables}
-
-
-def _strings_for_unknown_quoted(tree, schema, sql: str):
-    """SQLite reads a double-quoted name that is no column as a string ("France" in Spider's gold SQL), so
-    such names become string literals before the qualifier looks for them. sqlglot marks backticked names
-    quoted too, so the SQL text tells which quote it was: `Free Meal Count (K-13)` stays a column."""
-    from sqlglot import exp
-
-    columns = {c.name.lower() for t in schema.tables for c in t.columns}
-
-    def fix(node):
-        if (isinstance(node, exp.Column) and not node.table and isinstance(node.this, exp.Identifier)
-                and node.this.args.get("quoted") and node.name.lower() not in columns
-                and f'"{node.name}"' in sql):
-            return exp.Literal.string(node.name)
-        return node
-
-    return tree.transform(fix)
-
-
-def unknown_names(tree, schema, sql: str) -> str | None:
-    """Why sqlglot's qualifier cannot resolve `tree` against `schema`, or None when every name resolves."""
-    import sqlglot
-    from sqlglot import exp
-    from sqlglot.optimizer.qualify import qualify
-
-    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
-    missing = [t.name for t in tree.find_all(exp.Table)
-               if t.name and not isinstance(t.this, exp.Anonymous) and t.name.lower() not in ctes
-               and schema.table(t.name) is None]
-    if missing:
-        return f"unknown table {', '.join(dict.fromkeys(missing))}"
-    try:
-        qualify(_strings_for_unknown_quoted(tree.copy(), schema, sql), schema=_sqlglot_schema(schema),
-                dialect="sqlite", validate_qualify_columns=True, quote_identifiers=False)
-    except sqlglot.errors.OptimizeError as exc:
-        return str(exc).split(". Line:")[0]
-    except sqlglot.errors.SqlglotError:
-        return None  # the qualifier gives up on some valid shapes; not evidence of a bad name
-    return None
+def _names_detail(found) -> str:
+    """The finding's text for what `sql.unknown_names` found: the tables first, then each column."""
+    parts = [f"unknown table {', '.join(found.tables)}"] if found.tables else []
+    parts += [f"Column {c!r} could not be resolved" for c in found.columns]
+    return "; ".join(parts)
 
 
 def names_missing_from(context, used: dict[str, list[str]]) -> list[str]:
@@ -169,36 +132,23 @@ class Checker:
         return None if self.contexts is None else self.contexts.get(db_id)
 
     def execute(self, db_path: Path, sql: str):
-        import sqlglot
-
-        from macsql.sqlexec import ExecResult, execute
+        from macsql.sqlexec import execute
 
         key = (str(db_path), sql)
         if key not in self._results:
-            try:
-                # only errors matter here: a small row cap stops huge results early
-                self._results[key] = execute(db_path, sql, timeout_s=self.timeout_s, max_rows=1000)
-            except sqlglot.errors.TokenError as exc:
-                # sqlexec's statement check lets sqlglot's TokenError escape (it catches ParseError only);
-                # an unterminated quote is bad SQL, i.e. data here, not a crash
-                self._results[key] = ExecResult(error=f"unrecognized token: {' '.join(str(exc).split())[:120]}")
+            # only errors matter here: a small row cap stops huge results early
+            self._results[key] = execute(db_path, sql, timeout_s=self.timeout_s, max_rows=1000)
         return self._results[key]
 
     def check(self, example) -> Checked:
-        import sqlglot
-
         from macsql.errors import DatabaseError
-        from macsql.finetune.data import gold_selection
+        from macsql.sql import names_used, parse_error, parse_query, unknown_names
 
         out = Checked(example.question_id, example.db_id, example.question, example.gold_sql)
         sql = (example.gold_sql or "").strip().rstrip(";").strip()
-        tree = None
-        try:
-            tree = sqlglot.parse_one(sql, read="sqlite") if sql else None
-            if tree is None:
-                out.findings.append(Finding("unparsable", "empty SQL"))
-        except sqlglot.errors.SqlglotError as exc:
-            out.findings.append(Finding("unparsable", " ".join(str(exc).split())[:200]))
+        tree = parse_query(sql)
+        if tree is None:
+            out.findings.append(Finding("unparsable", (parse_error(sql) or "")[:200]))
 
         db_schema = self.db_schema(example.db_id, example.db_path)
         context = self.context(example.db_id)
@@ -219,9 +169,9 @@ class Checker:
 
         names_schema = db_schema if db_schema is not None else context
         if tree is not None and names_schema is not None:
-            problem = unknown_names(tree, names_schema, sql)
-            if problem:
-                out.findings.append(Finding("unknown_names", problem))
+            found = unknown_names(sql, names_schema)
+            if found is not None and found.names:
+                out.findings.append(Finding("unknown_names", _names_detail(found)))
         elif names_schema is None:
             out.skipped.append("names")
 
@@ -231,7 +181,7 @@ class Checker:
             elif db_schema is None:
                 out.skipped.append("schema_mismatch")
             elif tree is not None and not _diff_is_empty(self.databases.get(example.db_id, {})):
-                lacking = names_missing_from(context, gold_selection(sql, db_schema))
+                lacking = names_missing_from(context, names_used(sql, db_schema).columns)
                 if lacking:
                     out.findings.append(Finding("schema_mismatch", "tables file lacks " + ", ".join(lacking)))
         return out
@@ -428,4 +378,4 @@ def clean_cmd(data, db_root, fmt, tables, no_tables, out, report_path, timeout_s
     click.echo(f"wrote {out}" + (f" and {report_path}" if report_path else ""), err=True)
 
 
-__all__ = ["REASONS", "clean_cmd", "clean_data", "schema_diff", "summary_text", "unknown_names"]
+__all__ = ["REASONS", "clean_cmd", "clean_data", "schema_diff", "summary_text"]

@@ -3,7 +3,7 @@
 Every prompt is built by the agent's own `build_prompt` and every target by its `format_target`, over the
 schema rendered by THE renderer, so a model is trained on exactly the prompts it sees at inference:
 
-- Selector: the tables and columns the gold SQL uses (resolved with sqlglot's qualifier against the schema).
+- Selector: the tables and columns the gold SQL uses (`sql.names_used`: sqlglot's qualifier against the schema).
 - Decomposer: the gold SQL, over the schema text the Decomposer would see (whole, or pruned to the gold
   tables plus their keys when the schema is big enough for the Selector to prune it).
 - Refiner: the gold SQL broken in a realistic way (wrong column or table name, a JOIN without its condition,
@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from macsql.errors import InputError
-from macsql.sqlexec import parse_query
+from macsql.sql import corrupt, names_used
 
 TASKS = ("selector", "decomposer", "refiner")
 BALANCE = ("undersample", "oversample", "none")
@@ -43,49 +43,7 @@ class Source:
     evidence: str = ""
 
 
-# ----------------------------------------------------------------------------------------- gold schema use
-def _sqlglot_schema(schema) -> dict[str, dict[str, str]]:
-    return {t.name: {c.name: (c.type or "TEXT") for c in t.columns} for t in schema.tables}
-
-
-def gold_selection(sql: str, schema) -> dict[str, list[str]]:
-    """Tables and columns that `sql` uses, in schema order and spelling. Empty when the SQL cannot be parsed.
-
-    sqlglot's `qualify` resolves every column to its table alias (including unqualified columns and nested
-    queries); each scope's sources map the alias back to a real table. `SELECT *` counts as every column.
-    """
-    import sqlglot
-    from sqlglot.optimizer.qualify import qualify
-    from sqlglot.optimizer.scope import traverse_scope
-
-    tree = parse_query(sql)
-    if tree is None:
-        return {}
-    used: dict[str, set[str]] = {}
-    try:
-        tree = qualify(tree, schema=_sqlglot_schema(schema), dialect="sqlite", validate_qualify_columns=False)
-        for scope in traverse_scope(tree):
-            for table in scope.tables:
-                if (real := schema.table(table.name)) is not None:
-                    used.setdefault(real.name, set())
-            for col in scope.columns:
-                source = scope.sources.get(col.table)
-                real = schema.table(source.name) if isinstance(source, sqlglot.exp.Table) else None
-                if real is not None and (c := real.column(col.name)) is not None:
-                    used.setdefault(real.name, set()).add(c.name)
-    except sqlglot.errors.SqlglotError:
-        # The qualifier gives up on some odd but valid queries: fall back to matching names.
-        tables = [t for n in tree.find_all(sqlglot.exp.Table) if (t := schema.table(n.name)) is not None]
-        for t in tables:
-            used.setdefault(t.name, set())
-        for col in tree.find_all(sqlglot.exp.Column):
-            for t in tables:
-                if (c := t.column(col.name)) is not None:
-                    used[t.name].add(c.name)
-    return {t.name: [c.name for c in t.columns if c.name in used[t.name]] for t in schema.tables
-            if t.name in used}
-
-
+# ------------------------------------------------------------------------------------ the Decomposer's schema
 def decomposer_schema_text(schema, selection: dict[str, list[str]],
                            matches: dict[tuple[str, str], list[str]] | None = None) -> str:
     """The schema text the Decomposer sees: whole for small schemas, Selector-pruned for big ones, with the
@@ -99,138 +57,10 @@ def decomposer_schema_text(schema, selection: dict[str, list[str]],
     return selector.render_for_question(schema, selection, matches or {})
 
 
-# ------------------------------------------------------------------------------------------ corruptions
-# Each takes the parsed gold SQL, the schema and a Random, and returns broken SQL text or None when it does
-# not apply. They mimic what models get wrong (MAC-SQL's Refiner sees these errors at inference).
-def _near_miss(name: str, rng: random.Random) -> str:
-    """A plausible misspelling: plural/singular, a dropped underscore or letter."""
-    options = []
-    if name.lower().endswith("s"):
-        options.append(name[:-1])
-    else:
-        options.append(name + "s")
-    if "_" in name:
-        options.append(name.replace("_", "", 1))
-    if len(name) > 3:
-        i = rng.randrange(1, len(name) - 1)
-        options.append(name[:i] + name[i + 1:])
-    return rng.choice(options)
-
-
-def _wrong_column(tree, schema, rng):
-    from sqlglot import exp
-
-    cols = [c for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)]
-    if not cols:
-        return None
-    col = rng.choice(cols)
-    names = {c.name.lower() for t in schema.tables for c in t.columns}
-    for _ in range(5):
-        wrong = _near_miss(col.name, rng)
-        if wrong.lower() not in names:
-            col.set("this", exp.to_identifier(wrong))
-            return tree
-    return None
-
-
-def _wrong_table(tree, schema, rng):
-    from sqlglot import exp
-
-    tables = list(tree.find_all(exp.Table))
-    if not tables:
-        return None
-    table = rng.choice(tables)
-    names = {t.name.lower() for t in schema.tables}
-    for _ in range(5):
-        wrong = _near_miss(table.name, rng)
-        if wrong.lower() not in names:
-            table.set("this", exp.to_identifier(wrong))
-            return tree
-    return None
-
-
-def _missing_join_condition(tree, schema, rng):
-    from sqlglot import exp
-
-    joins = [j for j in tree.find_all(exp.Join) if j.args.get("on") is not None]
-    if not joins:
-        return None
-    rng.choice(joins).set("on", None)
-    return tree
-
-
-def _bad_alias(tree, schema, rng):
-    from sqlglot import exp
-
-    aliases = {t.alias for t in tree.find_all(exp.Table) if t.alias}
-    cols = [c for c in tree.find_all(exp.Column) if c.table and c.table in aliases]
-    if not cols:
-        return None
-    col = rng.choice(cols)
-    match = re.fullmatch(r"(.*?)(\d+)", col.table)
-    wrong = f"{match.group(1)}{int(match.group(2)) + len(aliases)}" if match else col.table + "1"
-    if wrong in aliases:
-        return None
-    col.set("table", exp.to_identifier(wrong))
-    return tree
-
-
-def _literal_case(tree, schema, rng):
-    from sqlglot import exp
-
-    strings = [s for s in tree.find_all(exp.Literal) if s.is_string and s.this.lower() != s.this.upper()
-               and "%" not in s.this]
-    if not strings:
-        return None
-    lit = rng.choice(strings)
-    text = lit.this
-    changed = text.upper() if text != text.upper() else text.lower()
-    lit.set("this", changed)
-    return tree
-
-
-def _syntax_slip(sql: str, rng: random.Random) -> str | None:
-    """Text-level slips a parser-based rewrite cannot make: a missing keyword, comma or parenthesis."""
-    slips = []
-    if re.search(r"(?i)\bFROM\b", sql):
-        slips.append(lambda s: re.sub(r"(?i)\bFROM\b", "FORM", s, count=1))
-    if "," in sql:
-        slips.append(lambda s: s.replace(",", "", 1))
-    if ")" in sql:
-        slips.append(lambda s: s[:s.rfind(")")] + s[s.rfind(")") + 1:])
-    if re.search(r"(?i)\bGROUP BY\b", sql):
-        slips.append(lambda s: re.sub(r"(?i)\bGROUP BY\b", "GROUP", s, count=1))
-    return rng.choice(slips)(sql) if slips else None
-
-
-CORRUPTIONS: dict[str, Callable] = {
-    "wrong_column": _wrong_column,
-    "wrong_table": _wrong_table,
-    "missing_join_condition": _missing_join_condition,
-    "bad_alias": _bad_alias,
-    "literal_case": _literal_case,
-    "syntax_slip": None,  # text level, see _syntax_slip
-}
-
-
-def corrupt(sql: str, schema, rng: random.Random, kinds: Iterable[str] = CORRUPTIONS) -> list[tuple[str, str]]:
-    """(kind, broken SQL) for each corruption that applies to `sql`, in a seeded random order."""
-
-    kinds = list(kinds)
-    rng.shuffle(kinds)
-    out = []
-    for kind in kinds:
-        if kind == "syntax_slip":
-            broken = _syntax_slip(sql, rng)
-        else:
-            tree = parse_query(sql)
-            if tree is None:
-                continue
-            tree = CORRUPTIONS[kind](tree, schema, rng)
-            broken = tree.sql(dialect="sqlite") if tree is not None else None
-        if broken and broken.strip() != sql.strip():
-            out.append((kind, broken))
-    return out
+# The Refiner's examples: the gold SQL broken in the ways that make SQLite fail or return nothing, which is
+# what the Refiner sees at inference (the corruptions themselves live with the other SQL rewrites in sql.py).
+REFINER_CORRUPTIONS = ("wrong_column", "wrong_table", "missing_join_condition", "bad_alias", "literal_case",
+                       "syntax_slip")
 
 
 # ------------------------------------------------------------------------------------------------- rows
@@ -251,7 +81,7 @@ def rows_for(src: Source, rng: random.Random, *, tasks: Iterable[str] = TASKS, r
     gold = execute(src.db_path, src.gold_sql, timeout_s=timeout_s)
     if not gold.ok:
         return []  # a gold query that fails teaches nothing (and some released gold SQL does fail)
-    selection = gold_selection(src.gold_sql, schema)
+    selection = names_used(src.gold_sql, schema).columns
     # the values the question mentions, as the Selector links them at inference
     matches = selector.matches_map(selector.link_values(src.question, src.db_path))
     rows = []
@@ -265,7 +95,7 @@ def rows_for(src: Source, rng: random.Random, *, tasks: Iterable[str] = TASKS, r
                          decomposer.format_target(src.gold_sql), src))
     if "refiner" in tasks:
         made = 0
-        for kind, broken in corrupt(src.gold_sql, schema, rng):
+        for kind, broken in corrupt(src.gold_sql, schema, rng, REFINER_CORRUPTIONS):
             if made >= refiner_per_question:
                 break
             result = execute(src.db_path, broken, timeout_s=timeout_s)

@@ -2,8 +2,9 @@
 with a table or column that does not exist in the database (the most common failure of small models).
 
 Pairs are made from the agent dataset's Decomposer/Refiner rows: same prompt, `chosen` = the gold reply,
-`rejected` = the reply the agent would give with an invented name (checked to be ungrounded with
-`rewards.invented_names`). Trains a LoRA adapter (from scratch or `--init-adapters`) saved as OUT/<agent>/.
+`rejected` = the reply the agent would give with an invented name (`sql.corrupt`'s `invented_name`, checked
+to be ungrounded with `rewards.invented_names`). Trains a LoRA adapter (from scratch or `--init-adapters`)
+saved as OUT/<agent>/.
 """
 
 from __future__ import annotations
@@ -16,44 +17,12 @@ from macsql.finetune.config import Options
 from macsql.finetune.grpo import grpo_tasks
 from macsql.finetune.rewards import SQL_TASKS
 
-# Names models invent when a schema lacks what the question mentions.
-_COMMON = ("name", "title", "year", "date", "price", "amount", "total", "count", "type", "status", "country",
-           "city", "age", "salary", "rating", "category", "description", "id")
-
-
-def invent(sql: str, schema, rng: random.Random) -> str | None:
-    """`sql` with one real column or table replaced by a plausible name the schema lacks, or None."""
-    from sqlglot import exp
-
-    from macsql.sqlexec import parse_query
-
-    tree = parse_query(sql)
-    if tree is None:
-        return None
-    columns = {c.name.lower() for t in schema.tables for c in t.columns}
-    tables = {t.name.lower() for t in schema.tables}
-    cols = [c for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)
-            and c.name.lower() in columns]
-    tabs = list(tree.find_all(exp.Table))
-    if cols and (not tabs or rng.random() < 0.7):
-        col = rng.choice(cols)
-        base = col.name
-        options = [f"{base}_name", f"total_{base}", f"{base}_value", *(n for n in _COMMON if n not in columns)]
-        options = [o for o in options if o.lower() not in columns]
-        col.set("this", exp.to_identifier(rng.choice(options)))
-    elif tabs:
-        table = rng.choice(tabs)
-        options = [f"{table.name}_info", f"{table.name}_details", f"all_{table.name}", f"{table.name}_records"]
-        table.set("this", exp.to_identifier(rng.choice([o for o in options if o.lower() not in tables])))
-    else:
-        return None
-    return tree.sql(dialect="sqlite")
-
 
 def hallucination_pairs(rows: list[dict], seed: int = 0) -> list[dict]:
     """DPO rows (prompt, chosen, rejected, task) from agent rows with a database."""
     from macsql.agents import decomposer, refiner
     from macsql.finetune.rewards import _schema, invented_names
+    from macsql.sql import corrupt
 
     rng = random.Random(seed)
     pairs = []
@@ -61,7 +30,8 @@ def hallucination_pairs(rows: list[dict], seed: int = 0) -> list[dict]:
         if r["task"] not in SQL_TASKS or not r.get("gold_sql") or not r.get("db_path"):
             continue
         schema = _schema(r["db_path"])
-        bad = invent(r["gold_sql"], schema, rng)
+        broken = corrupt(r["gold_sql"], schema, rng, ["invented_name"])
+        bad = broken[0][1] if broken else None
         if not bad or not invented_names(bad, schema):
             continue
         reply = decomposer.format_target(bad) if r["task"] == "decomposer" else refiner.format_target(bad)

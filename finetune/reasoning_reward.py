@@ -93,24 +93,20 @@ def sql_names(sql: str, schema) -> list[str | None] | None:
     spelling (None for each name the schema lacks, so invented names lower the coverage). None when the SQL
     does not parse.
 
-    Columns come from sqlglot's qualifier (`gold_selection`, the one that builds the Selector's targets);
-    columns that only a `SELECT *` brings in are left out: nobody explains a star column by column.
+    Names come from the one analyser (`sql.names_used`, the same that builds the Selector's targets, and
+    `sql.unknown_names`); columns that only a `SELECT *` brings in are left out: nobody explains a star
+    column by column.
     """
-    from sqlglot import exp
+    from macsql.sql import names_used, unknown_names
 
-    from macsql.finetune.data import gold_selection
-    from macsql.finetune.rewards import invented_names
-    from macsql.sqlexec import parse_query
-
-    tree = parse_query(sql)
-    if tree is None:
+    unknown = unknown_names(sql, schema)
+    if unknown is None:
         return None
-    written = {c.name.lower() for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)}
     valid: list[str] = []
-    for table, columns in gold_selection(sql, schema).items():
+    for table, columns in names_used(sql, schema, star=False).columns.items():
         valid.append(table)
-        valid.extend(c for c in columns if c.lower() in written)
-    invented = {n.lower() for n in invented_names(sql, schema) or []}
+        valid.extend(columns)
+    invented = {n.lower() for n in unknown.names}
     # dedupe by name: `Name` of two tables is one word to mention
     return [*dict.fromkeys(valid), *[None] * len(invented)]
 
@@ -135,7 +131,7 @@ def _unknown_share(reasoning: str, schema, sql: str) -> float:
     """Share of identifier-looking words in the reasoning that name nothing in the schema or the query."""
     from sqlglot import exp
 
-    from macsql.sqlexec import parse_query
+    from macsql.sql import parse_query
 
     known = {t.name.lower() for t in schema.tables} | {c.name.lower() for t in schema.tables for c in t.columns}
     tree = parse_query(sql)
@@ -186,17 +182,14 @@ def _introspect(db_path: str):
 def schema_from_ddl(text: str):
     """A `Schema` (names only) from the `CREATE TABLE` blocks in `text` (THE renderer's output, or a prompt
     holding it); None when there are none. Blocks sqlglot cannot read are skipped."""
-    import sqlglot
     from sqlglot import exp
 
     from macsql.schema import Column, Schema, Table
+    from macsql.sql import parse_query
 
     tables = []
     for block in _CREATE_BLOCK.findall(text):
-        try:
-            stmt = sqlglot.parse_one(block, read="sqlite")
-        except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
-            continue
+        stmt = parse_query(block)
         table = stmt.find(exp.Table) if isinstance(stmt, exp.Create) else None
         if table is None:
             continue

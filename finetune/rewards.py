@@ -158,30 +158,10 @@ def execution_graded_reward(completions, **columns) -> list[float | None]:
 
 
 # ---------------------------------------------------------------------------------------- complexity
-def sql_features(sql: str) -> dict[str, int] | None:
-    """Counts of the constructs that make a query complex, or None when sqlglot cannot parse it."""
-    from sqlglot import exp
-
-    from macsql.sqlexec import parse_query
-
-    tree = parse_query(sql)
-    if tree is None:
-        return None
-    return {
-        "tables": len(list(tree.find_all(exp.Table))),
-        "joins": len(list(tree.find_all(exp.Join))),
-        "subqueries": len(list(tree.find_all(exp.Subquery))) + len(list(tree.find_all(exp.Union))),
-        "aggregates": len(list(tree.find_all(exp.AggFunc))),
-        "conditions": len(list(tree.find_all(exp.Predicate))),
-        "group": int(tree.find(exp.Group) is not None),
-        "order": int(tree.find(exp.Order) is not None),
-        "limit": int(tree.find(exp.Limit) is not None),
-        "distinct": int(tree.find(exp.Distinct) is not None),
-    }
-
-
 def complexity_reward(completions, **columns) -> list[float | None]:
-    """1 - normalised distance between the reply's and the gold SQL's construct counts (sqlglot)."""
+    """1 - normalised distance between the reply's and the gold SQL's construct counts (`sql.sql_features`)."""
+    from macsql.sql import sql_features
+
     out = []
     for t, s, g, _d in _sql_rows(completions, columns):
         if t not in SQL_TASKS or not g:
@@ -202,11 +182,12 @@ def complexity_reward(completions, **columns) -> list[float | None]:
 # ------------------------------------------------------------------------------------------ grounding
 def invented_names(sql: str, schema) -> list[str] | None:
     """Tables and columns in `sql` that the schema does not have (aliases and CTE names are not invented);
-    None when the SQL cannot be parsed. The evaluator's grounding check, so reward and metric agree."""
-    from macsql.evaluate.metrics import grounding
+    None when the SQL cannot be parsed. The one analyser's answer (`sql.unknown_names`), so the reward and the
+    hallucination metric agree."""
+    from macsql.sql import unknown_names
 
-    found = grounding(sql, schema)
-    return found.unknown if found.parsed else None
+    found = unknown_names(sql, schema)
+    return None if found is None else found.names
 
 
 def grounding_reward(completions, **columns) -> list[float | None]:

@@ -4,15 +4,14 @@ Used by the Refiner, the evaluator and the GRPO rewards. Bad SQL is data (`ExecR
 exception; only an unusable database path raises `DatabaseError`.
 
 Every resource a hostile or runaway statement could spend is bounded at one depth, not per statement shape:
-the text (length and bracket nesting, checked before sqlglot parses it, so the parser's time and recursion
-are bounded too), SQLite's own limits on the connection (string/blob length, expression depth, compound
+the text (length and bracket nesting, checked by `sql.statement_error` before sqlglot parses it, so the
+parser's time and recursion are bounded too), SQLite's own limits on the connection (string/blob length, expression depth, compound
 SELECT terms), the wall clock (one deadline from the start of `execute()`, parse included, enforced inside
 SQLite by the progress handler) and the memory of the result (bytes counted as rows are fetched).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import sqlite3
@@ -22,18 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from macsql.errors import DatabaseError, InputError
+from macsql.sql import MAX_SQL_CHARS, statement_error, strip_statement
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_ROWS = 10_000
-# Bounds on the SQL text. The longest gold query in BIRD/Spider is ~2k characters and ~10 bracket levels;
-# past these sqlglot's (recursive) parser gets slow or overflows the Python stack, so refuse instead.
-MAX_SQL_CHARS = 20_000
-MAX_NESTING = 48
 # SQLite limits set on every connection (sqlite3.Connection.setlimit). LENGTH caps any one string or blob a
 # query can build (zeroblob, printf widths, repeated ||), so a single value can never be large.
 SQLITE_LIMITS = {
     "SQLITE_LIMIT_LENGTH": 10_000_000,
-    "SQLITE_LIMIT_SQL_LENGTH": MAX_SQL_CHARS * 4,  # bytes; the character check above comes first
+    "SQLITE_LIMIT_SQL_LENGTH": MAX_SQL_CHARS * 4,  # bytes; the character check (sql.py) comes first
     "SQLITE_LIMIT_EXPR_DEPTH": 200,
     "SQLITE_LIMIT_COMPOUND_SELECT": 200,
     "SQLITE_LIMIT_FUNCTION_ARG": 100,
@@ -41,10 +37,6 @@ SQLITE_LIMITS = {
     "SQLITE_LIMIT_LIKE_PATTERN_LENGTH": 10_000,
 }
 MAX_RESULT_BYTES = 64 * 1024 * 1024  # estimated size of all fetched values together
-
-# sqlglot logs "Falling back to parsing as a Command" for statements it does not model (PRAGMA, VACUUM...);
-# we refuse those anyway, and the warning would land on the user's terminal in the middle of an eval.
-logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 # Authorizer actions a read-only query may need. Everything else (writes, ATTACH, DDL, PRAGMA changes,
 # transactions) is denied before the statement runs.
@@ -296,117 +288,6 @@ def check_timeout(timeout_s: float) -> float:
     return value
 
 
-def _text_problem(text: str) -> str | None:
-    """Why `text` is too big to analyse (length, bracket nesting), or None. Linear and cheap: it runs
-    before sqlglot, whose time and recursion depth grow with both."""
-    if len(text) > MAX_SQL_CHARS:
-        return f"the query is {len(text):,} characters long; at most {MAX_SQL_CHARS:,} are allowed"
-    depth = deepest = 0
-    for ch in text:
-        if ch == "(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch == ")":
-            depth -= 1
-    if deepest > MAX_NESTING:
-        return f"the query nests {deepest} levels of brackets; at most {MAX_NESTING} are allowed"
-    return None
-
-
-def _strip_statement(sql: str) -> str:
-    """The text of one statement without trailing `;`, blanks and comments (`SELECT 1; -- note` is one
-    statement). Only a trailing comment is cut, outside quotes: a `--` inside a string stays."""
-    text = (sql or "").strip()
-    if len(text) > MAX_SQL_CHARS:
-        return text  # refused by _text_problem; not worth a character-by-character scan
-    while True:
-        text = text.rstrip().rstrip(";").rstrip()
-        cut = _trailing_comment_start(text)
-        if cut is None:
-            return text
-        text = text[:cut]
-
-
-def sql_spans(text: str):
-    """Split SQL text into (kind, start, end) spans, kind "code", "quoted" ('...', "...", `...`, [...]) or
-    "comment" (-- to the end of the line, /* ... */); an unclosed quote or comment runs to the end. The one
-    scanner that tells a ';' or '--' in the code from one inside a string or comment."""
-    i, n, start = 0, len(text), 0
-    while i < n:
-        ch = text[i]
-        if ch in "'\"`[" or text.startswith(("--", "/*"), i):
-            if start < i:
-                yield "code", start, i
-            if ch in "'\"`[":
-                end = text.find("]" if ch == "[" else ch, i + 1)
-                kind, end = "quoted", (n if end == -1 else end + 1)
-            elif ch == "-":
-                end = text.find("\n", i)
-                kind, end = "comment", (n if end == -1 else end)
-            else:
-                end = text.find("*/", i + 2)
-                kind, end = "comment", (n if end == -1 else end + 2)
-            yield kind, i, end
-            i = start = end
-        else:
-            i += 1
-    if start < n:
-        yield "code", start, n
-
-
-def _trailing_comment_start(text: str) -> int | None:
-    """Where a comment that ends `text` (only blanks after it) starts, or None."""
-    last = None
-    for kind, start, end in sql_spans(text):
-        if kind != "code" or text[start:end].strip():
-            last = (kind, start)
-    return last[1] if last and last[0] == "comment" else None
-
-
-def parse_query(sql: str):
-    """The sqlglot tree of `sql` read as SQLite, or None when it is empty or cannot be parsed.
-
-    The one place that turns model or gold SQL into a tree for analysis (rewards, metrics, data building).
-    """
-    import sqlglot
-
-    text = _strip_statement(sql)
-    if not text or _text_problem(text):
-        return None
-    try:
-        return sqlglot.parse_one(text, read="sqlite")
-    except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
-        return None
-
-
-def statement_error(sql: str) -> str | None:
-    """Why `sql` is not exactly one SELECT/WITH statement, or None if it is."""
-    import sqlglot
-    from sqlglot import exp
-
-    text = _strip_statement(sql)
-    if not text:
-        return "empty SQL"
-    problem = _text_problem(text)
-    if problem:
-        return problem
-    try:
-        statements = [s for s in sqlglot.parse(text, read="sqlite") if s is not None]
-    except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
-        # sqlglot is stricter than SQLite on some valid queries; SQLite's own parser and the authorizer
-        # still guard execution, so let SQLite report the real error.
-        return None
-    if len(statements) != 1:
-        return f"only one statement is allowed, got {len(statements)}"
-    stmt = statements[0]
-    if not isinstance(stmt, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)):
-        return f"only SELECT/WITH queries are allowed, got {stmt.key.upper()}"
-    for node in stmt.walk():
-        if isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter)):
-            return f"only read queries are allowed, found {node.key.upper()}"
-    return None
-
-
 def execute(
     db_path: str | Path,
     sql: str,
@@ -457,7 +338,7 @@ def execute(
         conn.set_authorizer(authorizer)
         guarded = _Guarded(conn)
         conn.set_progress_handler(_progress, 1000)
-        cur = conn.execute(_strip_statement(sql))
+        cur = conn.execute(strip_statement(sql))
         rows: list[tuple] = []
         size = 0
         for row in cur:  # row by row: a chunk of big rows could already be far over the ceiling

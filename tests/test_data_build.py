@@ -38,20 +38,6 @@ def src(db, question, sql, evidence=""):
     return data.Source(question, sql, db.stem, db, evidence)
 
 
-@pytest.mark.parametrize("sql, expected", [
-    ("SELECT name FROM teacher WHERE age > 30", {"teacher": ["name", "age"]}),
-    ("SELECT T1.name, T2.title FROM teacher AS T1 JOIN course AS T2 ON T1.teacher_id = T2.teacher_id",
-     {"teacher": ["teacher_id", "name"], "course": ["title", "teacher_id"]}),
-    ("SELECT count(*) FROM course WHERE teacher_id IN (SELECT teacher_id FROM teacher WHERE hometown = 'Bolton')",
-     {"teacher": ["teacher_id", "hometown"], "course": ["teacher_id"]}),
-    ("SELECT count(*) FROM room", {"room": []}),
-    ("SELECT * FROM room", {"room": ["room_id", "building"]}),
-    ("SELECT TEACHERalias0.NAME FROM TEACHER AS TEACHERalias0", {"teacher": ["name"]}),  # GeoQuery style
-])
-def test_gold_selection(school, sql, expected):
-    assert data.gold_selection(sql, introspect(school)) == expected
-
-
 def test_rows_use_the_agents_own_prompts_and_targets(school):
     s = src(school, "Which teachers are older than 30?", "SELECT name FROM teacher WHERE age > 30", "old: age > 30")
     rows = data.rows_for(s, random.Random(0))

@@ -8,6 +8,7 @@ from macsql.evaluate import metrics
 from macsql.evaluate.datasets import Example
 from macsql.evaluate.scoring import score_examples, summarize
 from macsql.schema import introspect
+from macsql.sql import normalize_sql
 from tests.conftest import make_db
 
 SQL = """
@@ -153,5 +154,5 @@ def test_gold_failures_are_listed(db):
 
 
 def test_unclosed_quotes_are_handled(db):
-    assert metrics.normalize_sql("SELECT `abc FROM singer") == "select `abc from singer"
+    assert normalize_sql("SELECT `abc FROM singer") == "select `abc from singer"
     assert not metrics.grounding('SELECT "abc FROM singer', introspect(db)).parsed

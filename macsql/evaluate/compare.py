@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from macsql.sql import keyword_spans
 from macsql.sqlexec import ExecResult, execute
 
 
@@ -116,36 +117,26 @@ def spider_form(sql: str, *, keep_distinct: bool = False) -> str:
     """The query Spider's evaluator executes in place of `sql`: operators written `> =` joined up, and,
     unless `keep_distinct`, every DISTINCT keyword removed (SELECT DISTINCT and COUNT(DISTINCT x) alike).
 
-    The keyword is found with sqlglot's tokenizer and cut out of the text by position, so quoted names
-    and strings that read "distinct" stay, and nothing else in the query is re-rendered. Text the
-    tokenizer rejects (an unclosed quote) is returned as it is; it fails to execute either way.
+    The keyword is found with sqlglot's tokenizer (`sql.keyword_spans`) and cut out of the text by position,
+    so quoted names and strings that read "distinct" stay, and nothing else in the query is re-rendered. Text
+    the tokenizer rejects (an unclosed quote) is returned as it is; it fails to execute either way.
     """
-    import sqlglot
-    from sqlglot.tokens import TokenType
-
     text = sql or ""
     for spaced, joined in _SPACED_OPERATORS:
         text = text.replace(spaced, joined)
     if keep_distinct or "distinct" not in text.lower():
         return text
-    try:
-        tokens = sqlglot.tokenize(text, read="sqlite")
-    except sqlglot.errors.SqlglotError:
-        return text
-    for tok in reversed([t for t in tokens if t.token_type == TokenType.DISTINCT]):
-        text = text[:tok.start] + text[tok.end + 1:]
+    for start, end in reversed(keyword_spans(text, "DISTINCT") or []):
+        text = text[:start] + text[end:]
     return text
 
 
 def orders_rows(sql: str) -> bool:
     """True when the query contains ORDER BY anywhere: Spider's evaluator then compares row order."""
-    import sqlglot
-    from sqlglot.tokens import TokenType
-
-    try:
-        return any(t.token_type == TokenType.ORDER_BY for t in sqlglot.tokenize(sql or "", read="sqlite"))
-    except sqlglot.errors.SqlglotError:  # an unclosed quote: the text decides
+    spans = keyword_spans(sql or "", "ORDER_BY")
+    if spans is None:  # an unclosed quote: the text decides
         return re.search(r"\border\s+by\b", sql or "", re.IGNORECASE) is not None
+    return bool(spans)
 
 
 # ---------------------------------------------------------------------------------------- comparing

@@ -131,22 +131,14 @@ def _result_text(res) -> str:
                      + ([f"... {more} more"] if more > 0 else []))
 
 
-def _tables_in(sql: str, schema) -> set[str]:
-    from sqlglot import exp
-
-    from macsql.sqlexec import parse_query
-
-    tree = parse_query(sql)
-    return {t.name for n in (tree.find_all(exp.Table) if tree else ()) if (t := schema.table(n.name))}
-
-
 def schema_text_for(db_path, gold_sql: str, pred_sql: str) -> str:
     """The schema pruned to the tables either query names (whole when neither names one), via THE renderer:
     BIRD schemas run to thousands of tokens, and the judge only needs what the two queries touch."""
     from macsql.schema import introspect, render_schema
+    from macsql.sql import names_used
 
     schema = introspect(db_path)
-    tables = _tables_in(gold_sql, schema) | (_tables_in(pred_sql, schema) if pred_sql else set())
+    tables = {t for sql in (gold_sql, pred_sql) for t in names_used(sql, schema, columns=False).tables}
     selection = {t.name: [c.name for c in t.columns] for t in schema.tables if t.name in tables}
     return render_schema(schema, selection or None)
 

@@ -10,51 +10,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from macsql.schema import Schema
+from macsql.sql import normalize_sql, unknown_names
 
 
 # ------------------------------------------------------------------------------------------ exact match
-def normalize_sql(sql: str) -> str:
-    """A canonical text for `sql`: sqlglot's SQLite output with identifiers case-folded.
-
-    Parsing removes layout, keyword case, redundant parentheses and a trailing ';'. Identifiers are
-    case-insensitive in SQLite, so they are folded; string literals keep their case (they are data).
-    Double-quoted strings (SQLite accepts "France" as a string) become one form by going through the parser.
-    When sqlglot cannot parse the query, whitespace-collapsed lowercase text is the fallback.
-    """
-    import sqlglot
-    from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
-
-    from macsql.sqlexec import parse_query
-
-    text = (sql or "").strip().rstrip(";").strip()
-    if not text:
-        return ""
-    try:
-        tree = parse_query(text)  # None when too long or deep to parse safely (issue 12), or unparseable
-        if tree is None:
-            return " ".join(text.lower().split())
-        tree = tree.transform(lambda node: _quoted_to_string(node, text))
-        tree = normalize_identifiers(tree, dialect="sqlite")
-        return tree.sql(dialect="sqlite", normalize=True, comments=False)
-    except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
-        return " ".join(text.lower().split())
-
-
-def _quoted_to_string(node, text: str):
-    """An unqualified double-quoted name is a string in Spider's SQL ("France"): make it 'France', so
-    that a prediction written with single quotes matches and the value keeps its case."""
-    from sqlglot import exp
-
-    if (isinstance(node, exp.Column) and not node.table and isinstance(node.this, exp.Identifier)
-            and node.this.args.get("quoted") and _double_quoted(node.this, text)):
-        return exp.Literal.string(node.name)
-    return node
-
-
 def exact_match(pred_sql: str, gold_sql: str) -> bool:
+    """The two queries are the same after `sql.normalize_sql` (layout, keyword and identifier case)."""
     pred, gold = normalize_sql(pred_sql), normalize_sql(gold_sql)
     return bool(pred) and pred == gold
 
@@ -91,85 +55,13 @@ class Grounding:
         return [*self.unknown_tables, *self.unknown_columns]
 
 
-@dataclass
-class _Scope:
-    tables: dict[str, set[str]] = field(default_factory=dict)  # lower table -> lower columns
-
-
 def grounding(sql: str, schema: Schema) -> Grounding:
-    """Which tables and columns in `sql` the schema lacks.
-
-    Names the query defines itself are not hallucinations: CTE names and their columns, subquery aliases,
-    SELECT aliases. An unqualified, double-quoted name that matches no column is a string literal in
-    SQLite ("France"), as Spider's gold SQL uses it, so it is not counted either.
-    """
-    from sqlglot import exp
-
-    from macsql.sqlexec import parse_query
-
-    text = (sql or "").strip().rstrip(";").strip()
-    if not text:
-        return Grounding(parsed=False)
-    tree = parse_query(text)
-    if tree is None:
-        return Grounding(parsed=False)
-
-    known = {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables}
-    all_columns = set().union(*known.values()) if known else set()
-    defined: set[str] = set()  # names the query itself defines (CTEs, derived tables, aliases)
-    for cte in tree.find_all(exp.CTE):
-        defined.add(cte.alias_or_name.lower())
-        defined.update(c.name.lower() for c in cte.args.get("alias", exp.TableAlias()).columns or [])
-        if isinstance(cte.this, exp.Query):
-            defined.update(n.lower() for n in cte.this.named_selects)
-    for sub in tree.find_all(exp.Subquery):
-        if sub.alias:
-            defined.add(sub.alias.lower())
-        if isinstance(sub.this, exp.Query):
-            defined.update(n.lower() for n in sub.this.named_selects)
-    for alias in tree.find_all(exp.Alias):
-        defined.add(alias.alias.lower())
-
-    aliases: dict[str, str] = {}  # alias or name -> real table (lower)
-    unknown_tables: list[str] = []
-    for table in tree.find_all(exp.Table):
-        name = table.name.lower()
-        if not name or isinstance(table.this, exp.Anonymous):  # table-valued functions
-            continue
-        if name in known:
-            aliases[name] = name
-            if table.alias:
-                aliases[table.alias.lower()] = name
-        elif name not in defined:
-            unknown_tables.append(table.name)
-        elif table.alias:
-            defined.add(table.alias.lower())
-
-    unknown_columns: list[str] = []
-    for col in tree.find_all(exp.Column):
-        name = col.name
-        if not name or isinstance(col.this, exp.Star):
-            continue
-        low = name.lower()
-        qualifier = col.table.lower() if col.table else ""
-        if qualifier:
-            real = aliases.get(qualifier)
-            if real is None:
-                continue  # qualified by a CTE/subquery alias (checked where it is defined) or an unknown table
-            if low not in known[real]:
-                unknown_columns.append(f"{col.table}.{name}")
-            continue
-        if low in all_columns or low in defined:
-            continue
-        if col.this.args.get("quoted") and _double_quoted(col.this, text):
-            continue  # SQLite reads an unresolvable "..." as a string literal
-        unknown_columns.append(name)
-    return Grounding(True, tuple(dict.fromkeys(unknown_tables)), tuple(dict.fromkeys(unknown_columns)))
-
-
-def _double_quoted(identifier, text: str) -> bool:
-    """True when the identifier was written with double quotes (not backticks or brackets)."""
-    return f'"{identifier.name}"' in text
+    """The hallucination metric of one query: the tables and columns it names that the schema lacks, as the
+    one analyser finds them (`sql.unknown_names`, which the grounding reward, DPO and data cleaning use too).
+    Names the query defines itself (CTEs, subquery and SELECT aliases) and Spider's double-quoted strings
+    ("France") are not counted."""
+    found = unknown_names(sql, schema)
+    return Grounding(parsed=False) if found is None else Grounding(True, found.tables, found.columns)
 
 
 # ------------------------------------------------------------------------------------------- VES
