@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
+from macsql.cli.sweep import sweep_options
 from macsql.errors import InputError
-from macsql.finetune.sweep import sweep_options
 
 
 @click.group("data")
@@ -274,7 +274,7 @@ def finetune(ctx, agent, config_file, no_save, sweep, sweep_eval, **cli):
     if not Path(values["data"]).exists():
         raise InputError(f"--data {values['data']!r} does not exist; build it with `macsql data build`")
     opts = Options(**{k: _typed(k, v) for k, v in values.items() if k in Options.names()})
-    from macsql.finetune.sweep import sweep_from_cli
+    from macsql.cli.sweep import sweep_from_cli
 
     if sweep_from_cli(agent, opts, sweep, ctx.args, sweep_eval):
         return  # one run per setting under OUT/<setting>/, and the table

@@ -73,3 +73,11 @@ def test_mapped_packages_import_under_macsql():
 
     assert macsql.agents.__name__ == "macsql.agents"
     assert macsql.finetune.__name__ == "macsql.finetune"
+
+
+def test_every_command_is_registered_once_and_loads():
+    from macsql.cli import COMMANDS
+
+    r = run("--help")
+    assert r.exit_code == 0 and all(f"  {name} " in r.output for name in COMMANDS)
+    assert run("data", "--help").output.count("clean") >= 1

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from macsql.cli import MacSQLGroup
+from macsql.cli.judge import judge_cmd
 from macsql.evaluate.judge import (
     CATEGORIES,
-    judge_cmd,
     judge_records,
     load_run,
     normalize_category,
