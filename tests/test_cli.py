@@ -75,6 +75,18 @@ def test_mapped_packages_import_under_macsql():
     assert macsql.finetune.__name__ == "macsql.finetune"
 
 
+def test_demo_database_and_suites_come_from_the_package():
+    from importlib import resources
+
+    from macsql.demo import resolve_db
+    from macsql.evaluate.suite import available_suites
+    from macsql.schema import introspect
+
+    assert (resources.files("macsql.databases") / "shop.sql").is_file()
+    assert {t.name for t in introspect(resolve_db("demo")).tables} >= {"customers", "orders", "products"}
+    assert available_suites()  # read through importlib.resources, not the checkout's layout
+
+
 def test_every_command_is_registered_once_and_loads():
     from macsql.cli import COMMANDS
 
