@@ -87,7 +87,7 @@ def test_demo_database_and_suites_come_from_the_package():
     assert available_suites()  # read through importlib.resources, not the checkout's layout
 
 
-def test_every_command_is_registered_once_and_loads():
+def test_every_registered_command_loads():
     from macsql.cli import COMMANDS
 
     r = run("--help")
