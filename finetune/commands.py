@@ -19,11 +19,11 @@ from pathlib import Path
 
 import click
 
+from macsql.cli.sweep import sweep_options
 from macsql.errors import InputError
 from macsql.evaluate.datasets import FORMATS
 from macsql.finetune.config import AGENTS, Options, load_config
 from macsql.finetune.data import BALANCE, SPLITS, TASKS
-from macsql.finetune.sweep import sweep_options
 
 
 @click.group("data")
@@ -204,7 +204,7 @@ def finetune(ctx, agent, config_file, sweep, sweep_eval, **cli):
     if not Path(values["data"]).exists():
         raise InputError(f"--data {values['data']!r} does not exist; build it with `macsql data build`")
     opts = Options.from_config(values, source=config_file or "the command line")
-    from macsql.finetune.sweep import sweep_from_cli
+    from macsql.cli.sweep import sweep_from_cli
 
     if sweep_from_cli(agent, opts, sweep, ctx.args, sweep_eval):
         return  # one run per setting under OUT/<setting>/, and the table

@@ -112,8 +112,8 @@ def _seq2seq_trainer(setup: training.Setup, train_rows, val_rows):
     """T5: the flattened prompt in (exactly what HFSeq2SeqLM feeds at inference), the reply as labels."""
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    from macsql.finetune.rewards import completion_text
     from macsql.backends.base import flatten
+    from macsql.finetune.rewards import completion_text
 
     opts, model, tokenizer = setup.opts, setup.model, setup.tokenizer
 

@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import click
-
 from macsql.errors import InputError
 
 # Short names people write in a sweep, mapped to `Options` fields.
@@ -126,7 +124,7 @@ def _log_of(out: Path, agent: str, method: str) -> list[dict]:
 
 def run_sweep(agent: str, base, sweep: dict[str, list[tuple[str, Any]]], *, eval_questions: int = 0,
               pipeline_options: dict | None = None, train: Callable[[str, Any], dict] | None = None,
-              echo: Callable[[str], None] = click.echo) -> list[dict]:
+              echo: Callable[[str], None] = print) -> list[dict]:
     """Train every setting of the grid into OUT/<setting>/ and return one row of figures per setting.
 
     `pipeline_options` go to the Pipeline that measures execution accuracy (default: one refine round)."""
@@ -178,11 +176,10 @@ def validation_questions(data: str | Path, n: int) -> list[dict]:
 
 
 def execution_accuracy(opts, out: Path, questions: list[dict], **pipeline_options) -> tuple[float, int]:
-    """EX (%) of the whole pipeline on the trained weights: base model + OUT adapters, or the OUT model."""
-    from tqdm import tqdm
-
-    from macsql.errors import MacSQLError
-    from macsql.evaluate.compare import execution_match
+    """EX (%) of the whole pipeline on the trained weights: base model + OUT adapters, or the OUT model,
+    through the one evaluation loop (runner.evaluate; BIRD's verdict, as the pipeline's own parts use)."""
+    from macsql.evaluate.datasets import Example
+    from macsql.evaluate.runner import evaluate
     from macsql.pipeline import Pipeline
 
     full = opts.method == "sft"
@@ -190,14 +187,11 @@ def execution_accuracy(opts, out: Path, questions: list[dict], **pipeline_option
     pipe = Pipeline.from_pretrained(str(out) if full else opts.model, backend="hf",
                                     adapters=None if full else out, backend_options={"dtype": opts.dtype},
                                     **{"max_rounds": 1, **pipeline_options})
-    correct = 0
-    for q in tqdm(questions, desc=f"EX {out.name}", unit="q", leave=False, dynamic_ncols=True):
-        try:
-            answer = pipe.ask(q["question"], q["db_path"], evidence=q.get("evidence", ""))
-        except MacSQLError:
-            continue  # no SQL at all: wrong
-        correct += execution_match(q["db_path"], answer.sql, q["gold_sql"]).correct
-    return round(100.0 * correct / len(questions), 2), len(questions)
+    examples = [Example(question_id=str(i), db_id=q.get("db_id") or "", question=q["question"],
+                        gold_sql=q["gold_sql"], db_path=Path(q["db_path"]), evidence=q.get("evidence") or "")
+                for i, q in enumerate(questions)]
+    _, summary, _ = evaluate(pipe, examples, variant=f"EX {out.name}")
+    return summary["ex_bird"], len(questions)
 
 
 # ------------------------------------------------------------------------------------------- the table
@@ -272,31 +266,4 @@ def plot_sweep(root: Path, rows: list[dict], agent: str, method: str) -> Path | 
     return path
 
 
-# ------------------------------------------------------------------------------------------------- CLI
-def sweep_options(f):
-    """`--sweep` and `--sweep-eval` for the finetune command. The command also needs
-    `context_settings={"allow_extra_args": True}`, so that `--sweep lr=1e-4,2e-4 batch=4,8` reads the parts
-    after the first as extra arguments (click options take one value each)."""
-    f = click.option("--sweep-eval", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
-                     help="With --sweep: execution accuracy of each setting on N validation questions.")(f)
-    return click.option("--sweep", multiple=True, metavar="NAME=V1,V2 ...",
-                        help="Train a grid of settings into OUT/<setting>/ and print one table, e.g. "
-                             "--sweep lr=3e-5,5e-5,1e-4 batch=4,8")(f)
-
-
-def sweep_from_cli(agent: str, opts, sweep: Sequence[str], extra_args: Sequence[str], sweep_eval: int) -> bool:
-    """Run the sweep the command line asks for and print its table; False when no sweep was asked for."""
-    if extra_args and not sweep:
-        raise InputError(f"unexpected argument {extra_args[0]!r}; options start with -- (a grid goes after "
-                         "--sweep, e.g. --sweep lr=3e-5,1e-4 batch=4,8)")
-    if not sweep:
-        if sweep_eval:
-            raise InputError("--sweep-eval needs --sweep")
-        return False
-    rows = run_sweep(agent, opts, parse_sweep([*sweep, *extra_args]), eval_questions=sweep_eval)
-    click.echo("\n" + table_markdown(rows))
-    click.echo(f"\nsweep table: {Path(opts.out) / 'sweep.md'} (and sweep.csv, sweep.json, sweep-loss.png)")
-    return True
-
-
-__all__ = ["Setting", "expand", "parse_sweep", "run_sweep", "sweep_from_cli", "sweep_options", "table_markdown"]
+__all__ = ["Setting", "expand", "parse_sweep", "run_sweep", "table_markdown"]

@@ -1,15 +1,20 @@
-"""The bundled demo database: built from databases/shop.sql into the cache on first use (`--db demo`)."""
+"""The bundled demo database: built from databases/shop.sql into the cache on first use (`--db demo`).
+
+databases/ is installed as the data-only package `macsql.databases`, so the SQL is found through the
+package (importlib.resources) the same way in a checkout, an editable install and a wheel.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+from importlib import resources
 from pathlib import Path
 
 from macsql.cache import cache_root
 from macsql.errors import DatabaseError
 
-DEMO_SQL = Path(__file__).resolve().parents[1] / "databases" / "shop.sql"
+DEMO_SQL = resources.files("macsql.databases") / "shop.sql"
 DEMO_QUESTIONS = (
     "How many customers live in Spain?",
     "Which product has the highest price?",
@@ -18,7 +23,7 @@ DEMO_QUESTIONS = (
 )
 
 
-def build(sql_file: Path, target: Path) -> Path:
+def build(sql_file, target: Path) -> Path:
     """Build a database from SQL text into `target` (a new file; never touches an existing database)."""
     tmp = target.with_suffix(".building")
     tmp.unlink(missing_ok=True)
@@ -34,8 +39,8 @@ def build(sql_file: Path, target: Path) -> Path:
 
 def demo_db_path() -> Path:
     if not DEMO_SQL.exists():
-        raise DatabaseError(f"the demo database source {DEMO_SQL} is missing; install macsql from a checkout "
-                            "(pip install -e .) or pass --db PATH")
+        raise DatabaseError(f"the demo database source {DEMO_SQL} is missing from the installed package; "
+                            "reinstall macsql (pip install .) or pass --db PATH")
     digest = hashlib.sha256(DEMO_SQL.read_bytes()).hexdigest()[:12]
     target = cache_root() / "demo" / f"shop-{digest}.sqlite"
     if not target.exists():

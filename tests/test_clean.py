@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from macsql.cli import MacSQLGroup
-from macsql.finetune.clean import clean_cmd, clean_data, schema_diff, summary_text
+from macsql.cli.clean import clean_cmd
+from macsql.finetune.clean import clean_data, schema_diff, summary_text
 from macsql.schema import introspect, schema_from_tables_json
 from tests.conftest import SHARED_DATA, SHOP_SQL, make_db, needs_shared_data
 

@@ -73,3 +73,23 @@ def test_mapped_packages_import_under_macsql():
 
     assert macsql.agents.__name__ == "macsql.agents"
     assert macsql.finetune.__name__ == "macsql.finetune"
+
+
+def test_demo_database_and_suites_come_from_the_package():
+    from importlib import resources
+
+    from macsql.demo import resolve_db
+    from macsql.evaluate.suite import available_suites
+    from macsql.schema import introspect
+
+    assert (resources.files("macsql.databases") / "shop.sql").is_file()
+    assert {t.name for t in introspect(resolve_db("demo")).tables} >= {"customers", "orders", "products"}
+    assert available_suites()  # read through importlib.resources, not the checkout's layout
+
+
+def test_every_registered_command_loads():
+    from macsql.cli import COMMANDS
+
+    r = run("--help")
+    assert r.exit_code == 0 and all(f"  {name} " in r.output for name in COMMANDS)
+    assert run("data", "--help").output.count("clean") >= 1

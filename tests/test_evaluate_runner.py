@@ -10,7 +10,8 @@ from macsql.backends.base import ScriptedLLM
 from macsql.backends.batching import BatchingLLM, SerializedLLM, for_threads
 from macsql.errors import ModelError
 from macsql.evaluate.datasets import Example
-from macsql.evaluate.runner import PredictionStore, run_predictions
+from macsql.evaluate.run import PredictionStore
+from macsql.evaluate.runner import run_predictions
 from macsql.pipeline import Pipeline
 
 
@@ -215,3 +216,23 @@ def test_questions_are_answered_grouped_by_database(shop_db, tmp_path):
     assert [r["question_id"] for r in _lines(tmp_path / "p.jsonl")] == ["0", "2", "4", "1", "3", "5"]
     schemas = [messages[-1]["content"].split("Question:")[0] for _, messages in llm.calls]
     assert len(set(schemas)) == 2 and schemas == sorted(schemas, key=schemas.index)  # one run per database
+
+
+def test_reading_a_run_never_writes(shop_db, tmp_path):
+    from macsql.evaluate.run import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    run_predictions(_single(ScriptedLLM(_reply)), _examples(shop_db, 3), folder.predictions_file, progress=False)
+    data = folder.predictions_file.read_bytes()
+    folder.predictions_file.write_bytes(data[: len(data) - 25])  # a run killed while writing its third line
+    torn = folder.predictions_file.read_bytes()
+    assert set(folder.predictions()) == {"0", "1"}
+    assert folder.predictions_file.read_bytes() == torn  # the reader skipped the torn line and cut nothing
+
+
+def test_answers_can_stay_in_memory(shop_db):
+    from macsql.evaluate.runner import evaluate
+
+    records, summary, scores = evaluate(_single(ScriptedLLM(_reply)), _examples(shop_db, 2), progress=False)
+    assert set(records) == {"0", "1"} and summary["n"] == 2 and summary["ex_bird"] == 100.0
+    assert [s.question_id for s in scores] == ["0", "1"]

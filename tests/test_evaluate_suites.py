@@ -105,7 +105,7 @@ def test_cli_suite_selection_errors(tmp_path):
 
 
 def test_cli_suite_runs_on_demo(tmp_path, monkeypatch):
-    monkeypatch.setattr("macsql.cli.build_pipeline", lambda **_: Pipeline(ScriptedLLM(_oracle())))
+    monkeypatch.setattr("macsql.cli.options.build_pipeline", lambda **_: Pipeline(ScriptedLLM(_oracle())))
     r = CliRunner().invoke(main, ["eval", "--suite", "error_correction", "--db", "demo", "-q"])
     assert r.exit_code == 0, r.output
     assert "error_correction" in r.output and "PASS" in r.output.splitlines()[-1]

@@ -67,10 +67,11 @@ def test_ask_follow_up_on_a_saved_answer(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     import macsql.cli
+    import macsql.cli.options
     from tests.conftest import demo_reply
 
     llm = ScriptedLLM(demo_reply)
-    monkeypatch.setattr(macsql.cli, "build_pipeline", lambda **_: Pipeline(llm, candidates=1))
+    monkeypatch.setattr(macsql.cli.options, "build_pipeline", lambda **_: Pipeline(llm, candidates=1))
     runner = CliRunner()
     first = runner.invoke(macsql.cli.main, ["ask", "How many customers live in Spain?", "--db", "demo", "--json"])
     assert first.exit_code == 0, first.output

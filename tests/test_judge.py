@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from macsql.backends import make_llm
 from macsql.backends.base import ScriptedLLM
 from macsql.cli import MacSQLGroup
+from macsql.cli.judge import judge_cmd
 from macsql.evaluate.judge import (
     CATEGORIES,
-    judge_cmd,
     judge_records,
     load_run,
     normalize_category,

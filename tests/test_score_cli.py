@@ -136,7 +136,7 @@ def _scripted_pipeline(calls):
 
 def test_eval_ablations_resume_and_compare(spider_set, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("macsql.cli.build_pipeline", _scripted_pipeline(calls))
+    monkeypatch.setattr("macsql.cli.options.build_pipeline", _scripted_pipeline(calls))
     out = tmp_path / "run"
     args = ["eval", "--data", spider_set, "--out", out, "--ablations", "--variants", "full,baseline", "-q"]
     r = run(*args)
@@ -193,7 +193,7 @@ def test_compare_reads_reports_written_before_ex_bird(spider_set, tmp_path):
 
 
 def test_eval_refuses_to_mix_runs(spider_set, tmp_path, monkeypatch):
-    monkeypatch.setattr("macsql.cli.build_pipeline", _scripted_pipeline([]))
+    monkeypatch.setattr("macsql.cli.options.build_pipeline", _scripted_pipeline([]))
     out = tmp_path / "run"
     assert run("eval", "--data", spider_set, "--out", out, "-q").exit_code == 0
     r = run("eval", "--data", spider_set, "--out", out, "--no-refiner", "-q")
@@ -225,7 +225,7 @@ def test_gold_as_pred_on_geoquery_lists_failing_gold():
 
 def test_eval_sample_can_grow(spider_set, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("macsql.cli.build_pipeline", _scripted_pipeline(calls))
+    monkeypatch.setattr("macsql.cli.options.build_pipeline", _scripted_pipeline(calls))
     out = tmp_path / "run"
     assert run("eval", "--data", spider_set, "--out", out, "--limit", "2", "--seed", "1", "--no-refiner", "--candidates", "1",
                "-q").exit_code == 0

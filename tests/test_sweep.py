@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from macsql.cli.sweep import sweep_from_cli
 from macsql.errors import InputError
-from macsql.finetune.sweep import expand, losses, parse_sweep, run_sweep, sweep_from_cli, table_markdown
+from macsql.finetune.sweep import expand, losses, parse_sweep, run_sweep, table_markdown
 from tests.conftest import SHOP_SQL, make_db
 
 

@@ -21,8 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import click
-
 from macsql.errors import InputError
 
 CATEGORIES: dict[str, str] = {
@@ -156,26 +154,30 @@ def build_prompt(record: dict, schema_text: str, gold_res, pred_res) -> list[dic
 
 # ------------------------------------------------------------------------------------------------ judging
 def _prepare(record: dict, timeout_s: float) -> tuple[bool | None, list[dict] | None, str | None]:
-    """(correct, judge prompt or None, why it cannot be judged) for one record."""
-    from macsql.errors import MacSQLError
-    from macsql.evaluate.compare import compare_results
-    from macsql.sqlexec import ExecResult, execute
+    """(correct, judge prompt or None, why it cannot be judged) for one record.
 
+    A scored record (`correct` from report.csv) is not compared again: a right one is done, a wrong one runs
+    only to show both results to the judge. An unscored one is compared here with THE comparator."""
+    from macsql.errors import MacSQLError
+    from macsql.evaluate.compare import execution_match
+    from macsql.sqlexec import ExecResult
+
+    correct = record.get("correct")
+    if correct:
+        return True, None, None
     db_path = record.get("db_path")
     can_run = bool(db_path) and Path(db_path).is_file()
-    correct = record.get("correct")
     gold_res = pred_res = None
     if can_run:
         try:
-            gold_res = execute(db_path, record["gold_sql"], timeout_s=timeout_s)
-            pred_sql = record.get("pred_sql") or ""
-            pred_res = execute(db_path, pred_sql, timeout_s=timeout_s) if pred_sql else ExecResult(error="no SQL")
+            match = execution_match(db_path, record.get("pred_sql") or "", record["gold_sql"], timeout_s=timeout_s)
+            gold_res, pred_res = match.gold, match.pred
+            correct = match.correct if correct is None else correct
         except MacSQLError:
             can_run = False
-        except Exception as exc:  # noqa: BLE001 - sqlglot TokenError escapes the executor's check: bad SQL
+        except Exception as exc:  # noqa: BLE001 - a parser failure outside the executor's guard: bad SQL
             pred_res = ExecResult(error=f"{type(exc).__name__}: {exc}")
-        if correct is None and gold_res is not None and pred_res is not None:
-            correct = compare_results(pred_res, gold_res, record["gold_sql"]).correct
+            correct = False if correct is None else correct
     if correct is None:
         return None, None, "no database to execute on and no `correct` field"
     if correct:
@@ -194,7 +196,7 @@ def judge_records(records: Sequence[dict], llm, *, out_dir: str | Path | None = 
     """Judge every wrong prediction; write the files when `out_dir` is given; return the errors report."""
     from tqdm import tqdm
 
-    from macsql.evaluate.runner import PredictionStore
+    from macsql.evaluate.run import PredictionStore
 
     model = getattr(llm, "name", type(llm).__name__)
     store = PredictionStore(Path(out_dir) / "judgements.jsonl") if out_dir else None
@@ -293,34 +295,25 @@ def load_run(run_dir: str | Path, *, data: str | None = None, db_root: str | Non
              fmt: str = "auto") -> list[dict]:
     """Prediction records of a `macsql eval` folder (predictions.jsonl) or a `macsql score --out` folder
     (report.csv), with `db_path`/`evidence` from the benchmark named in run.json/report.json (or `data`),
-    and `correct` from report.csv when the run was scored."""
+    and `correct` from report.csv when the run was scored. Reads the folder, never writes it."""
     from macsql.evaluate.datasets import load_examples
+    from macsql.evaluate.run import RunFolder
 
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise InputError(f"run folder {str(run)!r} does not exist; pass --run DIR written by `macsql eval`")
-    config: dict = {}
-    if (run / "run.json").is_file():
-        config = json.loads((run / "run.json").read_text())
-    elif (run / "report.json").is_file():
-        config = json.loads((run / "report.json").read_text()).get("config", {})
-    scored: dict[str, dict] = {}
-    if (run / "report.csv").is_file():
-        with (run / "report.csv").open(newline="", encoding="utf-8") as fh:
-            scored = {r["question_id"]: r for r in csv.DictReader(fh)}
-    if (run / "predictions.jsonl").is_file():
-        from macsql.evaluate.runner import PredictionStore
-
-        with PredictionStore(run / "predictions.jsonl") as store:
-            records = [dict(r) for r in store.done.values()]
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise InputError(f"run folder {str(folder.path)!r} does not exist; pass --run DIR written by `macsql eval`")
+    config = folder.config() or (folder.report() or {}).get("config", {})
+    scored = folder.report_rows()
+    if folder.has_predictions():
+        records = [dict(r) for r in folder.predictions().values()]
     elif scored:
         records = [dict(r) for r in scored.values()]
     else:
-        raise InputError(f"no predictions.jsonl or report.csv in {str(run)!r}; pass a folder written by "
+        raise InputError(f"no predictions.jsonl or report.csv in {str(folder.path)!r}; pass a folder written by "
                          "`macsql eval --out` or `macsql score --out`")
     data = data or config.get("data")
     if not data:
-        raise InputError(f"{str(run)!r} has no run.json naming its benchmark; pass --data PATH (and --db-root)")
+        raise InputError(f"{str(folder.path)!r} has no run.json naming its benchmark; pass --data PATH (and --db-root)")
     examples = {e.question_id: e for e in load_examples(data, db_root or config.get("db_root"),
                                                         fmt=fmt if fmt != "auto" else config.get("format", "auto"),
                                                         split=config.get("split"))}
@@ -337,50 +330,11 @@ def load_run(run_dir: str | Path, *, data: str | None = None, db_root: str | Non
             r["correct"] = scored[qid]["ex"] == "True"
         out.append(r)
     if not out:
-        raise InputError(f"no prediction in {str(run)!r} matches a question of {data}; pass the --data it was run on")
+        raise InputError(f"no prediction in {str(folder.path)!r} matches a question of {data}; pass the --data it was run on")
     return out
 
 
-@click.command("judge")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder of `macsql eval --out` (predictions.jsonl) or `macsql score --out` (report.csv).")
-@click.option("--model", "-m", required=True, metavar="NAME_OR_PATH", help="The judge model.")
-@click.option("--base-url", default=None, help="OpenAI-compatible server URL (implies --backend openai).")
-@click.option("--backend", type=click.Choice(["auto", "hf", "llamacpp", "openai"]), default=None,
-              help="Judge backend (default: openai with --base-url, else auto).")
-@click.option("--data", default=None, type=click.Path(dir_okay=False),
-              help="The benchmark the run answered (default: the one in run.json).")
-@click.option("--db-root", default=None, type=click.Path(), help="Database folder (default: the run's).")
-@click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Where errors.json/errors.csv go (default: the run folder).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Judge at most N wrong predictions.")
-@click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float, help="Seconds per query.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def judge_cmd(run_dir, model, base_url, backend, data, db_root, out, limit, timeout_s, quiet):
-    """Classify each wrong prediction of a run into an error category with an LLM judge.
-
-    Execution accuracy stays the metric; the judge explains the misses: schema linking, join, aggregation,
-    filter value, nesting, ordering/limit, gold error, other.
-
-    \b
-    Examples:
-      macsql judge --run runs/spider --model Qwen/Qwen2.5-72B-Instruct --base-url http://gpu:8000/v1
-      macsql judge --run runs/spider --model qwen2.5-coder-1.5b --backend hf
-    """
-    from macsql.backends import make_llm
-
-    records = load_run(run_dir, data=data, db_root=db_root)
-    if limit is not None:
-        records = _first_wrong(records, limit, timeout_s)
-    backend = backend or ("openai" if base_url else "auto")
-    options = {"base_url": base_url} if base_url else {}
-    llm = make_llm(model, backend, **options)
-    report = judge_records(records, llm, out_dir=out or run_dir, timeout_s=timeout_s, progress=not quiet)
-    click.echo(category_table(report))
-    click.echo(f"wrote {Path(out or run_dir) / 'errors.json'} and errors.csv", err=True)
-
-
-def _first_wrong(records: list[dict], limit: int, timeout_s: float) -> list[dict]:
+def first_wrong(records: list[dict], limit: int, timeout_s: float) -> list[dict]:
     """The first records up to and including the `limit`-th wrong one (correct ones are cheap to pass)."""
     out, wrong = [], 0
     for r in records:
@@ -393,4 +347,4 @@ def _first_wrong(records: list[dict], limit: int, timeout_s: float) -> list[dict
     return out
 
 
-__all__ = ["CATEGORIES", "judge_cmd", "judge_records", "load_run", "normalize_category", "parse_judgement"]
+__all__ = ["CATEGORIES", "first_wrong", "judge_records", "load_run", "normalize_category", "parse_judgement"]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from macsql.errors import InputError
+from macsql.evaluate.run import REPORT, REPORT_ROWS, RunFolder
 from macsql.evaluate.scoring import QuestionScore
 
 # `ex` repeats ex_bird under its old name, so that readers of earlier runs' files (judge, compare) still work
@@ -24,7 +25,7 @@ def write_report(out_dir: str | Path, summary: dict, scores: Sequence[QuestionSc
                  plots: bool = True) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "csv": out / "report.csv", "summary": out / "summary.md"}
+    paths = {"json": out / REPORT, "csv": out / REPORT_ROWS, "summary": out / "summary.md"}
     paths["json"].write_text(json.dumps({"config": config, "metrics": summary}, indent=2, default=str))
     with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -168,23 +169,19 @@ def write_ablations(out_dir: Path, results: dict[str, dict], config: dict) -> Pa
 
 
 # -------------------------------------------------------------------------------------------- compare
-def _report_dir(path: str | Path) -> Path:
+def _report_folder(path: str | Path) -> RunFolder:
     p = Path(path)
-    folder = p.parent if p.name in ("report.json", "report.csv") else p
-    if not (folder / "report.json").is_file():
-        raise InputError(f"no report.json in {str(folder)!r}; pass a folder written by `macsql eval` or "
+    folder = RunFolder(p.parent if p.name in (REPORT, REPORT_ROWS) else p)
+    if folder.report() is None:
+        raise InputError(f"no report.json in {str(folder.path)!r}; pass a folder written by `macsql eval` or "
                          "`macsql score --out`")
     return folder
 
 
 def load_report(path: str | Path) -> tuple[dict, dict[str, dict]]:
-    folder = _report_dir(path)
-    report = json.loads((folder / "report.json").read_text())
-    rows: dict[str, dict] = {}
-    if (folder / "report.csv").is_file():
-        with (folder / "report.csv").open(newline="", encoding="utf-8") as fh:
-            rows = {r["question_id"]: r for r in csv.DictReader(fh)}
-    return report, rows
+    """(report.json, report.csv rows by question_id) of a run folder, or of the folder of a report file."""
+    folder = _report_folder(path)
+    return folder.report(), folder.report_rows()
 
 
 def _figure(metrics: dict, key: str):

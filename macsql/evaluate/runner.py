@@ -1,22 +1,18 @@
-"""Run the pipeline over a benchmark, one JSONL line per question as soon as it is answered.
+"""Run the pipeline over a benchmark, one JSONL line per question as soon as it is answered, and `evaluate`:
+the one evaluation loop (answer, then score with THE comparator) of `macsql eval`, the suites and the sweep.
 
-The prediction file is the run's only state. Each line is written with a single `os.write` on an
-O_APPEND descriptor and fsync'd, so a killed run leaves whole lines plus at most one torn last line; on
-restart the torn tail is cut off (and that question redone) and every question already in the file is
-skipped. A rerun therefore loses nothing and duplicates nothing.
+The prediction file is the run's only state (run.py's `PredictionStore`): every question already in it is
+skipped, so a rerun loses nothing and duplicates nothing.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from macsql.errors import InputError, MacSQLError, ModelError
+from macsql.errors import MacSQLError, ModelError
 from macsql.evaluate.datasets import Example
+from macsql.evaluate.run import PredictionStore, read_predictions
 
 # Pipeline options of each ablation variant. "baseline" is a single prompt: whole schema, SQL asked for
 # directly, no value linking, no vote, no repair: exactly one model call per question.
@@ -33,61 +29,6 @@ VARIANTS: dict[str, dict] = {
                  "use_values": False, "use_hints": False},
 }
 PIPELINE_AGENTS = ("selector", "decomposer", "refiner")
-
-
-class PredictionStore:
-    """Append-only JSONL of finished questions, keyed by question_id."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: dict[str, dict] = {}
-        self.repaired = False  # a torn last line was cut off
-        self._lock = threading.Lock()
-        self._load()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good_end = 0  # byte offset after the last complete, valid line
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # the line a killed run was writing
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                break
-            if isinstance(rec, dict) and "question_id" in rec:
-                self.done[str(rec["question_id"])] = rec
-            good_end += len(line)
-        if good_end < len(data):
-            # Cut the torn tail so the next append starts on a fresh line; anything after a corrupt line is
-            # dropped too and those questions are simply answered again.
-            with self.path.open("r+b") as fh:
-                fh.truncate(good_end)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.repaired = True
-
-    def append(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-        with self._lock:
-            os.write(self._fd, line)  # one syscall: a line is either all there or (if killed) torn at the end
-            os.fsync(self._fd)
-            self.done[str(record["question_id"])] = record
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _trace_summary(trace: list[dict]) -> list[dict]:
@@ -128,10 +69,11 @@ class _ModelFailure:
         self.example, self.error = example, error
 
 
-def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path, *, variant: str = "full",
+def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path | None, *, variant: str = "full",
                     workers: int = 1, progress: bool = True,
                     on_record: Callable[[dict], None] | None = None) -> dict[str, dict]:
-    """Answer every example not yet in `out_file`; return all records (old and new) by question_id.
+    """Answer every example not yet in `out_file` (None: keep the answers in memory only); return all
+    records (old and new) by question_id.
 
     A `ModelError` on one question (a server fault that outlived the backend's retries) is no answer: the
     question is asked again later in the run, and the answers of other questions, in flight or not, are
@@ -252,46 +194,19 @@ def _run_threaded(pipe, next_example, workers, answer, done, for_threads, batchi
             llm.close()
 
 
-def file_sha256(path: str | Path) -> str:
-    import hashlib
+def evaluate(pipe, examples: Sequence[Example], out_file: str | Path | None = None, *, variant: str = "full",
+             workers: int = 1, progress: bool = True, **scoring) -> tuple[dict[str, dict], dict, list]:
+    """The one evaluation loop: answer every example not yet in `out_file` (in memory when None), then
+    score every answer (scoring.score_and_summarize, whose keyword options `scoring` passes on).
+    Returns (records by question_id, summary figures, one QuestionScore per example).
 
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    `pipe=None` means every answer is in `out_file` already (a rerun that only rebuilds the reports): it is
+    read without writing and no model is needed."""
+    from macsql.evaluate.scoring import score_and_summarize
 
-
-def check_run_config(out_dir: Path, config: dict, *, keys: Sequence[str]) -> None:
-    """Refuse to append to predictions made with a different model, variant or data sample."""
-    path = out_dir / "run.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if not isinstance(old, dict):
-            raise InputError(f"{path} is unreadable, so it cannot say which run {out_dir} holds; use a new "
-                             "--out folder or --overwrite")
-        diff = [k for k in keys if old.get(k) != config.get(k)]
-        if diff:
-            raise InputError(f"{out_dir} holds a run with a different {', '.join(diff)} "
-                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use a new --out folder "
-                             "or --overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({**config, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                                  indent=2, default=str))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, fsync it and rename it over `path`: a kill at any
-    moment leaves the old file or the new one, never half of one (resume reads run.json to compare)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if pipe is None:
+        records = read_predictions(out_file)
+    else:
+        records = run_predictions(pipe, examples, out_file, variant=variant, workers=workers, progress=progress)
+    summary, scores = score_and_summarize(examples, records, progress=progress, **scoring)
+    return records, summary, scores

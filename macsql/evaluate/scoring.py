@@ -213,6 +213,17 @@ def summarize(scores: Sequence[QuestionScore], *, ves: bool = False, noisy: bool
     return out
 
 
+def score_and_summarize(examples: Sequence[Example], predictions: dict[str, dict], *,
+                        score_workers: int | None = None, timeout_s: float = 30.0, ves: bool = False, ves_repeats: int = DEFAULT_VES_REPEATS,
+                        progress: bool = True, keep_distinct: bool = False) -> tuple[dict, list[QuestionScore]]:
+    """(summary, scores) of the predictions; with `ves`, VES/R-VES too, flagged noisy when the machine is busy
+    as the timing starts."""
+    noisy = machine_is_noisy() if ves else None
+    scores = score_examples(examples, predictions, workers=score_workers, timeout_s=timeout_s,
+                            ves_repeats=ves_repeats if ves else 0, progress=progress, keep_distinct=keep_distinct)
+    return summarize(scores, ves=ves, noisy=noisy), scores
+
+
 def machine_is_noisy() -> bool:
     """Timings on a shared machine are unreliable when other work keeps the CPUs busy."""
     try:

@@ -2,7 +2,8 @@
 category, each with a pass threshold. `macsql eval --suite [NAME]`.
 
 Case kinds (a suite's `kind`, or a case's own):
-  sql            run the pipeline; pass when its result equals the gold result (compare.py, BIRD semantics)
+  sql            run the pipeline; pass when its result equals the gold result (scored as a benchmark
+                 question: runner.evaluate, compare.py, BIRD semantics)
   selector       run the Selector with pruning forced; pass when every `expect_tables` is kept and no
                  `must_drop` table is
   refine         execute `broken_sql`, give the Refiner its problem; pass when the fix returns the gold result
@@ -112,7 +113,7 @@ def _db_matches(case_db: str, only: list[str]) -> bool:
 
 
 def run_case(case: dict, kind: str, db: Path, pipe) -> CaseResult:
-    from macsql.evaluate.compare import execution_match
+    from macsql.evaluate.datasets import Example
 
     cid, question, evidence = case["id"], case.get("question", ""), case.get("evidence", "")
     if kind == "selector":
@@ -127,8 +128,13 @@ def run_case(case: dict, kind: str, db: Path, pipe) -> CaseResult:
         detail = "kept " + ",".join(out.selection) + (f"; missing {missing}" if missing else "") + \
             (f"; should drop {extra}" if extra else "") + ("" if out.pruned else "; reply unusable")
         return CaseResult(cid, case["db"], ok, detail)
+    # The other kinds are scored as a benchmark question is: sql and hallucination cases go through the one
+    # evaluation loop (runner.evaluate), a refine case scores the Refiner's fix alone.
+    example = Example(question_id=cid, db_id=case["db"], question=question, gold_sql=case.get("gold_sql", ""),
+                      db_path=db, evidence=evidence)
     if kind == "refine":
         from macsql.agents.refiner import problem_with, refine
+        from macsql.evaluate.scoring import score_and_summarize
         from macsql.schema import introspect, render_schema
         from macsql.sqlexec import execute
 
@@ -137,30 +143,28 @@ def run_case(case: dict, kind: str, db: Path, pipe) -> CaseResult:
             raise InputError(f"case {cid}: broken_sql runs fine, so there is nothing for the Refiner to fix")
         out = refine(question, render_schema(introspect(db)), case["broken_sql"], problem, llm=pipe.llm,
                      evidence=evidence)
-        match = execution_match(db, out.sql, case["gold_sql"])
-        return CaseResult(cid, case["db"], match.correct, match.pred.error or ("ok" if match.correct else
-                                                                               "wrong result"), out.sql)
-    answer = pipe.ask(question, db, evidence=evidence)
-    if kind == "hallucination":
-        from macsql.evaluate.metrics import grounding
-        from macsql.schema import introspect
+        _, scores = score_and_summarize([example], {cid: {"question_id": cid, "pred_sql": out.sql}},
+                                        progress=False)
+    else:
+        from macsql.evaluate.runner import evaluate
 
-        g = grounding(answer.sql, introspect(db))
-        return CaseResult(cid, case["db"], not g.hallucinated,
-                          "invented " + ", ".join(g.unknown) if g.hallucinated else "no invented names", answer.sql)
-    match = execution_match(db, answer.sql, case["gold_sql"])
-    return CaseResult(cid, case["db"], match.correct,
-                      match.pred.error or ("ok" if match.correct else "wrong result"), answer.sql)
+        records, _, scores = evaluate(pipe, [example], progress=False)
+        if records[cid].get("error") and not scores[0].pred_sql:  # the pipeline gave no SQL at all
+            return CaseResult(cid, case["db"], False, f"error: {records[cid]['error']}")
+    score = scores[0]
+    if kind == "hallucination":
+        return CaseResult(cid, case["db"], not score.hallucinated,
+                          "invented " + ", ".join(score.unknown) if score.hallucinated else "no invented names",
+                          score.pred_sql)
+    return CaseResult(cid, case["db"], score.ex_bird,
+                      score.pred_error or ("ok" if score.ex_bird else "wrong result"), score.pred_sql)
 
 
 def run_suites(name: str, make_pipeline: Callable, *, only_dbs: list[str] | None = None,
                data_root: str | Path | None = None, out: str | Path | None = None, quiet: bool = False,
-               echo: Callable[[str], None] | None = None) -> list[SuiteResult]:
+               echo: Callable[[str], None] = print) -> list[SuiteResult]:
     """Run one suite (or `all`), print a table, write suites.json to `out`; raise when a suite is below its
     threshold (so CI fails)."""
-    import click
-
-    echo = echo or click.echo
     suites = available_suites()
     if name != "all" and name not in suites:
         raise InputError(f"no suite {name!r}{did_you_mean(name, suites)}; choose one of: all, {', '.join(suites)}")

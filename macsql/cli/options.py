@@ -1,0 +1,103 @@
+"""The options every command that runs the agents shares, and `build_pipeline`, which turns them into a Pipeline.
+
+Choices come from the registries they choose from (backend names, reply formats, decomposer styles), so a new
+entry there is a new choice here. Only click and those light registries are imported: `macsql --help` loads
+this module.
+"""
+
+from __future__ import annotations
+
+import click
+
+from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
+from macsql.agents.prompting import OUTPUT_FORMATS
+from macsql.backends import BACKEND_CHOICES
+from macsql.state import Context
+
+# `auto` picks one of the registered backends at load time (llm.make_llm)
+DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+
+
+def check_timeout_option(ctx, param, value):
+    """A click callback: seconds must be positive and finite (nan or inf would switch the deadline off)."""
+    from macsql.sqlexec import check_timeout
+
+    return check_timeout(value)
+
+
+def model_options(f):
+    """Options shared by every command that runs the agents."""
+    opts = [
+        click.option("--model", "-m", default=None, metavar="NAME_OR_PATH",
+                     help="Hugging Face id, local folder, .gguf file or alias "
+                          "(default: Qwen/Qwen2.5-Coder-1.5B-Instruct)."),
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+                     help="auto: llama.cpp for GGUF weights when installed, else transformers."),
+        click.option("--adapters", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Folder with a LoRA adapter per agent (from `macsql finetune`)."),
+        click.option("--base-url", default=None, help="OpenAI-compatible server URL for --backend openai "
+                                                      "(default $OPENAI_BASE_URL or http://localhost:8000/v1)."),
+        click.option("--device", default=None, help="torch device for --backend hf (default: cuda if present)."),
+        click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
+                     show_default=True, help="Weights dtype for --backend hf."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for llama.cpp (default: every CPU this process may use). On a busy "
+                          "machine 1 can be much faster: llama.cpp's threads wait for each other."),
+        click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(0, 10),
+                     help="Refiner rounds at most."),
+        click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
+                     callback=check_timeout_option, help="Seconds a query may run before it is stopped."),
+        click.option("--request-timeout", "request_timeout_s", default=120.0, show_default=True, type=float,
+                     callback=check_timeout_option,
+                     help="--backend openai: seconds to wait for one reply of the model server."),
+        click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="sql",
+                     show_default=True, help="Agents' reply format; `reasoning` asks for "
+                                             "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
+        click.option("--decompose", type=click.Choice(DECOMPOSER_STYLES), default="steps", show_default=True,
+                     help="Decomposer reply style: short sub-question lines then the SQL, or MAC-SQL's "
+                          "original layout with SQL for every sub-question (about 1.7x the tokens)."),
+        click.option("--candidates", "candidates", default=Context.candidates, show_default=True,
+                     type=click.IntRange(1, 32), metavar="K",
+                     help="SQL candidates for the execution vote: the direct query, the decomposed one and "
+                          "sampled ones; 1 = a single greedy query, no vote."),
+        click.option("--temperature", default=Context.temperature, show_default=True,
+                     type=click.FloatRange(0.0, 2.0, min_open=True), help="Sampling temperature of the extra candidates."),
+        click.option("--all-samples", is_flag=True,
+                     help="Draw every sampled candidate, even when the direct and the decomposed query already "
+                          "agree (by default the samples are drawn only when they do not)."),
+        click.option("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
+        click.option("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
+        click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
+        click.option("--no-decomposer", is_flag=True, help="Ablation: ask for SQL directly."),
+        click.option("--no-refiner", is_flag=True, help="Ablation: do not repair failing SQL."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
+                   no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
+                   temperature=Context.temperature, no_values=False, no_hints=False, all_samples=False, threads=None,
+                   request_timeout_s=120.0, **extra):
+    """The Pipeline the model options describe (commands call it as `options.build_pipeline`, so that tests
+    can stand a scripted pipeline in for it)."""
+    from macsql.pipeline import Pipeline
+
+    backend_options = {}
+    if backend == "openai":
+        backend_options["timeout_s"] = request_timeout_s
+        if base_url:
+            backend_options["base_url"] = base_url
+    if backend in ("hf", "auto"):
+        backend_options.update({k: v for k, v in {"device": device, "dtype": dtype}.items() if v})
+        if backend == "auto":
+            backend_options = {"device": device, "dtype": dtype} if (device or dtype != "auto") else {}
+    if threads and backend != "openai":
+        backend_options["n_threads"] = threads
+    return Pipeline.from_pretrained(
+        model or None, backend=backend, adapters=adapters, backend_options=backend_options,
+        max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
+        use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
+        decompose=decompose, candidates=candidates, temperature=temperature, use_values=not no_values,
+        use_hints=not no_hints, early_stop=not all_samples, **extra)
