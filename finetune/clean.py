@@ -214,15 +214,10 @@ def clean_data(data: str | Path, db_root: str | Path | None = None, *, fmt: str 
     """Check every question of a benchmark file; return (kept records in the input format, report)."""
     from tqdm import tqdm
 
-    from macsql.evaluate.datasets import detect_format, load_examples
+    from macsql.evaluate.datasets import detect_format, load_examples, read_records
 
     path = Path(data)
-    if not path.is_file():
-        raise InputError(f"data file {str(path)!r} does not exist; pass --data PATH (e.g. spider/dev.json)")
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    records = read_records(path)
     fmt = detect_format(records) if fmt == "auto" else fmt
     bad_keep = [k for k in keep if k not in REASONS]
     if bad_keep:

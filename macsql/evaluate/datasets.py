@@ -51,16 +51,21 @@ def db_file(db_root: Path, db_id: str) -> Path:
     return db_root / db_id / f"{db_id}.sqlite"
 
 
+def read_records(path: Path) -> list:
+    """A benchmark file's JSON records (one line of error, not a traceback, for a missing or broken file)."""
+    if not path.is_file():
+        raise InputError(f"data file {str(path)!r} does not exist; pass --data PATH to dev.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+
+
 def load_examples(data: str | Path, db_root: str | Path | None = None, *, fmt: str = "auto",
                   split: str | None = None) -> list[Example]:
     """All examples of a data file, in file order. `split` filters GeoQuery's question-split."""
     path = Path(data)
-    if not path.is_file():
-        raise InputError(f"data file {str(path)!r} does not exist; pass --data PATH to dev.json")
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    records = read_records(path)
     fmt = detect_format(records) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
