@@ -53,7 +53,7 @@ def decomposer_schema_text(schema, selection: dict[str, list[str]],
     if not selector.needs_selection(schema) or not selection:
         selection = schema.full_selection()
     else:
-        selection = selector.close_over_keys(selection, schema)
+        selection = selector.widen(selection, schema, matches)
     return selector.render_for_question(schema, selection, matches or {})
 
 

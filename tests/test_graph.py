@@ -71,10 +71,27 @@ def test_selector_runs_on_a_big_schema(tmp_path):
     db = make_db(tmp_path / "big.sqlite", ddl + "INSERT INTO t3 (id, c1) VALUES (1, 'x');")
     llm = ScriptedLLM(['{"t3": ["c1"]}', fenced("SELECT c1 FROM t3")])
     ans = Pipeline(llm, candidates=1).ask("What is c1 in t3?", db)
-    assert ans.selection == {"t3": ["id", "c1"]}  # primary key kept although not named
+    assert ans.selection == {"t3": ["id", *(f"c{j}" for j in range(8))]}  # a named table is kept whole
     decomposer_prompt = llm.calls[1][1][-1]["content"]
     assert "CREATE TABLE t3" in decomposer_prompt and "CREATE TABLE t0" not in decomposer_prompt
     assert ans.rows == [["x"]]
+
+
+def test_selector_keeps_the_foreign_key_neighbours_of_the_tables_it_names(tmp_path):
+    from tests.conftest import make_db
+
+    cols = ", ".join(f"c{j} TEXT" for j in range(8))
+    ddl = (f"CREATE TABLE owners (owner_id INTEGER PRIMARY KEY, {cols});"
+           f"CREATE TABLE dogs (dog_id INTEGER PRIMARY KEY, owner_id INTEGER REFERENCES owners(owner_id), {cols});"
+           f"CREATE TABLE treatments (id INTEGER PRIMARY KEY, dog_id INTEGER REFERENCES dogs(dog_id), {cols});"
+           f"CREATE TABLE breeds (code TEXT PRIMARY KEY, {cols});"
+           f"CREATE TABLE sizes (code TEXT PRIMARY KEY, {cols});"
+           "INSERT INTO owners (owner_id, c0) VALUES (1, 'Ann');")
+    db = make_db(tmp_path / "kennel.sqlite", ddl)
+    llm = ScriptedLLM(['{"owners": ["c0"]}', fenced("SELECT c0 FROM owners")])
+    ans = Pipeline(llm, candidates=1).ask("Which owners have dogs?", db)
+    # dogs is one key away from owners (the join the question needs); treatments is two, breeds none
+    assert list(ans.selection) == ["owners", "dogs"]
 
 
 def test_empty_question_is_refused(shop_db):
