@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from macsql.backends.base import AGENTS
 from macsql.errors import InputError
 from macsql.sql import corrupt, names_used
 
-TASKS = ("selector", "decomposer", "refiner")
+TASKS = AGENTS  # one training task per agent
 BALANCE = ("undersample", "oversample", "none")
 SPLITS = ("db", "row")  # validation databases never in training / a stratified sample of rows
 

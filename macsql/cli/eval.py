@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from macsql.backends.base import AGENTS
 from macsql.cli import options
 from macsql.evaluate.datasets import FORMATS
 
@@ -96,7 +97,7 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
     plan.require_databases(examples, db_root)
     base = plan.base_config(data, fmt, db_root, limit, dbs, seed, split, examples)
     model_args = {k: model_opts.get(k) for k in ("model", "backend", "max_rounds", "timeout_s", "output_format")}
-    switches = {f"use_{agent}": not model_opts[f"no_{agent}"] for agent in ("selector", "decomposer", "refiner")}
+    switches = {f"use_{agent}": not model_opts[f"no_{agent}"] for agent in AGENTS}
     runs = plan.plan_variants(names, out, ablations=ablations, switches=switches, model_args=model_args,
                               examples=examples, overwrite=overwrite)
     # A rerun of finished runs (e.g. to rebuild the reports or the ablation table) needs no model.

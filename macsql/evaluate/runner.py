@@ -28,7 +28,6 @@ VARIANTS: dict[str, dict] = {
     "baseline": {"use_selector": False, "use_decomposer": False, "use_refiner": False, "candidates": 1,
                  "use_values": False, "use_hints": False},
 }
-PIPELINE_AGENTS = ("selector", "decomposer", "refiner")
 
 
 def _trace_summary(trace: list[dict]) -> list[dict]:
