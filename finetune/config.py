@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from macsql.backends.loading import DTYPE_CHOICES
 from macsql.errors import InputError, did_you_mean
 from macsql.finetune.data import TASKS
 
@@ -27,7 +28,6 @@ METHODS: dict[str, tuple[str, str]] = {
     "dpo": ("dpo", "against hallucinated schema"),
 }
 AGENTS = (*TASKS, "all")  # `all`: one shared multitask adapter, saved under each agent's name
-DTYPES = ("auto", "bf16", "fp16", "fp32")
 # LoRA presets reproducing the seed configurations (q, k, v, o map to each architecture's projection names).
 LORA_PRESETS: dict[str, dict] = {
     "r8": {"r": 8, "alpha": 32, "dropout": 0.05, "targets": "q,k,v,o"},
@@ -79,7 +79,7 @@ class SharedArguments:
     max_minutes: float | None = option(None, "Stop (and save) after this many minutes of training; "
                                        "--max-steps still caps the run.")
     # auto: bf16 where the device computes it natively (GPU, or a CPU with AMX/AVX512-BF16)
-    dtype: str = option("auto", choices=DTYPES)
+    dtype: str = option("auto", choices=DTYPE_CHOICES)
     # None: on for models of 1B parameters or more (memory), else off
     gradient_checkpointing: bool | None = option(None, "Recompute activations in the backward pass (default: "
                                                  "on for models of 1B parameters or more).")

@@ -15,6 +15,8 @@ from macsql.weights import ResolvedModel, checkpoint_for_transformers
 # --dtype names (and torch's own spellings) -> torch attribute names; torch is imported only when loading.
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
+# What `--dtype` offers, in inference and training alike (auto: see torch_dtype).
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 
 
 def default_device() -> str:

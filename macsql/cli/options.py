@@ -12,10 +12,10 @@ import click
 from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
 from macsql.agents.prompting import OUTPUT_FORMATS
 from macsql.backends import BACKEND_CHOICES
+from macsql.backends.loading import DTYPE_CHOICES
 from macsql.state import Context
 
 # `auto` picks one of the registered backends at load time (llm.make_llm)
-DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
 
 
 def check_timeout_option(ctx, param, value):
