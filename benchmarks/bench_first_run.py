@@ -73,15 +73,18 @@ VARIANTS = ("greedy", "lookup", "static", "compile")
 
 
 def set_variant(llm, name: str, lookup_tokens: int) -> None:
-    """Switch the one loaded model between decoding variants (`_greedy_kwargs` is what generate() gets)."""
+    """Switch the one loaded model between decoding variants (`_decode_kwargs` is what generate() gets)."""
     import torch
 
-    base = type(llm)._greedy_kwargs
+    base = type(llm)._decode_kwargs
     llm.prompt_lookup = lookup_tokens if name == "lookup" else 0
     if name in ("static", "compile"):
-        llm._greedy_kwargs = lambda n: {**base(llm, n), "cache_implementation": "static"}
+        def static(n_prompts, n, temperature):  # greedy replies only: sampling keeps the dynamic cache
+            kwargs = base(llm, n_prompts, n, temperature)
+            return kwargs if kwargs["do_sample"] else {**kwargs, "cache_implementation": "static"}
+        llm._decode_kwargs = static
     else:
-        llm.__dict__.pop("_greedy_kwargs", None)
+        llm.__dict__.pop("_decode_kwargs", None)
     if name == "compile" and not hasattr(llm, "_eager_forward"):
         llm._eager_forward = llm.model.forward
         llm._compiled_forward = torch.compile(llm.model.forward)
