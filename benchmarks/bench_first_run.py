@@ -11,7 +11,8 @@
    llama.cpp row's time to a first answer on a fresh machine, because that backend needs the build.
 2. Decoding: one transformers model (`HFCausalLM`, loaded once) answers seeded Spider dev questions through
    the whole pipeline with each `--variants` entry in turn, question by question (so a busy neighbour hits
-   all variants alike): `greedy` (plain), `lookup` (prompt-lookup decoding, the default), `static` (greedy
+   all variants alike): `greedy` (plain), `lookup` (prompt-lookup decoding of single prompts, the default),
+   `lookup-serial` (every greedy prompt alone, with prompt lookup, instead of batched), `static` (greedy
    with a static KV cache), `compile` (static + torch.compile of the forward pass). Median seconds per
    question, generated tokens per model second, EX, and how many final queries equal the first variant's.
 """
@@ -69,7 +70,7 @@ def first_command(backends: list[str], before: str | None, build_s: float) -> No
            "fresh machine s", "first line"], rows)
 
 
-VARIANTS = ("greedy", "lookup", "static", "compile")
+VARIANTS = ("greedy", "lookup", "lookup-serial", "static", "compile")
 
 
 def set_variant(llm, name: str, lookup_tokens: int) -> None:
@@ -77,7 +78,11 @@ def set_variant(llm, name: str, lookup_tokens: int) -> None:
     import torch
 
     base = type(llm)._decode_kwargs
-    llm.prompt_lookup = lookup_tokens if name == "lookup" else 0
+    llm.prompt_lookup = lookup_tokens if name.startswith("lookup") else 0
+    # lookup-serial: a batch of greedy prompts (the direct and the decomposed query) decoded one prompt at a
+    # time, each with prompt lookup, instead of together without it
+    batch = llm.__dict__.setdefault("_batch_size", llm.batch_size)  # the backend's own, saved on the first call
+    llm.batch_size = 1 if name == "lookup-serial" else batch
     if name in ("static", "compile"):
         def static(n_prompts, n, temperature):  # greedy replies only: sampling keeps the dynamic cache
             kwargs = base(llm, n_prompts, n, temperature)
