@@ -73,7 +73,7 @@ def first_command(backends: list[str], before: str | None, build_s: float) -> No
 VARIANTS = ("greedy", "lookup", "lookup-serial", "static", "compile")
 
 
-def set_variant(llm, name: str, lookup_tokens: int) -> None:
+def set_variant(llm, name: str, lookup_tokens: int, batch_size: int) -> None:
     """Switch the one loaded model between decoding variants (`_decode_kwargs` is what generate() gets)."""
     import torch
 
@@ -81,8 +81,7 @@ def set_variant(llm, name: str, lookup_tokens: int) -> None:
     llm.prompt_lookup = lookup_tokens if name.startswith("lookup") else 0
     # lookup-serial: a batch of greedy prompts (the direct and the decomposed query) decoded one prompt at a
     # time, each with prompt lookup, instead of together without it
-    batch = llm.__dict__.setdefault("_batch_size", llm.batch_size)  # the backend's own, saved on the first call
-    llm.batch_size = 1 if name == "lookup-serial" else batch
+    llm.batch_size = 1 if name == "lookup-serial" else batch_size
     if name in ("static", "compile"):
         def static(n_prompts, n, temperature):  # greedy replies only: sampling keeps the dynamic cache
             kwargs = base(llm, n_prompts, n, temperature)
@@ -111,15 +110,16 @@ def decoding(model: str, variants: list[str], limit: int, seed: int, lookup_toke
     llm = HFCausalLM(resolve(model))
     print(f"# {type(llm).__name__} {llm.name} loaded in {time.perf_counter() - start:.1f}s", flush=True)
     pipe = Pipeline(llm)
+    batch_size = llm.batch_size  # the backend's own; lookup-serial sets 1
     for name in variants:  # warm-up (and the compile) outside the timings
-        set_variant(llm, name, lookup_tokens)
+        set_variant(llm, name, lookup_tokens, batch_size)
         start = time.perf_counter()
         pipe.ask(sample[0].question, sample[0].db_path)
         print(f"# warm-up {name}: {time.perf_counter() - start:.1f}s", flush=True)
     rows: dict[str, list[dict]] = {name: [] for name in variants}
     for i, e in enumerate(sample, 1):
         for name in variants:
-            set_variant(llm, name, lookup_tokens)
+            set_variant(llm, name, lookup_tokens, batch_size)
             start = time.perf_counter()
             answer = pipe.ask(e.question, e.db_path, evidence=e.evidence or "")
             row = question_row(name, answer, time.perf_counter() - start, e)

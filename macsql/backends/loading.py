@@ -58,7 +58,7 @@ def torch_dtype(name: str, device: str, *, for_training: bool = False):
             return torch.bfloat16
         return torch.bfloat16 if device == "cpu" and cpu_has_native_bf16() else torch.float32
     if name not in DTYPES:
-        raise InputError(f"unknown dtype {name!r}; choose auto, bf16, fp16 or fp32")
+        raise InputError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_CHOICES)}")
     return getattr(torch, DTYPES[name])
 
 

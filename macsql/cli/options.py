@@ -15,8 +15,6 @@ from macsql.backends import BACKEND_CHOICES
 from macsql.backends.loading import DTYPE_CHOICES
 from macsql.state import Context
 
-# `auto` picks one of the registered backends at load time (llm.make_llm)
-
 
 def check_timeout_option(ctx, param, value):
     """A click callback: seconds must be positive and finite (nan or inf would switch the deadline off)."""
