@@ -119,3 +119,71 @@ def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch):
     assert loading.torch_dtype("auto", "cpu") is torch.float32
     assert loading.torch_dtype("auto", "cuda:0") is torch.bfloat16
     assert loading.torch_dtype("fp32", "cpu") is torch.float32
+
+
+def _state(tokens, size):
+    import numpy as np
+
+    from macsql.backends.llamacpp import SavedState
+    return SavedState(np.array(tokens), b"x" * size, 0)
+
+
+def test_prompt_states_find_the_longest_shared_prefix():
+    from macsql.backends.llamacpp import PromptStates
+
+    states = PromptStates(capacity_bytes=1000)
+    states[(1, 2, 3, 9)] = _state((1, 2, 3, 9), 10)  # the Selector's schema, then its question
+    states[(1, 5, 6)] = _state((1, 5, 6), 10)  # the Decomposer's pruned schema
+    assert tuple(states[(1, 2, 3, 4, 4)].input_ids) == (1, 2, 3, 9)
+    assert tuple(states[(1, 5, 7)].input_ids) == (1, 5, 6)
+    with pytest.raises(KeyError):
+        states[(8, 8)]
+    assert (states.hits, states.misses) == (2, 1)
+    assert bool(PromptStates(10))  # llama-cpp-python tests `if cache:`: an empty cache must stay on
+
+
+def test_prompt_states_drop_superseded_and_least_recent_states():
+    from macsql.backends.llamacpp import PromptStates
+
+    states = PromptStates(capacity_bytes=25)
+    states[(1, 2)] = _state((1, 2), 10)
+    states[(1, 2, 3)] = _state((1, 2, 3), 10)  # extends (1, 2): replaces it
+    assert len(states) == 1
+    states[(4,)] = _state((4,), 10)
+    states[(1, 2, 3, 5)]  # a lookup makes (1, 2, 3) the most recent
+    states[(6,)] = _state((6,), 10)  # 30 bytes > 25: the least recent, (4,), goes
+    assert len(states) == 2 and (4,) not in {tuple(s.input_ids) for s in states._states.values()}
+    assert states.size_bytes == 20
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    if not HAS_LLAMA_CPP:
+        pytest.skip("llama-cpp-python is not installed (optional)")
+    from tests.tiny import tiny_gguf
+
+    path, _ = tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-qwen2.gguf", "qwen2")
+    return resolve(str(path))
+
+
+@needs_llama_cpp
+def test_each_agent_keeps_its_schema_prefix_across_questions(tiny_llama):
+    from macsql.agents.prompting import messages
+
+    whole = "CREATE TABLE singer (singer_id INT, name TEXT, country TEXT);\n" * 6
+    pruned = "CREATE TABLE concert (concert_id INT, year INT);\n" * 6
+
+    def run(llm):
+        calls = [(whole, "Question: how many singers?"), (pruned, "Question: how many singers?"),
+                 (whole, "Question: list the countries."), (pruned, "Question: list the countries.")]
+        return [llm.generate([messages(s, q)], max_new_tokens=4)[0] for s, q in calls]
+
+    cached = run(LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1))
+    plain = run(LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1, prompt_cache_mb=0))
+    # The third and fourth calls come back to a schema the previous call did not hold: with saved states
+    # they start from it; with llama.cpp's single KV cache alone they recompute it.
+    for g in cached[2:]:
+        assert g.cached_tokens >= g.prompt_tokens - 40  # all but the question (a token per byte here)
+    for g in plain[2:]:
+        assert g.cached_tokens < g.prompt_tokens / 2
+    assert [g.text for g in cached] == [g.text for g in plain]  # the same greedy replies

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import threading
 import time
 import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
 from macsql.backends.base import Generation
 from macsql.errors import ModelError
@@ -41,6 +45,12 @@ class LlamaCppLLM:
     system text and schema are not recomputed between the agents and refine rounds of one question
     (`Generation.cached_tokens` says how many prompt tokens were reused).
 
+    llama.cpp itself keeps one KV cache, and the agents' prompts alternate in it (the Selector reads the whole
+    schema, the Decomposer a pruned one), so on its own it recomputes each agent's schema on every question.
+    `prompt_cache_mb` keeps the KV state of recent prompts in RAM (`PromptStates`): a prompt starts from the
+    saved state that shares its longest token prefix, so the next question on the same database reuses each
+    agent's schema. 0 turns it off.
+
     `extra_bufts=None` (the default) turns llama.cpp's extra weight buffers (AMX, CPU repacking) off only
     when the library was built with AMX: its AMX matmul segfaults on Q4_K weights on Sapphire Rapids CPUs
     (ggml-org/llama.cpp#20824), which is where a `pip install` on such a CPU ends up by default.
@@ -51,7 +61,7 @@ class LlamaCppLLM:
 
     def __init__(self, model: ResolvedModel, *, n_ctx: int = 8192, n_threads: int | None = None,
                  n_batch: int = 512, flash_attn: bool = False, extra_bufts: bool | None = None, seed: int = 0,
-                 **_ignored):
+                 prompt_cache_mb: int = 1024, **_ignored):
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -70,11 +80,14 @@ class LlamaCppLLM:
         threads = n_threads or _cpu_threads()
         try:
             with _model_params(llama_cpp, use_extra_bufts=extra_bufts):
-                self.llama = Llama(model_path=str(model.path), n_ctx=n_ctx, n_threads=threads,
-                                   n_threads_batch=threads, n_batch=n_batch, n_ubatch=n_batch,
-                                   flash_attn=flash_attn, seed=seed, verbose=False)
+                self.llama = _lean_state_llama(Llama)(
+                    model_path=str(model.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                    n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, seed=seed, verbose=False)
         except ValueError as exc:  # llama-cpp-python reports a file it cannot load as ValueError
             raise ModelError(f"llama.cpp cannot load {model.path}: {exc}") from exc
+        self.prompt_states = PromptStates(prompt_cache_mb * 2 ** 20) if prompt_cache_mb > 0 else None
+        # llama-cpp-python looks a prompt up in `cache` before evaluating it and stores the state after the reply
+        self.llama.cache = self.prompt_states
 
     def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         # n samples of one prompt run one after another: llama.cpp keeps the prompt's KV cache, so each
@@ -105,6 +118,115 @@ class LlamaCppLLM:
         return Generation(reply["choices"][0]["message"]["content"] or "", prompt_tokens,
                           usage.get("completion_tokens", 0), seconds, prefill_seconds=perf.t_p_eval_ms / 1000.0,
                           cached_tokens=max(0, prompt_tokens - evaluated))
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """A llama.cpp context's KV cache after `input_ids` (prompt and reply), as llama.cpp serialises it."""
+
+    input_ids: Any  # a numpy int array (numpy comes with llama-cpp-python)
+    data: bytes
+    seed: int
+
+    @property
+    def llama_state_size(self) -> int:
+        return len(self.data)
+
+
+class PromptStates:
+    """Saved states of recent prompts, found by the longest token prefix they share with a new prompt; the
+    least recently used go first once their bytes pass `capacity_bytes`.
+
+    It has the shape llama-cpp-python's `Llama.cache` expects (`cache[tokens]` raises KeyError on a miss;
+    `cache[tokens] = state` after each reply). Its own `LlamaRAMCache` is not used because its saved state
+    copies the logits buffer (n_batch x vocabulary floats: 311 MB for Qwen2.5) on every reply.
+    """
+
+    def __init__(self, capacity_bytes: int, max_entries: int = 32):
+        self.capacity_bytes = capacity_bytes
+        self.max_entries = max_entries
+        self._states: OrderedDict[tuple[int, ...], SavedState] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __bool__(self) -> bool:  # llama-cpp-python tests `if self.cache:`; an empty one is still on
+        return True
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.llama_state_size for s in self._states.values())
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __getitem__(self, tokens) -> SavedState:
+        tokens = tuple(tokens)
+        best, best_len = None, 0
+        for key in self._states:
+            n = _common_prefix(key, tokens)
+            if n > best_len:
+                best, best_len = key, n
+        if best is None:
+            self.misses += 1
+            raise KeyError("no saved state shares a prefix with this prompt")
+        self.hits += 1
+        self._states.move_to_end(best)
+        return self._states[best]
+
+    def __contains__(self, tokens) -> bool:
+        try:
+            self[tokens]
+        except KeyError:
+            return False
+        return True
+
+    def __setitem__(self, tokens, state: SavedState) -> None:
+        key = tuple(tokens)
+        # A state whose tokens extend a saved one supersedes it (n samples of one prompt, a longer reply).
+        for old in [k for k in self._states if len(k) <= len(key) and key[:len(k)] == k]:
+            del self._states[old]
+        self._states[key] = state
+        while len(self._states) > 1 and (self.size_bytes > self.capacity_bytes
+                                         or len(self._states) > self.max_entries):
+            self._states.popitem(last=False)
+
+
+def _common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):  # stops at the shorter
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _lean_state_llama(Llama):
+    """`Llama` whose save/load_state carry only the KV cache and the tokens, not the logits buffer: sampling
+    reads the logits from the context, and the buffer matters only with logits_all (log-probabilities),
+    which this backend never turns on."""
+
+    import llama_cpp
+
+    class LeanStateLlama(Llama):
+        def save_state(self) -> SavedState:
+            ctx = self._ctx.ctx
+            size = llama_cpp.llama_state_get_size(ctx)
+            buffer = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_get_data(ctx, buffer, size)
+            return SavedState(self.input_ids[: self.n_tokens].copy(), ctypes.string_at(buffer, written),
+                              self._seed)
+
+        def load_state(self, state: SavedState) -> None:
+            n = len(state.input_ids)
+            buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+            if llama_cpp.llama_state_set_data(self._ctx.ctx, buffer, len(state.data)) != len(state.data):
+                raise ModelError("llama.cpp could not restore a saved prompt state")
+            self.input_ids[:n] = state.input_ids
+            self.n_tokens = n
+            self._requires_eval = True  # the restored logits are stale: re-evaluate the prompt's last token
+            self._seed = state.seed
+
+    return LeanStateLlama
 
 
 _PARAMS_LOCK = threading.Lock()

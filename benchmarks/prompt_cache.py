@@ -1,0 +1,79 @@
+"""Does keeping each agent's prompt state pay on llama.cpp? The whole pipeline, question by question, on two
+instances of the same GGUF model: one with saved prompt states (`prompt_cache_mb`, the default) and one with
+llama.cpp's single KV cache alone. The two answer each question in turn, so load on the machine hits both
+alike; the questions run in file order, as `macsql eval` reads them (by database).
+
+    python benchmarks/prompt_cache.py --db dog_kennels --db concert_singer --limit 8 --threads 2
+
+Reports seconds per question, prompt tokens evaluated vs served from a cache, and whether both instances
+wrote the same SQL (they should: the same greedy decoding from the same KV values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ask import question_row  # noqa: E402
+from common import SPIDER_DEV, median, percentile, table  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=SPIDER_DEV)
+    ap.add_argument("--db", action="append", default=None, help="databases (repeatable; default: all)")
+    ap.add_argument("--limit", type=int, default=8, help="questions per database")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--model", default=None, help="a GGUF model (default: the default model)")
+    ap.add_argument("--cache-mb", type=int, default=1024)
+    args = ap.parse_args(argv)
+
+    from macsql.backends import make_llm
+    from macsql.evaluate.datasets import load_examples, select
+    from macsql.pipeline import Pipeline
+    from macsql.schema import introspect
+
+    examples = load_examples(args.data)
+    dbs = args.db or sorted({e.db_id for e in examples})
+    sample = [e for db in dbs for e in select(examples, dbs=[db], limit=args.limit)]
+    for e in sample:
+        introspect(e.db_path)  # warm the schema cache: this is about the model's prompt work
+    variants = {"saved states": args.cache_mb, "one KV cache": 0}
+    pipes = {}
+    for name, mb in variants.items():
+        llm = make_llm(args.model, backend="llamacpp", n_threads=args.threads, prompt_cache_mb=mb)
+        pipes[name] = Pipeline(llm)
+    rows: dict[str, list[dict]] = {name: [] for name in variants}
+    for i, e in enumerate(sample, 1):
+        for name, pipe in pipes.items():
+            start = time.perf_counter()
+            answer = pipe.ask(e.question, e.db_path, evidence=e.evidence or "")
+            row = question_row(name, answer, time.perf_counter() - start, e)
+            rows[name].append(row)
+            print(f"[{i}/{len(sample)}] {e.db_id:<16} {name:<12} {'ok' if row['correct'] else '--'} "
+                  f"{row['wall_s']:6.1f}s prompt {row['prompt_tokens']:5d} cached {row['cached_tokens']:5d}",
+                  flush=True)
+    states = pipes["saved states"].llm.prompt_states
+    first = rows["saved states"]
+    out = []
+    for name, rs in rows.items():
+        prompt = sum(r["prompt_tokens"] for r in rs)
+        cached = sum(r["cached_tokens"] for r in rs)
+        out.append([name, len(rs), sum(r["correct"] for r in rs), median([r["wall_s"] for r in rs]),
+                    percentile([r["wall_s"] for r in rs], 90), sum(r["prefill_s"] for r in rs) / len(rs),
+                    prompt / len(rs), 100.0 * cached / max(prompt, 1),
+                    f"{sum(a['sql'] == b['sql'] for a, b in zip(rs, first, strict=True))}/{len(rs)}"])
+    print(f"\n## saved prompt states on llama.cpp: {len(sample)} Spider dev questions ({', '.join(dbs)}), "
+          f"{pipes['saved states'].llm.name}, {args.threads or 'all'} threads\n")
+    table(["variant", "n", "EX", "median s", "p90 s", "prefill s/q", "prompt tok/q", "cached %",
+           "same SQL"], out)
+    print(f"\nsaved states at the end: {len(states)} ({states.size_bytes / 2 ** 20:.0f} MiB), "
+          f"{states.hits} hits, {states.misses} misses")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
