@@ -12,6 +12,7 @@ import click
 from macsql.backends.base import AGENTS
 from macsql.cli import options
 from macsql.evaluate.datasets import FORMATS
+from macsql.evaluate.runner import VARIANTS
 
 
 def data_options(f):
@@ -54,7 +55,7 @@ def _headline(summary: dict) -> str:
 @click.option("--ablations", is_flag=True,
               help="Run the full pipeline and every ablation on the same sample into subfolders, plus a table.")
 @click.option("--variants", default=None, metavar="LIST",
-              help="With --ablations: a comma list of full,no-selector,no-decomposer,no-refiner,baseline.")
+              help=f"With --ablations: a comma list of {','.join(VARIANTS)} (default: all of them).")
 @click.option("--ves", is_flag=True, help="Also measure VES and R-VES (re-runs correct queries; slow).")
 @click.option("--ves-repeats", default=10, show_default=True, type=click.IntRange(min=2),
               help="Timed runs per query for VES (BIRD uses 100).")
