@@ -31,9 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-mb", type=int, default=1024)
     args = ap.parse_args(argv)
 
-    from macsql.backends import make_llm
     from macsql.evaluate.datasets import load_examples, select
-    from macsql.pipeline import Pipeline
     from macsql.schema import introspect
 
     examples = load_examples(args.data)
@@ -41,11 +39,24 @@ def main(argv=None) -> int:
     sample = [e for db in dbs for e in select(examples, dbs=[db], limit=args.limit)]
     for e in sample:
         introspect(e.db_path)  # warm the schema cache: this is about the model's prompt work
-    variants = {"saved states": args.cache_mb, "one KV cache": 0}
-    pipes = {}
-    for name, mb in variants.items():
-        llm = make_llm(args.model, backend="llamacpp", n_threads=args.threads, prompt_cache_mb=mb)
-        pipes[name] = Pipeline(llm)
+    variants = {"saved states": {"prompt_cache_mb": args.cache_mb}, "one KV cache": {"prompt_cache_mb": 0}}
+    pipes, rows = side_by_side(variants, sample, model=args.model, threads=args.threads)
+    states = pipes["saved states"].llm.prompt_states
+    summary(rows, sample, dbs, f"saved prompt states on llama.cpp: {pipes['saved states'].llm.name}, "
+                              f"{args.threads or 'all'} threads")
+    print(f"\nsaved states at the end: {len(states)} ({states.size_bytes / 2 ** 20:.0f} MiB), "
+          f"{states.hits} hits, {states.misses} misses")
+    return 0
+
+
+def side_by_side(variants: dict[str, dict], sample, *, model=None, threads=None):
+    """One llama.cpp instance of the model per variant (its backend options), each answering every question
+    in turn, so that load on the machine hits all alike. Returns the pipelines and each variant's rows."""
+    from macsql.backends import make_llm
+    from macsql.pipeline import Pipeline
+
+    pipes = {name: Pipeline(make_llm(model, backend="llamacpp", n_threads=threads, **options))
+             for name, options in variants.items()}
     rows: dict[str, list[dict]] = {name: [] for name in variants}
     for i, e in enumerate(sample, 1):
         for name, pipe in pipes.items():
@@ -56,8 +67,12 @@ def main(argv=None) -> int:
             print(f"[{i}/{len(sample)}] {e.db_id:<16} {name:<12} {'ok' if row['correct'] else '--'} "
                   f"{row['wall_s']:6.1f}s prompt {row['prompt_tokens']:5d} cached {row['cached_tokens']:5d}",
                   flush=True)
-    states = pipes["saved states"].llm.prompt_states
-    first = rows["saved states"]
+    return pipes, rows
+
+
+def summary(rows: dict[str, list[dict]], sample, dbs, title: str) -> None:
+    """The side-by-side table; "same SQL" compares each variant's answers with the first variant's."""
+    first = next(iter(rows.values()))
     out = []
     for name, rs in rows.items():
         prompt = sum(r["prompt_tokens"] for r in rs)
@@ -66,13 +81,9 @@ def main(argv=None) -> int:
                     percentile([r["wall_s"] for r in rs], 90), sum(r["prefill_s"] for r in rs) / len(rs),
                     prompt / len(rs), 100.0 * cached / max(prompt, 1),
                     f"{sum(a['sql'] == b['sql'] for a, b in zip(rs, first, strict=True))}/{len(rs)}"])
-    print(f"\n## saved prompt states on llama.cpp: {len(sample)} Spider dev questions ({', '.join(dbs)}), "
-          f"{pipes['saved states'].llm.name}, {args.threads or 'all'} threads\n")
+    print(f"\n## {title}; {len(sample)} Spider dev questions ({', '.join(dbs)})\n")
     table(["variant", "n", "EX", "median s", "p90 s", "prefill s/q", "prompt tok/q", "cached %",
            "same SQL"], out)
-    print(f"\nsaved states at the end: {len(states)} ({states.size_bytes / 2 ** 20:.0f} MiB), "
-          f"{states.hits} hits, {states.misses} misses")
-    return 0
 
 
 if __name__ == "__main__":

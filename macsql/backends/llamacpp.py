@@ -61,7 +61,7 @@ class LlamaCppLLM:
 
     def __init__(self, model: ResolvedModel, *, n_ctx: int = 8192, n_threads: int | None = None,
                  n_batch: int = 512, flash_attn: bool = False, extra_bufts: bool | None = None, seed: int = 0,
-                 prompt_cache_mb: int = 1024, **_ignored):
+                 prompt_cache_mb: int = 1024, parallel: int = 1, **_ignored):
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -78,8 +78,12 @@ class LlamaCppLLM:
             extra_bufts = not _llama_has_amx(llama_cpp)
         self.extra_bufts = extra_bufts
         threads = n_threads or _cpu_threads()
+        # parallel > 1: the replies of one generate() call decode together, that many sequences at a time
+        # (llamacpp_parallel.py); the context then holds that many sequences in one shared KV cache.
+        self.parallel = max(1, int(parallel))
+        context = {"n_seq_max": self.parallel, "kv_unified": True} if self.parallel > 1 else {}
         try:
-            with _model_params(llama_cpp, use_extra_bufts=extra_bufts):
+            with _model_params(llama_cpp, use_extra_bufts=extra_bufts), _context_params(llama_cpp, **context):
                 self.llama = _lean_state_llama(Llama)(
                     model_path=str(model.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                     n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, seed=seed, verbose=False)
@@ -91,15 +95,43 @@ class LlamaCppLLM:
 
     def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         # n samples of one prompt run one after another: llama.cpp keeps the prompt's KV cache, so each
-        # repeat evaluates only its own reply tokens.
-        return [self._complete(messages, max_new_tokens, temperature, i) for messages in prompts for i in range(n)]
+        # repeat evaluates only its own reply tokens. With `parallel` they decode together instead.
+        jobs = [(messages, i) for messages in prompts for i in range(n)]
+        if self.parallel > 1 and len(jobs) > 1:
+            out = []
+            for lo in range(0, len(jobs), self.parallel):
+                out += self._complete_together(jobs[lo:lo + self.parallel], max_new_tokens, temperature)
+            return out
+        return [self._complete(messages, max_new_tokens, temperature, i) for messages, i in jobs]
+
+    def _sample_seed(self, messages, index) -> int:
+        # A sample's seed comes from the prompt and the sample's number: reruns give the same candidates, and
+        # the n samples of one prompt draw different random streams.
+        return (self.seed + zlib.crc32(repr(messages).encode()) + 7919 * (index + 1)) % (2 ** 31)
+
+    def _complete_together(self, jobs, max_new_tokens, temperature) -> list[Generation]:
+        from macsql.backends.llamacpp_parallel import cells_needed, chat_tokens, decode_together
+
+        start = time.perf_counter()
+        prompts, stops = zip(*(chat_tokens(self.llama, messages) for messages, _ in jobs), strict=True)
+        if cells_needed(list(prompts), max_new_tokens) > self.llama.n_ctx():
+            # Together they may not fit the context: one at a time, each fits or fails on its own.
+            return [self._complete(messages, max_new_tokens, temperature, i) for messages, i in jobs]
+        try:
+            replies = decode_together(self.llama, list(prompts), list(stops), [temperature] * len(jobs),
+                                      [self._sample_seed(m, i) for m, i in jobs], max_new_tokens,
+                                      states=self.prompt_states)
+        except RuntimeError as exc:
+            raise ModelError(f"llama.cpp: {exc}") from exc
+        tokenizing = (time.perf_counter() - start) - sum(r.prefill_seconds + r.decode_seconds for r in replies)
+        return [Generation(r.text, r.prompt_tokens, len(r.tokens),
+                           r.prefill_seconds + r.decode_seconds + max(0.0, tokenizing) / len(replies),
+                           prefill_seconds=r.prefill_seconds, cached_tokens=r.cached_tokens) for r in replies]
 
     def _complete(self, messages, max_new_tokens, temperature, index) -> Generation:
         lc = self._llama_cpp
         ctx = self.llama._ctx.ctx
-        # A sample's seed comes from the prompt and the sample's number: reruns give the same candidates, and
-        # the n samples of one prompt draw different random streams.
-        seed = (self.seed + zlib.crc32(repr(messages).encode()) + 7919 * (index + 1)) % (2 ** 31)
+        seed = self._sample_seed(messages, index)
         sampling = ({"temperature": 0.0, "top_k": 1} if temperature <= 0 else
                     {"temperature": temperature, "top_p": 0.95, "top_k": 40, "seed": seed})
         lc.llama_perf_context_reset(ctx)
@@ -229,7 +261,32 @@ def _lean_state_llama(Llama):
     return LeanStateLlama
 
 
-_PARAMS_LOCK = threading.Lock()
+_PARAMS_LOCK = threading.RLock()  # re-entrant: the model and the context params are set together
+
+
+@contextlib.contextmanager
+def _context_params(llama_cpp, **fields):
+    """Set fields of llama.cpp's context params that `Llama()` does not expose (n_seq_max, kv_unified), the
+    way `_model_params` does for the model's."""
+    module = llama_cpp.llama_cpp
+    if not fields:
+        yield
+        return
+    with _PARAMS_LOCK:
+        original = module.llama_context_default_params
+
+        def defaults():
+            params = original()
+            for key, value in fields.items():
+                if hasattr(params, key):
+                    setattr(params, key, value)
+            return params
+
+        module.llama_context_default_params = defaults
+        try:
+            yield
+        finally:
+            module.llama_context_default_params = original
 
 
 @contextlib.contextmanager
