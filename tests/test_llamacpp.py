@@ -233,3 +233,26 @@ def test_replies_too_long_to_share_the_context_run_one_at_a_time(tiny_llama):
     gens = llm.generate([messages(schema, "Question: how many singers?")], max_new_tokens=300, n=3,
                         temperature=0.8)
     assert len(gens) == 3 and all(g.completion_tokens > 0 for g in gens)
+
+
+@needs_llama_cpp
+def test_prompt_lookup_keeps_greedy_replies_and_checks_drafts(tiny_llama):
+    from macsql.agents.prompting import messages
+
+    schema = "CREATE TABLE singer (singer_id INT, name TEXT, country TEXT);\n" * 4
+    prompts = [messages(schema, "Question: how many singers?"),
+               messages(schema, "Question: list the countries of all singers.")]
+    plain = LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1)
+    lookup = LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1, lookup=6)
+    a, b = plain.generate(prompts, max_new_tokens=40), lookup.generate(prompts, max_new_tokens=40)
+    assert [g.text for g in a] == [g.text for g in b]
+    assert [g.completion_tokens for g in a] == [g.completion_tokens for g in b]
+    assert lookup.drafted > 0  # drafts were proposed and checked
+    # Samples are never drafted: the same seeded draws as without lookup.
+    before = lookup.drafted
+    sa = plain.generate(prompts[:1], max_new_tokens=6, n=2, temperature=0.8)
+    sb = lookup.generate(prompts[:1], max_new_tokens=6, n=2, temperature=0.8)
+    assert [g.text for g in sa] == [g.text for g in sb] and lookup.drafted == before
+    # With parallel sequences too.
+    both = LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1, lookup=6, parallel=2)
+    assert [g.text for g in both.generate(prompts, max_new_tokens=40)] == [g.text for g in a]

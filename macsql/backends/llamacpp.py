@@ -61,7 +61,7 @@ class LlamaCppLLM:
 
     def __init__(self, model: ResolvedModel, *, n_ctx: int = 8192, n_threads: int | None = None,
                  n_batch: int = 512, flash_attn: bool = False, extra_bufts: bool | None = None, seed: int = 0,
-                 prompt_cache_mb: int = 1024, parallel: int = 1, **_ignored):
+                 prompt_cache_mb: int = 1024, parallel: int = 1, lookup: int = 0, **_ignored):
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -81,6 +81,10 @@ class LlamaCppLLM:
         # parallel > 1: the replies of one generate() call decode together, that many sequences at a time
         # (llamacpp_parallel.py); the context then holds that many sequences in one shared KV cache.
         self.parallel = max(1, int(parallel))
+        # lookup > 0: greedy replies check up to that many prompt-lookup drafts per step (lookup.py);
+        # drafted/accepted count them, for benchmarks.
+        self.lookup = max(0, int(lookup))
+        self.drafted = self.accepted = 0
         context = {"n_seq_max": self.parallel, "kv_unified": True} if self.parallel > 1 else {}
         try:
             with _model_params(llama_cpp, use_extra_bufts=extra_bufts), _context_params(llama_cpp, **context):
@@ -95,9 +99,10 @@ class LlamaCppLLM:
 
     def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         # n samples of one prompt run one after another: llama.cpp keeps the prompt's KV cache, so each
-        # repeat evaluates only its own reply tokens. With `parallel` they decode together instead.
+        # repeat evaluates only its own reply tokens. With `parallel` they decode together instead; with
+        # `lookup` a greedy reply goes through the same decoder, which checks drafts.
         jobs = [(messages, i) for messages in prompts for i in range(n)]
-        if self.parallel > 1 and len(jobs) > 1:
+        if (self.parallel > 1 and len(jobs) > 1) or (self.lookup and temperature <= 0):
             out = []
             for lo in range(0, len(jobs), self.parallel):
                 out += self._complete_together(jobs[lo:lo + self.parallel], max_new_tokens, temperature)
@@ -120,9 +125,11 @@ class LlamaCppLLM:
         try:
             replies = decode_together(self.llama, list(prompts), list(stops), [temperature] * len(jobs),
                                       [self._sample_seed(m, i) for m, i in jobs], max_new_tokens,
-                                      states=self.prompt_states)
+                                      states=self.prompt_states, lookup=self.lookup)
         except RuntimeError as exc:
             raise ModelError(f"llama.cpp: {exc}") from exc
+        self.drafted += sum(r.drafted for r in replies)
+        self.accepted += sum(r.accepted for r in replies)
         tokenizing = (time.perf_counter() - start) - sum(r.prefill_seconds + r.decode_seconds for r in replies)
         return [Generation(r.text, r.prompt_tokens, len(r.tokens),
                            r.prefill_seconds + r.decode_seconds + max(0.0, tokenizing) / len(replies),

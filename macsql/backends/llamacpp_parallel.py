@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from macsql.backends.lookup import NgramIndex
+
 
 class _PromptTaker:
     """A stand-in `Llama` for a chat handler: tokenizes with the real model, and keeps the prompt tokens and
@@ -62,6 +64,27 @@ class Reply:
     cached_tokens: int
     prefill_seconds: float
     decode_seconds: float  # this sequence's share of the steps it took part in
+    drafted: int = 0  # prompt-lookup tokens checked, and those the model agreed with
+    accepted: int = 0
+
+
+def _take(llama, vocab, reply: Reply, tokens: list[int], stops: list[str], max_new_tokens: int) -> bool:
+    """Append the model's chosen tokens to the reply, one by one, until an end: end of generation, a stop
+    string, or max_new_tokens. True while the reply goes on."""
+    import llama_cpp as lc
+
+    for tok in tokens:
+        if lc.llama_vocab_is_eog(vocab, tok):
+            return False
+        reply.tokens.append(tok)
+        text = llama.detokenize(reply.tokens).decode("utf-8", errors="ignore")
+        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+        if cut >= 0:
+            reply.text = text[:cut]
+            return False
+        if len(reply.tokens) >= max_new_tokens:
+            return False
+    return True
 
 
 def _sampler(temperature: float, seed: int):
@@ -97,9 +120,11 @@ def cells_needed(prompts: list[list[int]], max_new_tokens: int) -> int:
 
 
 def decode_together(llama, prompts: list[list[int]], stops: list[list[str]], temperatures: list[float],
-                    seeds: list[int], max_new_tokens: int, states=None) -> list[Reply]:
+                    seeds: list[int], max_new_tokens: int, states=None, lookup: int = 0) -> list[Reply]:
     """Decode each prompt's reply in its own sequence of `llama`'s context, all sequences in one batch per
-    step. The context must allow len(prompts) sequences (n_seq_max) in a unified KV cache."""
+    step. The context must allow len(prompts) sequences (n_seq_max) in a unified KV cache.
+
+    `lookup` > 0: each step of a greedy sequence also checks up to that many drafted tokens (lookup.py)."""
     import llama_cpp as lc
 
     ctx = llama._ctx.ctx
@@ -137,7 +162,13 @@ def decode_together(llama, prompts: list[list[int]], stops: list[list[str]], tem
     samplers = [_sampler(t, s) for t, s in zip(temperatures, seeds, strict=True)]
     replies = [Reply([], "", len(p), prefix[i], 0.0, 0.0) for i, p in enumerate(prompts)]
     evaluated = [list(p[: prefix[i]]) for i, p in enumerate(prompts)]
-    nxt: list[int | None] = [None] * k
+    # pending[seq]: tokens the model chose that the reply has not taken yet. All but the last are in the KV
+    # cache already (accepted drafts); the last is fed in the next step.
+    pending: list[list[int]] = [[] for _ in range(k)]
+    # Drafts only for greedy sequences: there, keeping the drafted tokens the model would have picked anyway
+    # leaves the reply as it was. A sampled reply would need the rejection rule of speculative sampling.
+    drafting = [lookup > 0 and t <= 0 for t in temperatures]
+    index = [NgramIndex(p) if drafting[i] else None for i, p in enumerate(prompts)]
     try:
         for seq, prompt in enumerate(prompts):  # prefill, one prompt at a time (a chunk is batched already)
             start = time.perf_counter()
@@ -148,7 +179,7 @@ def decode_together(llama, prompts: list[list[int]], stops: list[list[str]], tem
                     put(j, tok, prefix[seq] + lo + j, seq, lo + j == len(rest) - 1)
                 decode(len(chunk))
             evaluated[seq] += rest
-            nxt[seq] = samplers[seq].sample(llama._ctx, -1)
+            pending[seq] = [samplers[seq].sample(llama._ctx, -1)]
             replies[seq].prefill_seconds = time.perf_counter() - start
             for later in range(seq + 1, k):  # a later prompt that shares more with this one starts from it
                 shared = min(_common(prompt, prompts[later]), len(prompts[later]) - 1)
@@ -161,19 +192,10 @@ def decode_together(llama, prompts: list[list[int]], stops: list[list[str]], tem
         while active:
             still = []
             for seq in active:
-                tok = nxt[seq]
-                reply = replies[seq]
-                if lc.llama_vocab_is_eog(vocab, tok):
-                    continue
-                reply.tokens.append(tok)
-                text = llama.detokenize(reply.tokens).decode("utf-8", errors="ignore")
-                cut = min((text.find(s) for s in stops[seq] if s and s in text), default=-1)
-                if cut >= 0:
-                    reply.text = text[:cut]
-                    continue
-                if len(reply.tokens) >= max_new_tokens:
-                    continue
-                still.append(seq)
+                if _take(llama, vocab, replies[seq], pending[seq], stops[seq], max_new_tokens):
+                    still.append(seq)
+                    if index[seq] is not None:
+                        index[seq].extend(pending[seq])
             for seq in set(active) - set(still):
                 if not replies[seq].text:
                     replies[seq].text = llama.detokenize(replies[seq].tokens).decode("utf-8", errors="ignore")
@@ -181,12 +203,29 @@ def decode_together(llama, prompts: list[list[int]], stops: list[list[str]], tem
             if not active:
                 break
             start = time.perf_counter()
-            for j, seq in enumerate(active):
-                put(j, nxt[seq], len(evaluated[seq]), seq, True)
-            decode(len(active))
-            for j, seq in enumerate(active):
-                evaluated[seq].append(nxt[seq])
-                nxt[seq] = samplers[seq].sample(llama._ctx, j)
+            fed, n = {}, 0
+            for place, seq in enumerate(active):
+                # room in the reply, and in the batch after a token for each sequence still to come
+                room = min(lookup, max_new_tokens - len(replies[seq].tokens) - 1, n_batch - n - (len(active) - place))
+                drafts = index[seq].draft(room) if index[seq] is not None else []
+                fed[seq] = (n, [pending[seq][-1], *drafts])
+                for j, tok in enumerate(fed[seq][1]):
+                    put(n + j, tok, len(evaluated[seq]) + j, seq, True)
+                n += len(fed[seq][1])
+            decode(n)
+            for seq in active:
+                at, tokens = fed[seq]
+                chosen = [samplers[seq].sample(llama._ctx, at)]
+                for j, draft in enumerate(tokens[1:], start=1):  # keep drafts while the model agrees
+                    if chosen[-1] != draft:
+                        break
+                    chosen.append(samplers[seq].sample(llama._ctx, at + j))
+                evaluated[seq] += tokens[:len(chosen)]
+                if len(chosen) < len(tokens):  # the rejected drafts leave the KV cache
+                    lc.llama_memory_seq_rm(memory, seq, len(evaluated[seq]), -1)
+                replies[seq].drafted += len(tokens) - 1
+                replies[seq].accepted += len(chosen) - 1
+                pending[seq] = chosen
             share = (time.perf_counter() - start) / len(active)
             for seq in active:
                 replies[seq].decode_seconds += share
