@@ -169,5 +169,6 @@ def node(state, runtime) -> dict:
     if not ctx.use_selector:
         return {**update, "selection": state["schema"].full_selection()}
     out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""),
-                        matches=matches_map(update.get("matches")), history=state.get("history"))
+                        matches=matches_map(update.get("matches")), history=state.get("history"),
+                        max_new_tokens=min(256, ctx.max_new_tokens))
     return {**update, "selection": out.selection, "trace": update.get("trace", []) + out.trace}

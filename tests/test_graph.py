@@ -114,3 +114,28 @@ def test_reasoning_format_end_to_end(shop_db):
     assert "<reasoning>" in llm.calls[0][1][-1]["content"]  # the prompt asks for the format
     step = next(t for t in ans.trace if t["agent"] == "decomposer")
     assert step["reasoning"] == "customers.country holds the country; count the rows for Spain"
+
+
+def test_max_new_tokens_caps_every_reply(shop_db, monkeypatch):
+    seen = []
+
+    class Capped(ScriptedLLM):
+        def generate(self, prompts, *, max_new_tokens=512, **kw):
+            seen.append(max_new_tokens)
+            return super().generate(prompts, max_new_tokens=max_new_tokens, **kw)
+
+    llm = Capped([fenced("SELECT COUNT(*) FROM customer"), fenced("SELECT COUNT(*) FROM customers")])
+    ans = Pipeline(llm, candidates=1, max_new_tokens=64).ask("How many customers?", shop_db)
+    assert ans.rows == [[3]] and seen == [64, 64]  # the Decomposer's query and the Refiner's fix
+    # From the command line: --max-new-tokens reaches the pipeline's options.
+    import macsql.cli.options as options
+    from click.testing import CliRunner
+
+    from macsql.cli import main
+
+    got = {}
+    monkeypatch.setattr(options, "build_pipeline", lambda **kw: got.update(kw) or Pipeline(
+        ScriptedLLM([fenced("SELECT COUNT(*) FROM customers")]), candidates=1))
+    result = CliRunner().invoke(main, ["ask", "How many customers?", "--db", str(shop_db), "--max-new-tokens", "96"])
+    assert result.exit_code == 0, result.output
+    assert got["max_new_tokens"] == 96

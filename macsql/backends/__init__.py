@@ -35,20 +35,18 @@ BACKEND_CHOICES = ("auto", *BACKENDS)  # what --backend accepts
 def make_llm(model: str | os.PathLike | None = None, backend: str = "auto", *,
              adapters: dict[str, str | Path] | None = None, **kwargs) -> LLM:
     """Build a backend by name; `model` defaults to `weights.DEFAULT_MODEL`. `auto` runs a GGUF model on
-    llama.cpp when it is installed and no LoRA adapters are asked for (llama.cpp is several times faster on
-    CPU); otherwise transformers. The one place a model name is resolved to weights on disk."""
+    llama.cpp when it is installed (several times faster on a CPU; LoRA adapters are converted for it once,
+    llamacpp_lora.py); otherwise transformers. The one place a model name is resolved to weights on disk."""
     name = weights.DEFAULT_MODEL if model is None else str(model)
     if backend != "auto" and backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}{did_you_mean(backend, BACKENDS)}; "
                          f"choose one of: {', '.join(BACKEND_CHOICES)}")
-    if adapters and backend not in ("auto", "hf"):
-        raise ModelError("LoRA adapters run on the transformers backend; use --backend hf "
-                         "(or serve them with vLLM --lora-modules and --backend openai)")
+    if adapters and backend == "openai":
+        raise ModelError("LoRA adapters run on the transformers or llama.cpp backend; for --backend openai "
+                         "serve them with the server (vLLM: --lora-modules) instead")
     if backend == "openai":
         return OpenAICompatLLM(name, **kwargs)
     resolved = weights.resolve(name)
     if backend == "auto":
-        backend = "llamacpp" if resolved.is_gguf and not adapters and llamacpp.llama_cpp_available() else "hf"
-    if backend == "hf":
-        return load_hf(resolved, adapters=adapters, **kwargs)
-    return BACKENDS[backend](resolved, **kwargs)
+        backend = "llamacpp" if resolved.is_gguf and llamacpp.llama_cpp_available() else "hf"
+    return BACKENDS[backend](resolved, adapters=adapters, **kwargs)

@@ -61,7 +61,8 @@ class LlamaCppLLM:
 
     def __init__(self, model: ResolvedModel, *, n_ctx: int = 8192, n_threads: int | None = None,
                  n_batch: int = 512, flash_attn: bool = False, extra_bufts: bool | None = None, seed: int = 0,
-                 prompt_cache_mb: int = 1024, parallel: int = 1, lookup: int = 0, **_ignored):
+                 prompt_cache_mb: int = 1024, parallel: int = 1, lookup: int = 0,
+                 adapters: dict[str, str | os.PathLike] | None = None, **_ignored):
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -93,14 +94,58 @@ class LlamaCppLLM:
                     n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, seed=seed, verbose=False)
         except ValueError as exc:  # llama-cpp-python reports a file it cannot load as ValueError
             raise ModelError(f"llama.cpp cannot load {model.path}: {exc}") from exc
-        self.prompt_states = PromptStates(prompt_cache_mb * 2 ** 20) if prompt_cache_mb > 0 else None
+        # A LoRA adapter per agent (llamacpp_lora.py converts `macsql finetune`'s folders once); agents
+        # without one run the bare base. One adapter file loaded once serves every agent that names it.
+        self._adapter_of: dict[str, str] = {}
+        self._loaded: dict[str, Any] = {}
+        for agent, folder in (adapters or {}).items():
+            from macsql.backends.llamacpp_lora import gguf_adapter
+
+            path = str(gguf_adapter(folder, model))
+            if path not in self._loaded:
+                handle = llama_cpp.llama_adapter_lora_init(self.llama._model.model, path.encode())
+                if not handle:
+                    raise ModelError(f"llama.cpp cannot load the adapter converted from {folder} ({path})")
+                self._loaded[path] = handle  # freed with the model
+            self._adapter_of[agent] = path
+        self.adapters = set(self._adapter_of)
+        # A KV state holds what one adapter computed, so each adapter (and the bare base, "") keeps its own
+        # saved prompt states, sharing the RAM budget.
+        names = ["", *self._loaded]
+        budget = prompt_cache_mb * 2 ** 20 // len(names)
+        self._states = {name: PromptStates(budget) if prompt_cache_mb > 0 else None for name in names}
+        self._active = ""
+        self.prompt_states = self._states[""]
         # llama-cpp-python looks a prompt up in `cache` before evaluating it and stores the state after the reply
+        self.llama.cache = self.prompt_states
+
+    def _use_adapter(self, agent: str) -> None:
+        """Put the agent's adapter (or none) on the context. On a change the KV cache is emptied: it holds
+        keys and values another adapter computed, which no prompt may reuse."""
+        name = self._adapter_of.get(agent, "")
+        if name == self._active:
+            return
+        lc = self._llama_cpp
+        ctx = self.llama._ctx.ctx
+        if name:
+            handles = (lc.llama_adapter_lora_p_ctypes * 1)(self._loaded[name])
+            scales = (ctypes.c_float * 1)(1.0)
+            failed = lc.llama_set_adapters_lora(ctx, handles, 1, scales)
+        else:
+            failed = lc.llama_set_adapters_lora(ctx, None, 0, None)
+        if failed:
+            raise ModelError(f"llama.cpp could not switch to the {agent or 'base'} adapter")
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        self.llama.n_tokens = 0
+        self._active = name
+        self.prompt_states = self._states[name]
         self.llama.cache = self.prompt_states
 
     def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         # n samples of one prompt run one after another: llama.cpp keeps the prompt's KV cache, so each
         # repeat evaluates only its own reply tokens. With `parallel` they decode together instead; with
         # `lookup` a greedy reply goes through the same decoder, which checks drafts.
+        self._use_adapter(agent)
         jobs = [(messages, i) for messages in prompts for i in range(n)]
         if (self.parallel > 1 and len(jobs) > 1) or (self.lookup and temperature <= 0):
             out = []

@@ -63,6 +63,10 @@ def model_options(f):
         click.option("--all-samples", is_flag=True,
                      help="Draw every sampled candidate, even when the direct and the decomposed query already "
                           "agree (by default the samples are drawn only when they do not)."),
+        click.option("--max-new-tokens", default=Context.max_new_tokens, show_default=True,
+                     type=click.IntRange(16, 4096),
+                     help="Tokens one reply may have at most. A model that does not stop by itself (a small "
+                          "untrained one) writes until this cap, so a lower cap (256) bounds its time."),
         click.option("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
         click.option("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
@@ -77,7 +81,7 @@ def model_options(f):
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
                    no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
                    temperature=Context.temperature, no_values=False, no_hints=False, all_samples=False, threads=None,
-                   request_timeout_s=120.0, **extra):
+                   request_timeout_s=120.0, max_new_tokens=Context.max_new_tokens, **extra):
     """The Pipeline the model options describe (commands call it as `options.build_pipeline`, so that tests
     can stand a scripted pipeline in for it)."""
     from macsql.pipeline import Pipeline
@@ -98,4 +102,4 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
         use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
         decompose=decompose, candidates=candidates, temperature=temperature, use_values=not no_values,
-        use_hints=not no_hints, early_stop=not all_samples, **extra)
+        use_hints=not no_hints, early_stop=not all_samples, max_new_tokens=max_new_tokens, **extra)
