@@ -128,9 +128,9 @@ def test_max_new_tokens_caps_every_reply(shop_db, monkeypatch):
     ans = Pipeline(llm, candidates=1, max_new_tokens=64).ask("How many customers?", shop_db)
     assert ans.rows == [[3]] and seen == [64, 64]  # the Decomposer's query and the Refiner's fix
     # From the command line: --max-new-tokens reaches the pipeline's options.
-    import macsql.cli.options as options
     from click.testing import CliRunner
 
+    import macsql.cli.options as options
     from macsql.cli import main
 
     got = {}

@@ -282,9 +282,8 @@ def _tiny_adapter(tmp_path, arch):
 
 
 def _llama_cpp_logits(llm, agent, tokens):
-    import numpy as np
-
     import llama_cpp as lc
+    import numpy as np
 
     llm._use_adapter(agent)
     llm.llama.reset()
