@@ -198,13 +198,18 @@ def test_cells_needed_counts_a_shared_prefix_once():
     assert cells_needed([[5, 6], [7]], 0) == 3
 
 
-@needs_llama_cpp
-def test_replies_decoded_together_match_one_at_a_time(tiny_llama):
+def _singer_prompts():
+    """Two questions on one small schema: their prompts share the system text and the schema."""
     from macsql.agents.prompting import messages
 
     schema = "CREATE TABLE singer (singer_id INT, name TEXT, country TEXT);\n" * 4
-    prompts = [messages(schema, "Question: how many singers?"),
-               messages(schema, "Question: list the countries of all singers.")]
+    return [messages(schema, "Question: how many singers?"),
+            messages(schema, "Question: list the countries of all singers.")]
+
+
+@needs_llama_cpp
+def test_replies_decoded_together_match_one_at_a_time(tiny_llama):
+    prompts = _singer_prompts()
     alone = LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1)
     together = LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1, parallel=4)
     a, b = alone.generate(prompts, max_new_tokens=12), together.generate(prompts, max_new_tokens=12)
@@ -237,11 +242,7 @@ def test_replies_too_long_to_share_the_context_run_one_at_a_time(tiny_llama):
 
 @needs_llama_cpp
 def test_prompt_lookup_keeps_greedy_replies_and_checks_drafts(tiny_llama):
-    from macsql.agents.prompting import messages
-
-    schema = "CREATE TABLE singer (singer_id INT, name TEXT, country TEXT);\n" * 4
-    prompts = [messages(schema, "Question: how many singers?"),
-               messages(schema, "Question: list the countries of all singers.")]
+    prompts = _singer_prompts()
     plain = LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1)
     lookup = LlamaCppLLM(tiny_llama, n_ctx=1024, n_threads=1, lookup=6)
     a, b = plain.generate(prompts, max_new_tokens=40), lookup.generate(prompts, max_new_tokens=40)
