@@ -340,3 +340,51 @@ def test_each_adapter_keeps_its_own_prompt_states(tmp_path, monkeypatch):
     assert got[1].cached_tokens == 0
     # Later prompts start from the states their own adapter saved.
     assert got[2].cached_tokens > got[2].prompt_tokens / 2 and got[3].cached_tokens > got[3].prompt_tokens / 2
+
+
+def test_adapter_conversion_puts_llama_q_and_k_rows_in_llama_cpp_order(tmp_path, monkeypatch):
+    # Needs no llama.cpp: the converted file is read back with the gguf package.
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from macsql.backends.llamacpp_lora import gguf_adapter
+
+    monkeypatch.setenv("MACSQL_CACHE", str(tmp_path / "cache"))
+    path, *_ = _tiny_adapter(tmp_path, "llama")
+    out = gguf_adapter(tmp_path / "decomposer", resolve(str(path)))
+    assert gguf_adapter(tmp_path / "decomposer", resolve(str(path))) == out  # converted once, then cached
+    reader = gguf.GGUFReader(out)
+    got = {t.name: np.array(t.data) for t in reader.tensors}
+    assert len(got) == 2 * 7 * 2  # A and B for 7 projections in each of 2 layers
+    peft = {k: v.float().numpy() for k, v in load_file(str(tmp_path / "decomposer" / "adapter_model.safetensors")).items()}
+
+    def hf(module, side):
+        return peft[f"base_model.model.model.layers.0.{module}.lora_{side}.weight"]
+
+    def llama_rows(b, heads):  # the layout tests/tiny.py writes llama's Q and K weights in
+        return b.reshape(heads, 2, b.shape[0] // heads // 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
+
+    assert np.array_equal(got["blk.0.attn_q.weight.lora_a"], hf("self_attn.q_proj", "A"))  # A: columns unchanged
+    assert np.array_equal(got["blk.0.attn_q.weight.lora_b"], llama_rows(hf("self_attn.q_proj", "B"), 4))
+    assert np.array_equal(got["blk.0.attn_k.weight.lora_b"], llama_rows(hf("self_attn.k_proj", "B"), 2))
+    assert np.array_equal(got["blk.0.attn_v.weight.lora_b"], hf("self_attn.v_proj", "B"))  # V keeps its rows
+    assert not np.array_equal(got["blk.0.attn_q.weight.lora_b"], hf("self_attn.q_proj", "B"))
+    alpha = reader.fields["adapter.lora.alpha"]
+    assert float(alpha.parts[alpha.data[0]][0]) == 32.0
+
+
+def test_adapters_llama_cpp_cannot_apply_are_refused_with_what_to_do(tmp_path):
+
+    from macsql.backends.llamacpp_lora import convert_adapter, gguf_adapter
+    from macsql.weights import ResolvedModel
+
+    folder = tmp_path / "decomposer"
+    folder.mkdir()
+    with pytest.raises(ModelError, match="no adapter_config.json"):
+        gguf_adapter(folder, ResolvedModel("base", tmp_path / "base.gguf", "gguf"))
+    for config, what in (({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+                         ({"peft_type": "IA3"}, "not IA3"), ({"rank_pattern": {"q_proj": 8}}, "per-module ranks")):
+        with pytest.raises(ModelError, match=f"{what}.*--backend hf"):
+            convert_adapter({"peft_type": "LORA", "r": 4, **config}, folder / "adapter_model.safetensors",
+                            tmp_path / "base.gguf", tmp_path / "out.gguf")
