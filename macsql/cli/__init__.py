@@ -26,6 +26,7 @@ COMMANDS = {
     "score": "macsql.cli.eval:score_cmd",
     "compare": "macsql.cli.eval:compare_cmd",
     "judge": "macsql.cli.judge:judge_cmd",
+    "runs": "macsql.cli.runs:runs_group",
     "data": "macsql.finetune.commands:data_group",
     "finetune": "macsql.finetune.commands:finetune",
 }
