@@ -40,6 +40,8 @@ SETTINGS = {
     "+padding-free": {**BEFORE, "gradient_checkpointing": False, "dtype": "bf16", "padding_free": True},
     "+packing": {**BEFORE, "gradient_checkpointing": False, "dtype": "bf16", "packing": True},
     "after": AFTER,
+    # after + shared-prefix batches (finetune/shared_prefix.py): the prompts' common prefixes computed once
+    "shared-prefix": {"shared_prefix": True},
 }
 
 
@@ -67,7 +69,8 @@ def timed_run(args, name: str, overrides: dict) -> dict:
 
     opts = Options(model=args.model, data=args.data, out=str(Path(args.out_dir) / name), method="lora",
                    max_steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, save=False,
-                   limit=args.steps * args.batch_size, logging_steps=1, seed=args.seed, threads=args.threads,
+                   limit=(args.rows or None) if args.rows is not None else args.steps * args.batch_size,
+                   logging_steps=1, seed=args.seed, threads=args.threads,
                    max_eval_rows=1, extra={"eval_strategy": "no", "disable_tqdm": True}, **overrides)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -83,6 +86,7 @@ def timed_run(args, name: str, overrides: dict) -> dict:
             "checkpointing": wants_checkpointing(opts, trainer.model),
             "padding_free": bool(getattr(trainer, "padding_free", False)), "packing": bool(params.packing),
             "grouped": params.train_sampling_strategy == "group_by_length", "timed_steps": len(steps),
+            "shared": bool(opts.shared_prefix),
             "tokens": int(tokens), "seconds": round(seconds, 2), "tokens_per_s": tokens / seconds if seconds else 0.0,
             "threads": torch.get_num_threads(), "loss": trainer.state.log_history[-2].get("loss")
             if len(trainer.state.log_history) > 1 else None}
@@ -205,6 +209,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rows", type=int, default=None,
+                    help="training rows the batches are drawn from (default steps x batch size; 0: the whole split, "
+                         "as a real run sees it: what shared-prefix batches need to find neighbours)")
     ap.add_argument("--out-dir", default="runs/bench-train")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--proxy", action="store_true",
@@ -230,9 +237,9 @@ def main(argv=None) -> int:
         print(f"  {name}: {r['tokens_per_s']:.1f} tokens/s ({r['tokens']} tokens in {r['seconds']} s)", flush=True)
     base = next((r["tokens_per_s"] for r in results if r["setting"] == "before"), results[0]["tokens_per_s"])
     rows = [(r["setting"], r["dtype"], r["checkpointing"], r["padding_free"], r["grouped"], r["packing"],
-             r["timed_steps"], r["tokens"], r["seconds"], round(r["tokens_per_s"], 1),
+             r.get("shared", False), r["timed_steps"], r["tokens"], r["seconds"], round(r["tokens_per_s"], 1),
              f"{r['tokens_per_s'] / base:.2f}x" if base else "-") for r in results]
-    table(["setting", "dtype", "ckpt", "pad-free", "grouped", "packed", "steps", "tokens", "s", "tokens/s",
+    table(["setting", "dtype", "ckpt", "pad-free", "grouped", "packed", "shared", "steps", "tokens", "s", "tokens/s",
            "vs before"], rows)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -128,6 +128,9 @@ class SFTArguments:
                                        "with flash attention only).")
     # BFD packing of rows into --max-length blocks (then a step holds more rows)
     packing: bool = option(False, "Pack rows into --max-length blocks (a step then holds more rows).")
+    # one trie-packed sequence per batch: the prompts' shared prefixes (a database's schema) computed once
+    shared_prefix: bool = option(False, "Compute the prompt tokens a batch's rows share once (rows sorted by "
+                                 "tokens; exact: each row's loss as if alone). Causal LMs with sdpa/eager attention.")
 
 
 @dataclass

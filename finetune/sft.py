@@ -95,17 +95,39 @@ def _causal_trainer(setup: training.Setup, train_rows, val_rows):
     # transformers builds a block-diagonal attention mask (sdpa/eager) or varlen kernels (flash attention), so
     # no row attends to another and no compute goes to padding. Rows/step stay as without it.
     # TRL enforces max_length only by truncation or packing; `fitting` already dropped the longer rows.
-    padding_free = uses_padding_free(opts, model)
-    max_length = None if padding_free and not opts.packing else opts.max_length
     args = setup.args(bool(evals))
-    if opts.group_by_length is None and not padding_free and "train_sampling_strategy" not in opts.extra:
-        args["train_sampling_strategy"] = "group_by_length"  # padded batches: rows of similar length together
+    trainer_cls = training.mean_eval_loss(SFTTrainer)
+    extra = {}
+    if uses_shared_prefix(opts, model):
+        # each batch one trie-packed sequence (shared_prefix.py): rows sorted by tokens, prompts' common
+        # prefixes computed once; the sampler replaces length grouping
+        from macsql.finetune import shared_prefix
+
+        padding_free, max_length = False, opts.max_length
+        args.pop("train_sampling_strategy", None)
+        extra["data_collator"] = shared_prefix.SharedPrefixCollator(shared_prefix.mask_dtype_for(model))
+        trainer_cls = shared_prefix.trainer_class(trainer_cls)
+    else:
+        padding_free = uses_padding_free(opts, model)
+        max_length = None if padding_free and not opts.packing else opts.max_length
+        if opts.group_by_length is None and not padding_free and "train_sampling_strategy" not in opts.extra:
+            args["train_sampling_strategy"] = "group_by_length"  # padded batches: rows of similar length together
     config = SFTConfig(**args, max_length=max_length, completion_only_loss=True, padding_free=padding_free,
                        packing=bool(opts.packing))
-    trainer_cls = training.mean_eval_loss(SFTTrainer)
     return trainer_cls(model=model, args=config, train_dataset=train, eval_dataset=evals or None,
                        processing_class=tokenizer, peft_config=setup.peft_config,
-                       callbacks=setup.callbacks(bool(evals)))
+                       callbacks=setup.callbacks(bool(evals)), **extra)
+
+
+def uses_shared_prefix(opts: Options, model) -> bool:
+    """Shared-prefix batches (shared_prefix.py) when asked for; never with packing or padding-free batches,
+    which lay a batch out their own way."""
+    if not opts.shared_prefix:
+        return False
+    if opts.packing or opts.padding_free:
+        raise InputError("--shared-prefix lays each batch out as one trie-packed sequence; it cannot be combined "
+                         "with --packing or --padding-free")
+    return True
 
 
 def _seq2seq_trainer(setup: training.Setup, train_rows, val_rows):
