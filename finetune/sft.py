@@ -90,7 +90,9 @@ def _causal_trainer(setup: training.Setup, train_rows, val_rows):
     val_rows = fitting(training.capped_per_task(val_rows, opts), tokenizer, opts.max_length)  # tokenise what is used
     cols = ("prompt", "completion")
     train = training.dataset(train_rows, cols)
-    evals = training.eval_sets(val_rows, opts, cols)
+    # shared-prefix batches: validation rows in prompt order too, so each batch's neighbours share a schema
+    evals = training.eval_sets(val_rows, opts, cols,
+                               sort_key=_prompt_text if opts.shared_prefix and not opts.packing else None)
     # padding-free: the batch's rows flattened into one sequence with per-row position ids, from which
     # transformers builds a block-diagonal attention mask (sdpa/eager) or varlen kernels (flash attention), so
     # no row attends to another and no compute goes to padding. Rows/step stay as without it.
@@ -117,6 +119,10 @@ def _causal_trainer(setup: training.Setup, train_rows, val_rows):
     return trainer_cls(model=model, args=config, train_dataset=train, eval_dataset=evals or None,
                        processing_class=tokenizer, peft_config=setup.peft_config,
                        callbacks=setup.callbacks(bool(evals)), **extra)
+
+
+def _prompt_text(row: dict) -> str:
+    return "\n".join(m["content"] for m in row["prompt"])
 
 
 def uses_shared_prefix(opts: Options, model) -> bool:

@@ -301,12 +301,16 @@ def capped_per_task(val: list[dict], opts: Options) -> list[dict]:
     return [r for _task, rows in sorted(by_task(val).items()) for r in sample_rows(rows, opts.max_eval_rows, opts.seed)]
 
 
-def eval_sets(val: list[dict], opts: Options, columns: tuple[str, ...]) -> dict:
-    """One validation dataset per task (so the log holds each task's loss), at most `max_eval_rows` each."""
+def eval_sets(val: list[dict], opts: Options, columns: tuple[str, ...], *, sort_key=None) -> dict:
+    """One validation dataset per task (so the log holds each task's loss), at most `max_eval_rows` each;
+    `sort_key` orders each sample (shared-prefix batches: neighbours share their schema)."""
     from macsql.finetune.data import by_task
 
-    return {task: dataset(sample_rows(rows, opts.max_eval_rows, opts.seed), columns)
-            for task, rows in sorted(by_task(val).items())}
+    def rows_of(rows):
+        kept = sample_rows(rows, opts.max_eval_rows, opts.seed)
+        return sorted(kept, key=sort_key) if sort_key else kept
+
+    return {task: dataset(rows_of(rows), columns) for task, rows in sorted(by_task(val).items())}
 
 
 # --------------------------------------------------------------------------------------------- outputs
