@@ -129,8 +129,10 @@ class SFTArguments:
     # BFD packing of rows into --max-length blocks (then a step holds more rows)
     packing: bool = option(False, "Pack rows into --max-length blocks (a step then holds more rows).")
     # one trie-packed sequence per batch: the prompts' shared prefixes (a database's schema) computed once
-    shared_prefix: bool = option(False, "Compute the prompt tokens a batch's rows share once (rows sorted by "
-                                 "tokens; exact: each row's loss as if alone). Causal LMs with sdpa/eager attention.")
+    # None (off) rather than False, so that --no-shared-prefix can override a recipe that turns it on
+    shared_prefix: bool | None = option(None, "Compute the prompt tokens a batch's rows share once (rows sorted "
+                                        "by tokens; exact: each row's loss as if alone; default off). Causal LMs "
+                                        "with sdpa/eager attention.")
 
 
 @dataclass
