@@ -90,9 +90,9 @@ def _causal_trainer(setup: training.Setup, train_rows, val_rows):
     val_rows = fitting(training.capped_per_task(val_rows, opts), tokenizer, opts.max_length)  # tokenise what is used
     cols = ("prompt", "completion")
     train = training.dataset(train_rows, cols)
+    shared = uses_shared_prefix(opts, model)
     # shared-prefix batches: validation rows in prompt order too, so each batch's neighbours share a schema
-    evals = training.eval_sets(val_rows, opts, cols,
-                               sort_key=_prompt_text if opts.shared_prefix and not opts.packing else None)
+    evals = training.eval_sets(val_rows, opts, cols, sort_key=_prompt_text if shared else None)
     # padding-free: the batch's rows flattened into one sequence with per-row position ids, from which
     # transformers builds a block-diagonal attention mask (sdpa/eager) or varlen kernels (flash attention), so
     # no row attends to another and no compute goes to padding. Rows/step stay as without it.
@@ -100,7 +100,7 @@ def _causal_trainer(setup: training.Setup, train_rows, val_rows):
     args = setup.args(bool(evals))
     trainer_cls = training.mean_eval_loss(SFTTrainer)
     extra = {}
-    if uses_shared_prefix(opts, model):
+    if shared:
         # each batch one trie-packed sequence (shared_prefix.py): rows sorted by tokens, prompts' common
         # prefixes computed once; the sampler replaces length grouping
         from macsql.finetune import shared_prefix
