@@ -79,10 +79,13 @@ def _check_style(style: str) -> None:
 
 
 def format_target(sql: str, sub_questions: list[dict] | None = None, *, reasoning: str | None = None,
-                  style: str = "steps") -> str:
-    """The reply the Decomposer should give (used to build training data)."""
+                  style: str = "steps", direct: bool = False) -> str:
+    """The reply the Decomposer should give (used to build training data); `direct`: the reply to the
+    direct prompt (`build_prompt(direct=True)`), the query alone in a ```sql block."""
     if reasoning is not None:
         return reasoning_target(reasoning, sql)
+    if direct:
+        return f"```sql\n{sql.strip()}\n```"
     _check_style(style)
     parts = ["Steps:"] if sub_questions and style == "steps" else []
     for i, sq in enumerate(sub_questions or [], 1):

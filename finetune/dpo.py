@@ -34,7 +34,8 @@ def hallucination_pairs(rows: list[dict], seed: int = 0) -> list[dict]:
         bad = broken[0][1] if broken else None
         if not bad or not invented_names(bad, schema):
             continue
-        reply = decomposer.format_target(bad) if r["task"] == "decomposer" else refiner.format_target(bad)
+        reply = (decomposer.format_target(bad, direct=r.get("reply") == "direct") if r["task"] == "decomposer"
+                 else refiner.format_target(bad))
         pairs.append({"prompt": r["prompt"], "chosen": r["completion"],
                       "rejected": [{"role": "assistant", "content": reply}], "task": r["task"]})
     return pairs

@@ -41,8 +41,10 @@ def src(db, question, sql, evidence=""):
 def test_rows_use_the_agents_own_prompts_and_targets(school):
     s = src(school, "Which teachers are older than 30?", "SELECT name FROM teacher WHERE age > 30", "old: age > 30")
     rows = data.rows_for(s, random.Random(0))
-    tasks = {r["task"]: r for r in rows}
+    tasks = {r["task"]: r for r in rows if r.get("reply") != "direct"}
     assert set(tasks) == {"selector", "decomposer", "refiner"}
+    direct = [r for r in rows if r.get("reply") == "direct"]
+    assert len(direct) == 1 and direct[0]["task"] == "decomposer"
     schema = introspect(school)
     from macsql.schema import render_schema
 
@@ -53,6 +55,11 @@ def test_rows_use_the_agents_own_prompts_and_targets(school):
     # a small schema is not pruned at inference, so the Decomposer is trained on the whole schema
     assert tasks["decomposer"]["prompt"] == decomposer.build_prompt(s.question, render_schema(schema), s.evidence)
     assert tasks["decomposer"]["completion"][0]["content"] == decomposer.format_target(s.gold_sql)
+    # the direct prompt's row: the prompt the vote's first candidate and its samples are drawn from, and a
+    # reply that the inference parser reads back as the gold SQL
+    assert direct[0]["prompt"] == decomposer.build_prompt(s.question, render_schema(schema), s.evidence, direct=True)
+    assert decomposer.parse_reply(direct[0]["completion"][0]["content"])[0] == s.gold_sql
+    assert "Steps" not in direct[0]["completion"][0]["content"]
     assert tasks["refiner"]["completion"][0]["content"] == refiner.format_target(s.gold_sql)
     for r in rows:
         assert r["db_id"] == "school" and r["gold_sql"] == s.gold_sql and r["db_path"] == str(school)
@@ -178,7 +185,7 @@ def test_build_rows_skips_a_database_whose_schema_fails(school, tmp_path, monkey
                src(school, "Names of the teachers?", "SELECT name FROM teacher")]
     skipped: dict[str, str] = {}
     rows = data.build_rows(sources, progress=False, skipped=skipped)
-    assert {r["db_id"] for r in rows} == {"school"} and len([r for r in rows if r["task"] == "decomposer"]) == 2
+    assert {r["db_id"] for r in rows} == {"school"} and len([r for r in rows if r["task"] == "decomposer"]) == 4
     assert skipped == {"other": "TypeError: expected string or bytes-like object, got 'NoneType'"}
     with pytest.raises(TypeError):  # a caller that does not collect skipped databases sees the error
         data.build_rows(sources, progress=False)
