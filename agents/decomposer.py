@@ -15,7 +15,14 @@ import re
 from dataclasses import dataclass, field
 
 from macsql.agents.parsing import extract_reasoning, extract_sql
-from macsql.agents.prompting import REASONING_FORMAT, messages, question_block, reasoning_target, trace_entry
+from macsql.agents.prompting import (
+    REASONING_FORMAT,
+    messages,
+    question_block,
+    reasoning_target,
+    sql_block,
+    trace_entry,
+)
 from macsql.backends.base import LLM, Messages
 from macsql.errors import NoSQLError
 
@@ -85,7 +92,7 @@ def format_target(sql: str, sub_questions: list[dict] | None = None, *, reasonin
     if reasoning is not None:
         return reasoning_target(reasoning, sql)
     if direct:
-        return f"```sql\n{sql.strip()}\n```"
+        return sql_block(sql)
     _check_style(style)
     parts = ["Steps:"] if sub_questions and style == "steps" else []
     for i, sq in enumerate(sub_questions or [], 1):
@@ -93,7 +100,7 @@ def format_target(sql: str, sub_questions: list[dict] | None = None, *, reasonin
             parts.append(f"{i}. {sq['question']}")
         else:
             parts.append(f"{i}. {sq['question']}\n```sql\n{sq['sql']}\n```")
-    parts.append(f"Final SQL:\n```sql\n{sql.strip()}\n```")
+    parts.append(f"Final SQL:\n{sql_block(sql)}")
     return "\n".join(parts)
 
 

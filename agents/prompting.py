@@ -18,6 +18,11 @@ REASONING_FORMAT = """Answer in this format, with no other text:
 <sql>the SQLite query</sql>"""
 
 
+def sql_block(sql: str) -> str:
+    """A query as the agents' prompts ask for it: in a ```sql block (the fence `extract_sql` reads first)."""
+    return f"```sql\n{sql.strip()}\n```"
+
+
 def reasoning_target(reasoning: str, sql: str) -> str:
     return f"<reasoning>{reasoning.strip()}</reasoning>\n<sql>{sql.strip()}</sql>"
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from macsql.agents.parsing import extract_reasoning, extract_sql
-from macsql.agents.prompting import REASONING_FORMAT, messages, question_block, reasoning_target, trace_entry
+from macsql.agents.prompting import (
+    REASONING_FORMAT,
+    messages,
+    question_block,
+    reasoning_target,
+    sql_block,
+    trace_entry,
+)
 from macsql.backends.base import LLM, Messages
 from macsql.errors import NoSQLError
 from macsql.sqlexec import ExecResult
@@ -76,7 +83,7 @@ def build_prompt(question: str, schema_text: str, sql: str, problem: str, eviden
 def format_target(sql: str, *, reasoning: str | None = None) -> str:
     if reasoning is not None:
         return reasoning_target(reasoning, sql)
-    return f"```sql\n{sql.strip()}\n```"
+    return sql_block(sql)
 
 
 def refine(question: str, schema_text: str, sql: str, problem: str, *, llm: LLM, evidence: str = "",
