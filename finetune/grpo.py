@@ -15,7 +15,8 @@ from macsql.finetune import training
 from macsql.finetune.config import Options
 from macsql.finetune.rewards import SQL_TASKS
 
-COLUMNS = ("prompt", "task", "gold_sql", "db_path")
+# `reply` tells the format reward which layout a Decomposer row's prompt asks for (direct or decomposed)
+COLUMNS = ("prompt", "task", "gold_sql", "db_path", "reply")
 
 
 def grpo_tasks(agent: str) -> tuple[str, ...]:
@@ -57,7 +58,7 @@ def grpo_rows(opts: Options, tasks: tuple[str, ...]) -> tuple[list, list]:
     from macsql.finetune.rewards import parse_weights
 
     train_rows, _ = load_split(opts.data, tasks)
-    train_rows = [r for r in train_rows if r.get("gold_sql") and r.get("db_path")]
+    train_rows = [{**r, "reply": r.get("reply") or ""} for r in train_rows if r.get("gold_sql") and r.get("db_path")]
     if not train_rows:
         raise InputError(f"no rows with gold_sql and db_path in {opts.data!r}; GRPO needs rows built by "
                          "`macsql data build` from a benchmark file (imported SQL-Llama rows have no database)")

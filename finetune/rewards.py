@@ -71,13 +71,17 @@ def _parallel(fn: Callable, items: Sequence) -> list:
 _REASONING_REPLY = re.compile(r"(?s)<reasoning>.+?</reasoning>\s*<sql>.+?</sql>")
 
 
-def format_reward(completions, task=None, **columns) -> list[float | None]:
-    """1.0 when the reply is in the agent's format, 0.5 when its answer can be read but the layout is off."""
+def format_reward(completions, task=None, reply=None, **columns) -> list[float | None]:
+    """1.0 when the reply is in the agent's format, 0.5 when its answer can be read but the layout is off.
+    A Decomposer row built from the direct prompt (`reply` "direct") asks for the query alone in a sql block,
+    so that layout is its full mark: rewarding "Final SQL:" there would teach the vote's direct candidate
+    and its samples the other prompt's layout."""
     from macsql.agents.parsing import extract_json_object
 
     tasks = _column({"task": task}, "task", len(completions), "decomposer")
+    replies = _column({"reply": reply}, "reply", len(completions), "")
     out = []
-    for completion, t in zip(completions, tasks, strict=True):
+    for completion, t, kind in zip(completions, tasks, replies, strict=True):
         text = completion_text(completion).strip()
         if t == "selector":
             obj = extract_json_object(text)
@@ -89,7 +93,7 @@ def format_reward(completions, task=None, **columns) -> list[float | None]:
             out.append(0.0)
         elif _REASONING_REPLY.fullmatch(text):  # the `--format reasoning` layout is as valid as the default
             out.append(1.0)
-        elif t == "decomposer":
+        elif t == "decomposer" and kind != "direct":
             out.append(1.0 if "Final SQL:" in text and "```sql" in text else 0.5)
         else:
             out.append(1.0 if text.startswith("```sql") and text.endswith("```") else 0.5)

@@ -93,3 +93,22 @@ def test_every_registered_command_loads():
     r = run("--help")
     assert r.exit_code == 0 and all(f"  {name} " in r.output for name in COMMANDS)
     assert run("data", "--help").output.count("clean") >= 1
+
+
+def test_untrained_agent_note(tmp_path):
+    """--adapters without an adapter for an agent that runs says so on one line, with the flag that skips it."""
+    from macsql.cli.options import untrained_note
+
+    (tmp_path / "decomposer").mkdir()
+    (tmp_path / "decomposer" / "adapter_config.json").write_text("{}")
+    all_on = {"selector": True, "decomposer": True, "refiner": True}
+    note = untrained_note(tmp_path, all_on)
+    assert note.startswith(f"note: {tmp_path} has no selector or refiner adapter, so they run on the base weights")
+    assert "--no-selector --no-refiner" in note and "\n" not in note
+    assert untrained_note(tmp_path, {**all_on, "selector": False, "refiner": False}) is None
+    (tmp_path / "refiner").mkdir()
+    (tmp_path / "refiner" / "adapter_config.json").write_text("{}")
+    assert untrained_note(tmp_path, all_on).endswith("(pass --no-selector to leave it out)")
+    (tmp_path / "decomposer" / "adapter_config.json").unlink()
+    assert "decomposer" in untrained_note(tmp_path, {**all_on, "selector": False}) and "pass" not in untrained_note(
+        tmp_path, {**all_on, "selector": False})

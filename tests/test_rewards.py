@@ -49,6 +49,9 @@ def test_format_reward():
     assert rewards.format_reward(refiner, task=["refiner"] * 3) == [1.0, 0.5, 0.0]
     selector = ['{"customer": ["name"]}', 'Sure: {"customer": "keep_all"}', "customer"]
     assert rewards.format_reward(selector, task=["selector"] * 3) == [1.0, 0.5, 0.0]
+    # the direct prompt's row asks for the query alone: there that layout is the full mark
+    direct = rewards.format_reward(completions, task=["decomposer"] * 3, reply=["direct"] * 3)
+    assert direct == [0.5, 1.0, 0.0]
 
 
 def test_execution_and_partial_credit(db):

@@ -78,6 +78,20 @@ def model_options(f):
     return f
 
 
+def untrained_note(adapters, enabled: dict[str, bool]) -> str | None:
+    """A one-line note when `--adapters` has no adapter for an agent that will run: that agent then runs on the
+    base weights, which at 135M costs rounds of generation and fixes nothing (issue 13's measurements)."""
+    from macsql.pipeline import adapters_in
+
+    trained = adapters_in(adapters)
+    missing = [agent for agent, on in enabled.items() if on and agent not in trained]
+    if not missing:
+        return None
+    skip = " ".join(f"--no-{a}" for a in missing if a != "decomposer")  # the decomposer writes the SQL: no skip
+    return (f"note: {adapters} has no {' or '.join(missing)} adapter, so {'it runs' if len(missing) == 1 else 'they run'}"
+            f" on the base weights" + (f" (pass {skip} to leave {'it' if ' ' not in skip else 'them'} out)" if skip else ""))
+
+
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
                    no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
                    temperature=Context.temperature, no_values=False, no_hints=False, all_samples=False, threads=None,
@@ -86,6 +100,11 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
     can stand a scripted pipeline in for it)."""
     from macsql.pipeline import Pipeline
 
+    if adapters:
+        note = untrained_note(adapters, {"selector": not no_selector, "decomposer": not no_decomposer,
+                                         "refiner": not no_refiner})
+        if note:
+            click.echo(note, err=True)
     backend_options = {}
     if backend == "openai":
         backend_options["timeout_s"] = request_timeout_s
