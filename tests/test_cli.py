@@ -95,20 +95,31 @@ def test_every_registered_command_loads():
     assert run("data", "--help").output.count("clean") >= 1
 
 
-def test_untrained_agent_note(tmp_path):
-    """--adapters without an adapter for an agent that runs says so on one line, with the flag that skips it."""
-    from macsql.cli.options import untrained_note
+def test_adapters_note(tmp_path):
+    """--adapters says on one line which agents load an adapter (with its date, so one left by an earlier run
+    stands out) and which run on the base weights, with the flag that leaves those out."""
+    import os
+    import time
 
-    (tmp_path / "decomposer").mkdir()
-    (tmp_path / "decomposer" / "adapter_config.json").write_text("{}")
+    from macsql.cli.options import adapters_note
+
+    def adapter(agent, age_s=0):
+        (tmp_path / agent).mkdir()
+        cfg = tmp_path / agent / "adapter_config.json"
+        cfg.write_text("{}")
+        os.utime(cfg, (time.time() - age_s,) * 2)
+
+    adapter("decomposer")
     all_on = {"selector": True, "decomposer": True, "refiner": True}
-    note = untrained_note(tmp_path, all_on)
-    assert note.startswith(f"note: {tmp_path} has no selector or refiner adapter, so they run on the base weights")
-    assert "--no-selector --no-refiner" in note and "\n" not in note
-    assert untrained_note(tmp_path, {**all_on, "selector": False, "refiner": False}) is None
-    (tmp_path / "refiner").mkdir()
-    (tmp_path / "refiner" / "adapter_config.json").write_text("{}")
-    assert untrained_note(tmp_path, all_on).endswith("(pass --no-selector to leave it out)")
+    today = time.strftime("%Y-%m-%d")
+    note = adapters_note(tmp_path, all_on)
+    assert note.startswith(f"adapters from {tmp_path}: decomposer (saved {today} ")
+    assert note.endswith("; base weights: selector, refiner (pass --no-selector --no-refiner to leave them out)")
+    assert "base weights" not in adapters_note(tmp_path, {**all_on, "selector": False, "refiner": False})
+    adapter("selector", age_s=400 * 86400)  # left by an earlier run: its date tells
+    note = adapters_note(tmp_path, all_on)
+    assert f"selector (saved {time.strftime('%Y-%m-%d', time.localtime(time.time() - 400 * 86400))} " in note
+    assert note.endswith("; base weights: refiner (pass --no-refiner to leave it out)") and "\n" not in note
     (tmp_path / "decomposer" / "adapter_config.json").unlink()
-    assert "decomposer" in untrained_note(tmp_path, {**all_on, "selector": False}) and "pass" not in untrained_note(
-        tmp_path, {**all_on, "selector": False})
+    assert adapters_note(tmp_path, {**all_on, "selector": False}).endswith("base weights: decomposer, refiner "
+                                                                            "(pass --no-refiner to leave it out)")

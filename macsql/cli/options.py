@@ -78,18 +78,31 @@ def model_options(f):
     return f
 
 
-def untrained_note(adapters, enabled: dict[str, bool]) -> str | None:
-    """A one-line note when `--adapters` has no adapter for an agent that will run: that agent then runs on the
-    base weights, which at 135M costs rounds of generation and fixes nothing (issue 13's measurements)."""
+def adapters_note(adapters, enabled: dict[str, bool]) -> str:
+    """One line on what `--adapters` gives each agent that will run: the adapter and when it was saved (an
+    adapter left in the folder by an earlier run shows its older date), or the base weights, which at 135M cost
+    rounds of generation and fix nothing (issue 13's measurements), with the flag that leaves such an agent out."""
+    from datetime import datetime
+    from pathlib import Path
+
     from macsql.pipeline import adapters_in
 
     trained = adapters_in(adapters)
-    missing = [agent for agent, on in enabled.items() if on and agent not in trained]
-    if not missing:
-        return None
-    skip = " ".join(f"--no-{a}" for a in missing if a != "decomposer")  # the decomposer writes the SQL: no skip
-    return (f"note: {adapters} has no {' or '.join(missing)} adapter, so {'it runs' if len(missing) == 1 else 'they run'}"
-            f" on the base weights" + (f" (pass {skip} to leave {'it' if ' ' not in skip else 'them'} out)" if skip else ""))
+    running = [agent for agent, on in enabled.items() if on]
+
+    def saved(agent: str) -> str:
+        stamp = (Path(trained[agent]) / "adapter_config.json").stat().st_mtime
+        return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+
+    parts = [f"{a} (saved {saved(a)})" for a in running if a in trained]
+    line = f"adapters from {adapters}: " + (", ".join(parts) if parts else "none for the agents that run")
+    missing = [a for a in running if a not in trained]
+    if missing:
+        line += f"; base weights: {', '.join(missing)}"
+        skip = " ".join(f"--no-{a}" for a in missing if a != "decomposer")  # the decomposer writes the SQL
+        if skip:
+            line += f" (pass {skip} to leave {'it' if ' ' not in skip else 'them'} out)"
+    return line
 
 
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
@@ -101,10 +114,8 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
     from macsql.pipeline import Pipeline
 
     if adapters:
-        note = untrained_note(adapters, {"selector": not no_selector, "decomposer": not no_decomposer,
-                                         "refiner": not no_refiner})
-        if note:
-            click.echo(note, err=True)
+        click.echo(adapters_note(adapters, {"selector": not no_selector, "decomposer": not no_decomposer,
+                                            "refiner": not no_refiner}), err=True)
     backend_options = {}
     if backend == "openai":
         backend_options["timeout_s"] = request_timeout_s
