@@ -99,7 +99,7 @@ def format_target(sql: str, sub_questions: list[dict] | None = None, *, reasonin
         if style == "steps":
             parts.append(f"{i}. {sq['question']}")
         else:
-            parts.append(f"{i}. {sq['question']}\n```sql\n{sq['sql']}\n```")
+            parts.append(f"{i}. {sq['question']}\n{sql_block(sq['sql'])}")
     parts.append(f"Final SQL:\n{sql_block(sql)}")
     return "\n".join(parts)
 
