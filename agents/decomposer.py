@@ -138,18 +138,20 @@ class Candidates:
     pending: int = 0  # samples left to draw (`defer_samples`): drawn by `write_samples` if the vote needs them
 
 
-def _draft(reply: str, source: str, *, decomposed: bool) -> tuple[dict, list[dict]]:
+def _draft(reply: str, source: str, *, decomposed: bool, confidence: float | None = None) -> tuple[dict, list[dict]]:
+    extra = {} if confidence is None else {"confidence": confidence}
     try:
         sql, subs = parse_reply(reply) if decomposed else (extract_sql(reply), [])
-        return {"sql": sql, "source": source, "error": None}, subs
+        return {"sql": sql, "source": source, "error": None, **extra}, subs
     except NoSQLError as exc:
-        return {"sql": "", "source": source, "error": str(exc)}, []
+        return {"sql": "", "source": source, "error": str(exc), **extra}, []
 
 
 def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str = "", k: int = 1,
                      use_decomposer: bool = True, temperature: float = 0.8, output_format: str = "sql",
                      style: str = "steps", max_new_tokens: int = 512,
-                     history: list[dict] | None = None, defer_samples: bool = False) -> Candidates:
+                     history: list[dict] | None = None, defer_samples: bool = False,
+                     stage: str = "all") -> Candidates:
     """The SQL candidates for the vote.
 
     k=1 is one greedy query: decomposed, or direct when the Decomposer is off (MAC-SQL's single answer).
@@ -158,6 +160,9 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
     prompt is already in the KV cache, the cheapest extra votes a backend can give. With `defer_samples`
     (and both greedy queries) the samples are left `pending`, for the graph to draw only when the two greedy
     queries do not already agree.
+
+    `stage` splits the greedy queries for a graph that may stop after the first: "direct" writes the direct
+    query alone (the samples left `pending`), "decomposed" the decomposed one alone, "all" both.
     """
     reasoning = output_format == "reasoning"
     use_decomposer = use_decomposer and not reasoning  # one reasoning prompt serves both
@@ -169,17 +174,23 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
         plan = [(decomposed, "decomposed", True)] if use_decomposer else [(direct, "direct", False)]
     else:
         plan = [(direct, "direct", False)] + ([(decomposed, "decomposed", True)] if use_decomposer else [])
-    greedy = llm.generate([p for p, _, _ in plan], agent="decomposer", max_new_tokens=max_new_tokens)
+    n_greedy = len(plan)  # the samples make up the rest of k, whichever stage writes the greedy queries
+    if stage == "direct":
+        plan = plan[:1]
+    elif stage == "decomposed":
+        plan = plan[1:]
+    greedy = llm.generate([p for p, _, _ in plan], agent="decomposer", max_new_tokens=max_new_tokens) if plan else []
     drafts, trace, subs = [], [], []
     for (prompt, source, is_decomposed), gen in zip(plan, greedy, strict=True):
-        draft, found = _draft(gen.text, source, decomposed=is_decomposed or reasoning)
+        draft, found = _draft(gen.text, source, decomposed=is_decomposed or reasoning, confidence=gen.min_prob)
         subs = found if is_decomposed else subs
         drafts.append(draft)
         trace.append(trace_entry("decomposer", prompt, gen, source=source, sql=draft["sql"],
-                                 sub_questions=found, reasoning=extract_reasoning(gen.text)))
+                                 sub_questions=found, reasoning=extract_reasoning(gen.text),
+                                 min_prob=gen.min_prob, mean_prob=gen.mean_prob))
     out = Candidates(drafts, subs, trace)
-    n_samples = max(0, k - len(plan)) if k > 1 else 0
-    if defer_samples and len(plan) == 2:
+    n_samples = max(0, k - n_greedy) if k > 1 else 0
+    if stage == "direct" or (defer_samples and n_greedy == 2):
         out.pending = n_samples
     elif n_samples:
         more = write_samples(question, schema_text, llm=llm, n=n_samples, evidence=evidence,
@@ -214,12 +225,35 @@ def _options(state, ctx) -> dict:
 
 
 def node(state, runtime) -> dict:
+    """The greedy candidates; with `confident_prob` (and a vote) the direct query alone first, so that the
+    graph can stop there when the model was sure of it (`decomposed_node` writes the rest otherwise)."""
     ctx = runtime.context
+    stage = "direct" if ctx.confident_prob > 0 and ctx.candidates > 1 and ctx.output_format == "sql" else "all"
     out = write_candidates(state["question"], state["schema_text"], llm=ctx.llm, k=ctx.candidates,
                            use_decomposer=ctx.use_decomposer, defer_samples=ctx.early_stop,
-                           **_options(state, ctx))
+                           stage=stage, **_options(state, ctx))
     return {"drafts": out.drafts, "sub_questions": out.sub_questions, "trace": out.trace,
-            "pending_samples": out.pending}
+            "pending_samples": out.pending, "direct_only": stage == "direct"}
+
+
+def decomposed_node(state, runtime) -> dict:
+    """The rest of the candidates, written because the direct query alone was not sure enough: the decomposed
+    query (its samples stay pending while the two greedy queries may still agree, with `early_stop`), or
+    the samples at once when there is no Decomposer or no early stop."""
+    ctx = runtime.context
+    update: dict = {"drafts": [], "trace": [], "direct_only": False}
+    pending = state.get("pending_samples", 0)
+    if ctx.use_decomposer:
+        out = write_candidates(state["question"], state["schema_text"], llm=ctx.llm, k=ctx.candidates,
+                               use_decomposer=True, defer_samples=True, stage="decomposed", **_options(state, ctx))
+        update.update(drafts=out.drafts, sub_questions=out.sub_questions, trace=out.trace)
+    if pending and not (ctx.use_decomposer and ctx.early_stop):
+        more = write_samples(state["question"], state["schema_text"], llm=ctx.llm, n=pending, **_options(state, ctx))
+        update["drafts"] = update["drafts"] + more.drafts
+        update["trace"] = update["trace"] + more.trace
+        pending = 0
+    update["pending_samples"] = pending
+    return update
 
 
 def sample_node(state, runtime) -> dict:

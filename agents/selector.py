@@ -22,9 +22,12 @@ from macsql.agents.prompting import messages, question_block, trace_entry
 from macsql.backends.base import LLM, Messages
 from macsql.schema import Schema, Selection, render_schema
 
-# Prune only when the schema is big enough for pruning to matter (MAC-SQL prunes large BIRD schemas).
-MIN_TABLES = 4
-MIN_COLUMNS = 30
+# Prune with the model only when the whole schema is long: a pruning call reads the whole schema itself, so on
+# a schema under this many tokens it costs more prefill than the shorter prompts it buys, and a schema kept
+# whole is read once per database from the KV cache (schema.render_schema puts the question's values last).
+# BIRD's superhero (10 tables) renders to about 1,000 tokens, Spider's biggest dev schemas to under 2,000.
+PRUNE_ABOVE_TOKENS = 3000
+CHARS_PER_TOKEN = 3.2  # rendered DDL with comments, Qwen2.5's tokenizer: measured 3.1-3.4 on BIRD and Spider
 
 TASK = """Task: choose the tables and columns needed to write an SQL query for the question.
 Answer with one JSON object only. Each key is a table name; the value is the list of needed column names,
@@ -41,8 +44,13 @@ class SelectorOutput:
     trace: list[dict] = field(default_factory=list)
 
 
-def needs_selection(schema: Schema) -> bool:
-    return len(schema.tables) >= MIN_TABLES and schema.n_columns >= MIN_COLUMNS
+def schema_tokens(schema: Schema) -> int:
+    """About how many tokens the whole schema's rendering is (no tokenizer needed)."""
+    return int(len(render_schema(schema)) / CHARS_PER_TOKEN)
+
+
+def needs_selection(schema: Schema, above_tokens: int = PRUNE_ABOVE_TOKENS) -> bool:
+    return schema_tokens(schema) > above_tokens
 
 
 def build_prompt(question: str, schema: Schema, evidence: str = "", *,
@@ -113,13 +121,13 @@ def widen(named: Selection, schema: Schema, matches: dict[tuple[str, str], list[
 
 
 def select_schema(question: str, schema: Schema, *, llm: LLM, evidence: str = "",
-                  force: bool = False, max_new_tokens: int = 256,
+                  force: bool = False, max_new_tokens: int = 256, above_tokens: int = PRUNE_ABOVE_TOKENS,
                   matches: dict[tuple[str, str], list[str]] | None = None,
                   history: list[dict] | None = None) -> SelectorOutput:
     """Prune `schema` for `question`. Falls back to the full schema when the reply is unusable. Columns in
     `matches` (the question's values, from macsql.values) are always kept; a follow-up's `history` is shown
     so that it keeps the tables of the earlier turns."""
-    if not force and not needs_selection(schema):
+    if not force and not needs_selection(schema, above_tokens):
         return SelectorOutput(schema.full_selection(), pruned=False)
     prompt = build_prompt(question, schema, evidence, matches=matches, history=history)
     gen = llm.generate([prompt], agent="selector", max_new_tokens=max_new_tokens)[0]
@@ -151,8 +159,7 @@ def render_for_question(schema: Schema, selection: Selection, matches: dict[tupl
                         examples: bool = True) -> str:
     """The schema text the Decomposer and the Refiner see: the selection, with the values the question
     mentions on their (kept) columns. Training prompts are built by this same function."""
-    kept = {k: v for k, v in matches.items() if k[0] in selection and k[1] in selection[k[0]]}
-    return render_schema(schema, selection, examples=examples, matches=kept)
+    return render_schema(schema, selection, examples=examples, matches=matches)
 
 
 def node(state, runtime) -> dict:
@@ -170,5 +177,5 @@ def node(state, runtime) -> dict:
         return {**update, "selection": state["schema"].full_selection()}
     out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""),
                         matches=matches_map(update.get("matches")), history=state.get("history"),
-                        max_new_tokens=min(256, ctx.max_new_tokens))
+                        max_new_tokens=min(256, ctx.max_new_tokens), above_tokens=ctx.prune_above_tokens)
     return {**update, "selection": out.selection, "trace": update.get("trace", []) + out.trace}

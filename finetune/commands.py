@@ -1,7 +1,8 @@
 """`macsql data build` and `macsql finetune`: thin click commands over `data` and `training`.
 
-`finetune`'s options are generated from the fields of `config.Options` (names, types, defaults, choices and
-help live there once). Only click and the standard library are imported at module import time (the CLI
+`finetune`'s options are generated from the fields of `config.Options` (names, types, defaults, choices,
+ranges and help live there once; a number out of its range fails while click parses the options, before
+anything loads). Only click and the standard library are imported at module import time (the CLI
 registers these on every start).
 
 Multi-GPU and DeepSpeed: the trainers are plain TRL/transformers trainers, so the same command runs under
@@ -22,7 +23,7 @@ import click
 from macsql.cli.sweep import sweep_options
 from macsql.errors import InputError
 from macsql.evaluate.datasets import FORMATS
-from macsql.finetune.config import AGENTS, Options, load_config
+from macsql.finetune.config import AGENTS, Options, load_config, number_kind, value_problem
 from macsql.finetune.data import BALANCE, SPLITS, TASKS
 
 
@@ -146,11 +147,37 @@ def option_from_field(f):
         kw["type"] = click.Choice(meta["choices"])
     elif meta.get("path"):
         kw["type"] = click.Path(**meta["path"])
+    elif number_kind(f):
+        kw["type"] = number_type(f)
     else:
-        kw["type"] = {"int": int, "float": float}.get(base, str)
+        kw["type"] = str
     if meta.get("metavar"):
         kw["metavar"] = meta["metavar"]
     return click.option(*names, f.name, **kw)
+
+
+def number_type(f) -> click.ParamType:
+    """click's IntRange/FloatRange with the field's bounds (so `--help` shows them), converting through the
+    config's `value_problem`, the check `--config` files get too: in range, finite (click's FloatRange lets
+    nan through, and inf wherever there is no upper bound)."""
+    kind, meta = number_kind(f), f.metadata
+    bounds = {k: meta[k] for k in ("min", "max", "min_open", "max_open") if k in meta}
+    if "min" in bounds or "max" in bounds:
+        base = click.IntRange if kind == "int" else click.FloatRange
+    else:
+        base = click.types.IntParamType if kind == "int" else click.types.FloatParamType
+        bounds = {}
+    parse = click.INT if kind == "int" else click.FLOAT
+
+    class Checked(base):
+        def convert(self, value, param, ctx):
+            number = parse.convert(value, param, ctx)
+            problem = value_problem(f.name, number)
+            if problem:
+                self.fail(problem, param, ctx)
+            return number
+
+    return Checked(**bounds)
 
 
 def options_from(cls):

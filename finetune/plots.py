@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+from macsql import extras
 
 
 def loss_series(history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
@@ -26,9 +29,14 @@ def loss_series(history: list[dict]) -> dict[str, tuple[list[int], list[float]]]
 
 
 def plot_losses(history: list[dict], path: str | Path, title: str = "") -> Path | None:
-    """Write a PNG of the loss curves; None when the log holds no loss (e.g. zero steps)."""
+    """Write a PNG of the loss curves; None when the log holds no loss (e.g. zero steps), or when matplotlib
+    is missing: the trained weights are the work, so the plot is skipped with one line, not a traceback."""
     series = loss_series(history)
     if not series:
+        return None
+    if not extras.available("matplotlib"):
+        print(f"loss plot skipped: {extras.missing_message('matplotlib', purpose='plotting', extra='train')}",
+              file=sys.stderr, flush=True)
         return None
     import matplotlib
 

@@ -17,6 +17,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from macsql.agents import decomposer, refiner, selector
+from macsql.errors import InputError
 from macsql.schema import introspect
 from macsql.sqlexec import ExecResult, execute
 from macsql.state import Candidate, Context, State
@@ -32,11 +33,17 @@ def score(sql: str, result: ExecResult | None) -> int:
 
 
 def load_schema(state: State, runtime: Runtime[Context]) -> dict:
+    # The first node: a graph invoked without its context would otherwise fail deep in a node
+    if not isinstance(runtime.context, Context):
+        raise InputError(f"the graph needs its context, got {type(runtime.context).__name__}: call "
+                         "graph.invoke(inputs, context=Context(llm=..., db_path=...)), or Pipeline.ask")
+    started = {"started": time.monotonic()}  # when the question's time budget (`budget_s`) began
     if state.get("schema") is not None:
-        return {}
+        return started
     start = time.perf_counter()
     schema = introspect(runtime.context.db_path)
-    return {"schema": schema, "trace": [{"agent": "schema", "seconds": round(time.perf_counter() - start, 4)}]}
+    return {**started, "schema": schema,
+            "trace": [{"agent": "schema", "seconds": round(time.perf_counter() - start, 4)}]}
 
 
 def render_selected(state: State, runtime: Runtime[Context]) -> dict:
@@ -61,6 +68,8 @@ def run_sql(state: State, runtime: Runtime[Context]) -> dict:
                          error=draft.get("error"), score=score(sql, result))
         if "parent" in draft:
             cand["parent"] = draft["parent"]
+        if draft.get("confidence") is not None:
+            cand["confidence"] = draft["confidence"]
         cands.append(cand)
         trace.append({"agent": "execute", "round": round_, "candidate": cand["id"], "source": cand["source"],
                       "sql": sql, "error": result.error if result else draft.get("error"),
@@ -69,8 +78,22 @@ def run_sql(state: State, runtime: Runtime[Context]) -> dict:
     return {"candidates": cands, "drafts": [], "trace": trace}
 
 
-def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["sample", "refine", "vote"]:
+def confident(cand: Candidate, threshold: float) -> bool:
+    """The model was sure of this greedy query (each token's probability >= threshold) and it ran with rows."""
+    prob = cand.get("confidence")
+    return threshold > 0 and prob is not None and prob >= threshold and cand["score"] == 2
+
+
+def out_of_time(state: State, ctx: Context) -> bool:
+    return ctx.budget_s > 0 and time.monotonic() - state.get("started", time.monotonic()) >= ctx.budget_s
+
+
+def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["decompose", "sample", "refine", "vote"]:
     ctx = runtime.context
+    if out_of_time(state, ctx):
+        return "vote"
+    if state.get("direct_only"):
+        return "vote" if confident(state["candidates"][0], ctx.confident_prob) else "decompose"
     if state.get("pending_samples") and not vote(state["candidates"]).settled:
         return "sample"
     if not ctx.use_refiner or state.get("rounds", 0) >= ctx.max_rounds or state.get("stalled"):
@@ -105,6 +128,7 @@ def build_graph():
     graph.add_node("selector", selector.node)
     graph.add_node("render", render_selected)
     graph.add_node("decomposer", decomposer.node)
+    graph.add_node("decompose", decomposer.decomposed_node)
     graph.add_node("sample", decomposer.sample_node)
     graph.add_node("execute", run_sql)
     graph.add_node("refiner", refiner.node)
@@ -114,9 +138,10 @@ def build_graph():
     graph.add_edge("selector", "render")
     graph.add_edge("render", "decomposer")
     graph.add_edge("decomposer", "execute")
+    graph.add_edge("decompose", "execute")
     graph.add_edge("sample", "execute")
     graph.add_conditional_edges("execute", route_after_execute,
-                                {"sample": "sample", "refine": "refiner", "vote": "vote"})
+                                {"decompose": "decompose", "sample": "sample", "refine": "refiner", "vote": "vote"})
     graph.add_conditional_edges("refiner", route_after_refine, {"execute": "execute", "vote": "vote"})
     graph.add_edge("vote", END)
     return graph.compile()

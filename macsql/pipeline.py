@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from macsql.backends import make_llm
 from macsql.backends.base import AGENTS, LLM
 from macsql.errors import InputError
 from macsql.sqlexec import check_database
-from macsql.state import Context
+from macsql.state import Context, Settings, make_settings
 
 
 @dataclass
@@ -62,28 +63,46 @@ class Answer:
 class Pipeline:
     """MAC-SQL over one backend. `Pipeline.from_pretrained().ask("How many ...?", "shop.sqlite")`."""
 
-    def __init__(self, llm: LLM, **options):
+    def __init__(self, llm: LLM, settings: Settings | None = None, **options):
+        """`settings` (or single options by name: `Pipeline(llm, candidates=1)`) are checked here, before any
+        question: an unknown or wrong option is one InputError line."""
         from macsql.graph import build_graph
 
         self.llm = llm
-        self.options = options  # Context fields: max_rounds, timeout_s, use_selector, ...
+        self.settings = make_settings(settings, **options)
         self.graph = build_graph()
+
+    @property
+    def options(self) -> dict:
+        """Every setting by name (what a run's config records)."""
+        return self.settings.to_dict()
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, *, backend: str = "auto",
                         adapters: dict[str, str] | str | Path | None = None, backend_options: dict | None = None,
-                        **options) -> Pipeline:
-        """`model`: a name or path (default `weights.DEFAULT_MODEL`), resolved once by `make_llm`."""
+                        settings: Settings | None = None, **options) -> Pipeline:
+        """`model`: a name or path (default `weights.DEFAULT_MODEL`), resolved once by `make_llm`. The settings
+        are checked before the model loads."""
+        checked = make_settings(settings, **options)
         if isinstance(adapters, (str, Path)):
             adapters = adapters_in(adapters)
-        return cls(make_llm(model, backend, adapters=adapters, **(backend_options or {})), **options)
+        return cls(make_llm(model, backend, adapters=adapters, **(backend_options or {})), checked)
 
     def context(self, db: str | Path) -> Context:
-        return Context(llm=self.llm, db_path=check_database(db), **self.options)
+        return Context(llm=self.llm, db_path=check_database(db), **self.settings.to_dict())
 
-    def with_options(self, **options) -> Pipeline:
-        new = Pipeline.__new__(Pipeline)
-        new.llm, new.graph, new.options = self.llm, self.graph, {**self.options, **options}
+    def replace(self, **changes) -> Pipeline:
+        """The same backend and graph with some settings changed."""
+        new = copy.copy(self)
+        new.settings = self.settings.replace(**changes)
+        return new
+
+    with_options = replace  # the older name
+
+    def with_llm(self, llm: LLM) -> Pipeline:
+        """The same settings and graph over another backend (a wrapped or counting one)."""
+        new = copy.copy(self)
+        new.llm = llm
         return new
 
     def ask(self, question: str, db: str | Path, *, evidence: str = "", history: list[dict] | None = None,
@@ -110,6 +129,46 @@ class Pipeline:
                     on_step(node, update or {})
         return to_answer(state, time.perf_counter() - start)
 
+    async def astream(self, question: str, db: str | Path, *, evidence: str = "",
+                      history: list[dict] | None = None):
+        """`ask` for async code, step by step: yields `(node, update)` as each graph node finishes (what
+        `on_step` gets), then `("answer", Answer)` last. The nodes run in LangGraph's threads, so the event
+        loop stays free while a model writes."""
+        if not question or not question.strip():
+            raise InputError("the question is empty; ask something about the database, e.g. "
+                             '"How many customers are there?"')
+        ctx = self.context(db)
+        start = time.perf_counter()
+        inputs = {"question": question.strip(), "evidence": evidence or "", "rounds": 0,
+                  "history": checked_history(history)}
+        state: dict = {}
+        async for mode, chunk in self.graph.astream(inputs, context=ctx, stream_mode=["updates", "values"]):
+            if mode == "values":
+                state = chunk
+            else:
+                for node, update in chunk.items():
+                    yield node, update or {}
+        yield "answer", to_answer(state, time.perf_counter() - start)
+
+    async def aask(self, question: str, db: str | Path, *, evidence: str = "", history: list[dict] | None = None,
+                   on_step: Callable[[str, dict], None] | None = None) -> Answer:
+        """`ask` for async code: `answer = await pipeline.aask("How many ...?", "shop.sqlite")`."""
+        answer = None
+        async for node, update in self.astream(question, db, evidence=evidence, history=history):
+            if node == "answer":
+                answer = update
+            elif on_step is not None:
+                on_step(node, update)
+        return answer
+
+    def as_tool(self, databases, *, name: str = "ask_database", description: str | None = None):
+        """A LangChain tool (StructuredTool: question, db, evidence) answering over the named databases only
+        (`{"shop": "shop.sqlite"}`, a path, or "demo"): what a LangChain or LangGraph agent calls. Needs the
+        [langchain] extra; see macsql.integrations."""
+        from macsql.integrations import langchain_tool
+
+        return langchain_tool(self, databases, name=name, description=description)
+
 
 CANDIDATE_ROWS = 20  # rows of each candidate's result kept in an answer (the winner keeps all of its rows)
 
@@ -123,7 +182,7 @@ def candidate_summaries(state: dict) -> list[dict]:
         res = cand.get("result")
         group = vote.get("group_of", {}).get(str(cand["id"]))
         out.append({"id": cand["id"], "sql": cand["sql"], "source": cand.get("source", ""),
-                    "round": cand["round"], "score": cand["score"],
+                    "round": cand["round"], "score": cand["score"], "confidence": cand.get("confidence"),
                     "error": (res.error if res is not None else cand.get("error")),
                     "n_rows": len(res.rows) if res is not None else 0,
                     "rows": [list(r) for r in res.rows[:CANDIDATE_ROWS]] if res is not None else [],

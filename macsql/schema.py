@@ -4,7 +4,9 @@
 `database_description/` folder sits beside the database, the column descriptions. Results are cached per
 database file (path + mtime + size) in memory and on disk, so a second `ask` on a big database costs
 milliseconds. Value sampling reads at most `SAMPLE_SCAN_ROWS` rows per column, so a multi-million-row table
-costs no more than a small one.
+costs no more than a small one. It reads through the executor's connection and deadline: a view that never
+finishes, or that names a table, function or module that is gone, is left out with a note (`Schema.notes`),
+and the rest of the database stays usable, as it does for `execute()`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import csv
 import hashlib
 import json
 import re
+import shlex
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from macsql.cache import cache_root
-from macsql.sqlexec import connect_readonly
+from macsql.sqlexec import DEFAULT_TIMEOUT_S, Deadline, check_timeout, connect_readonly
 
 SAMPLE_SCAN_ROWS = 2000  # rows read per column when sampling values (bounded work on huge tables)
 SMALL_TABLE_ROWS = 10  # all values of a table this small count as categories (lookup tables, codes)
@@ -75,6 +79,7 @@ class Table:
 class Schema:
     db_id: str
     tables: list[Table]
+    notes: list[str] = field(default_factory=list)  # what introspection left out, and why (one line each)
 
     def table(self, name: str) -> Table | None:
         low = name.lower().strip('`"[]')
@@ -102,7 +107,7 @@ class Schema:
             )
             for t in data["tables"]
         ]
-        return cls(db_id=data["db_id"], tables=tables)
+        return cls(db_id=data["db_id"], tables=tables, notes=list(data.get("notes", [])))
 
 
 _MEMORY_CACHE: dict[tuple, Schema] = {}
@@ -126,9 +131,15 @@ def cache_file(db_path: str | Path, kind: str = "schema") -> Path:
     return _cache_dir() / f"{path.stem}-{digest}{suffix}.json"
 
 
-def introspect(db_path: str | Path, *, cache: bool = True) -> Schema:
-    """The schema of a SQLite database, with sampled values and BIRD descriptions when present."""
+def introspect(db_path: str | Path, *, cache: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S) -> Schema:
+    """The schema of a SQLite database, with sampled values and BIRD descriptions when present.
+
+    Reading it takes at most `timeout_s` (the executor's deadline, enforced inside SQLite): the catalogue
+    first, then the tables' samples, then the views', each view with the time left; a view that fails or
+    runs out of time is left out, with a note in `Schema.notes`.
+    """
     path = Path(db_path).resolve()
+    timeout_s = check_timeout(timeout_s)
     conn = connect_readonly(path, busy_timeout_s=INTROSPECT_BUSY_S)  # validates the path first
     key = _file_key(path)
     if cache and key in _MEMORY_CACHE:
@@ -143,14 +154,19 @@ def introspect(db_path: str | Path, *, cache: bool = True) -> Schema:
             return schema
         except (ValueError, KeyError, TypeError):
             pass  # stale or corrupt cache file: rebuild it
-    import sqlite3
+    import sqlite_utils  # noqa: F401 - imported before the clock starts: the deadline is for reading
 
     from macsql.errors import DatabaseError
     from macsql.sqlexec import unusable_database_message
 
+    deadline = Deadline(timeout_s).attach(conn)
     try:
-        schema = _read_schema(conn, path)
-    except sqlite3.DatabaseError as exc:  # corrupt, truncated or locked: one line, not a traceback
+        schema = _read_schema(conn, path, deadline)
+    except sqlite3.DatabaseError as exc:  # corrupt, truncated, locked or mid-write: one line, not a traceback
+        if deadline.timed_out:
+            raise DatabaseError(f"reading the schema of {str(path)!r} took longer than the {deadline.seconds:g}s "
+                                f"deadline; check the file with `sqlite3 {shlex.quote(str(path))} 'PRAGMA "
+                                "quick_check'`") from exc
         raise DatabaseError(unusable_database_message(path, exc)) from exc
     finally:
         conn.close()
@@ -177,35 +193,99 @@ _FTS_SHADOW_SUFFIXES = ("_data", "_idx", "_content", "_docsize", "_config", "_se
 _VIRTUAL_FTS = re.compile(r"(?is)\s*CREATE\s+VIRTUAL\s+TABLE\s+.*?\bUSING\s+fts[345]\b")
 
 
-def _read_schema(conn, path: Path) -> Schema:
+def _read_schema(conn, path: Path, deadline: Deadline | None = None) -> Schema:
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
     fts = [name for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
            if _VIRTUAL_FTS.match(sql or "")]
     shadows = {f"{t}{suffix}".lower() for t in fts for suffix in _FTS_SHADOW_SUFFIXES}
-    tables = []
+    tables, notes = [], []
+    # The catalogue of every table and view first (quick: views are compiled, not run), then the samples:
+    # the tables' (bounded reads), then the views' with the time left, since a view may run for ever.
     for name, kind in [(n, "table") for n in db.table_names()] + [(n, "view") for n in db.view_names()]:
         if name.startswith("sqlite_") or name.lower() in shadows:
             continue
         # table_xinfo, unlike table_info, lists generated columns (hidden 2: virtual, 3: stored)
-        info = conn.execute(f"PRAGMA table_xinfo({quote_name(name)})").fetchall()
+        try:
+            info = conn.execute(f"PRAGMA table_xinfo({quote_name(name)})").fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _names_something_missing(exc):
+                raise  # locked, unreadable or mid-write: the whole file, said by the caller
+            # a view over a dropped table or an unknown function, a virtual table whose module is not
+            # loaded: a query on it fails the same way, and the rest of the database is fine
+            notes.append(f"{kind} {name!r} skipped: {_one_line(exc)}")
+            continue
         columns = [Column(name=str(c[1]), type=(c[2] or "").upper(), generated=c[6] in (2, 3))
                    for c in info if c[6] != 1]
         pks = [str(c[1]) for c in sorted(info, key=lambda c: c[5]) if c[5]]
         fks = _foreign_keys(db, name) if kind == "table" else []
-        table = Table(name=name, columns=columns, primary_key=pks, foreign_keys=fks, kind=kind)
+        tables.append(Table(name=name, columns=columns, primary_key=pks, foreign_keys=fks, kind=kind))
+    for table in [t for t in tables if t.kind == "table"]:
+        _sample_table(conn, table)
+    views = [t for t in tables if t.kind == "view"]
+    for i, view in enumerate(views):
+        # each view gets an equal share of the time left (a cheap one hands most of its share on), so one
+        # view that never ends cannot starve the others
+        share = deadline.remaining() / (len(views) - i) if deadline is not None else None
+        if share is not None and share <= 0:
+            notes.append(f"view {view.name!r}: no value examples (the {deadline.seconds:g}s deadline ran out "
+                         "before it was sampled)")
+            continue
+        own = Deadline(share).attach(conn) if share is not None else None
         try:
-            n_rows = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {quote_name(name)} "
-                                  f"LIMIT {SAMPLE_SCAN_ROWS})").fetchone()[0]
-        except Exception:  # noqa: BLE001 - a virtual table whose module is missing, a broken view
-            n_rows = 0
-        for col in columns:
-            if skips_examples(col):
-                continue
-            col.examples, col.repeats = _sample_values(conn, name, col.name, n_rows)
-        tables.append(table)
-    return Schema(db_id=path.stem, tables=tables)
+            _sample_table(conn, view, strict=True)
+        except Exception as exc:  # noqa: BLE001 - whatever stops a view's first rows, it is left out
+            if own is not None and own.timed_out:
+                reason = (f"its first {SAMPLE_SCAN_ROWS} rows took longer than {own.seconds:.3g}s (its share of "
+                          f"the {deadline.seconds:g}s deadline)")
+            else:
+                reason = _one_line(exc)
+            notes.append(f"view {view.name!r} skipped: {reason}")
+            tables.remove(view)
+    return Schema(db_id=path.stem, tables=tables, notes=notes)
+
+
+def _sample_table(conn, table: Table, *, strict: bool = False) -> None:
+    """Value examples of every column but identifiers and blobs, from the table's first rows; `strict` (views):
+    raise when the rows themselves fail or run out of time, instead of leaving the columns without examples
+    (one column whose values fail, e.g. json_extract over bad JSON, still only loses its examples)."""
+    try:
+        n_rows = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {quote_name(table.name)} "
+                              f"LIMIT {SAMPLE_SCAN_ROWS})").fetchone()[0]
+    except Exception:  # noqa: BLE001 - a virtual table whose module is missing, a broken view
+        if strict:
+            raise
+        n_rows = 0
+    for col in table.columns:
+        if skips_examples(col):
+            continue
+        try:
+            col.examples, col.repeats = _sample_values(conn, table.name, col.name, n_rows, strict=strict)
+        except sqlite3.OperationalError as exc:
+            if _interrupted(exc):
+                raise  # the deadline: the view's rows take too long
+            col.examples, col.repeats = [], True
+
+
+def _names_something_missing(exc: sqlite3.OperationalError) -> bool:
+    """Whether compiling one table or view failed on a name it uses (no such table, column, function or
+    module: SQLITE_ERROR), rather than on the file (locked, corrupt, a hot journal)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_ERROR
+    return not any(word in str(exc) for word in ("locked", "busy", "readonly", "disk I/O", "interrupted",
+                                                 "unable to open"))
+
+
+def _interrupted(exc: sqlite3.OperationalError) -> bool:
+    """Whether the deadline's progress handler stopped the statement (SQLITE_INTERRUPT)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code == sqlite3.SQLITE_INTERRUPT if code is not None else "interrupted" in str(exc)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def skips_examples(col: Column) -> bool:
@@ -231,10 +311,11 @@ def _foreign_keys(db, table: str) -> list[ForeignKey]:
     return out
 
 
-def _sample_values(conn, table: str, column: str, n_rows: int = 0) -> tuple[list[str], bool]:
+def _sample_values(conn, table: str, column: str, n_rows: int = 0, *, strict: bool = False
+                   ) -> tuple[list[str], bool]:
     """Up to MAX_EXAMPLES distinct, most frequent non-empty values among the first rows of the table, and
     whether they look like a category: some value occurs twice, or the table is a small lookup table (its
-    few values are likely what questions filter on)."""
+    few values are likely what questions filter on). `strict`: a failing read raises (views)."""
     sql = (
         f"SELECT v, COUNT(*) AS n FROM (SELECT {quote_name(column)} AS v FROM {quote_name(table)} "
         f"LIMIT {SAMPLE_SCAN_ROWS}) WHERE v IS NOT NULL AND TRIM(CAST(v AS TEXT)) != '' "
@@ -243,6 +324,8 @@ def _sample_values(conn, table: str, column: str, n_rows: int = 0) -> tuple[list
     try:
         rows = conn.execute(sql).fetchall()
     except Exception:  # noqa: BLE001 - odd column types must not break introspection
+        if strict:
+            raise
         return [], True
     repeats = n_rows <= SMALL_TABLE_ROWS or (bool(rows) and rows[0][1] > 1)
     out = []
@@ -343,8 +426,11 @@ def render_schema(
 
     DDL is what code models have seen most; comments carry the examples and BIRD descriptions so a small
     model can match question words to values. `matches` ((table, column) -> stored values) are the values
-    the question mentions (macsql.values): shown on their column, spelled as stored, so the model filters
-    on the right column with the right literal. The same text is used for inference and for training.
+    the question mentions (macsql.values): listed after the tables as `table.column = 'value'`, spelled as
+    stored, so the model filters on the right column with the right literal. They come last, not on their
+    column, so that the text up to them is the same for every question on a database: a backend that keeps
+    the KV cache of a prompt prefix (llama.cpp) then reads the schema once per database, not once per
+    question. The same text is used for inference and for training.
     """
     blocks = []
     for table in schema.tables:
@@ -363,10 +449,7 @@ def render_schema(
                 notes.append(col.description)
             if descriptions and col.value_description and len(col.value_description) <= 160:
                 notes.append(col.value_description)
-            matched = (matches or {}).get((table.name, col.name))
-            if matched:
-                notes.append("matches in question: " + ", ".join(_literal(v) for v in matched))
-            elif examples and col.examples and (NUMERIC_EXAMPLES or not _only_numbers(col)):
+            if examples and col.examples and (NUMERIC_EXAMPLES or not _only_numbers(col)):
                 shown = col.examples if col.repeats else col.examples[:FREE_TEXT_EXAMPLES]
                 notes.append("e.g. " + ", ".join(_literal(v) for v in shown))
             # a newline inside a value or description would end the `--` comment and break the DDL
@@ -393,7 +476,25 @@ def render_schema(
             body.append(f"{text}{comma} -- {note}" if note else f"{text}{comma}")
         kind = "VIEW" if table.kind == "view" else "TABLE"
         blocks.append(f"CREATE {kind} {_render_identifier(table.name)} (\n" + "\n".join(body) + "\n);")
-    return "\n".join(blocks)
+    matched = render_matches(schema, selection, matches)
+    return "\n".join(blocks + ([matched] if matched else []))
+
+
+def render_matches(schema: Schema, selection: Selection | None,
+                   matches: dict[tuple[str, str], list[str]] | None) -> str:
+    """The question's values on the (kept) columns that hold them, one `table.column = 'value'` line each."""
+    lines = []
+    for (table_name, column_name), values in (matches or {}).items():
+        table = schema.table(table_name)
+        column = table.column(column_name) if table is not None else None
+        if column is None or (selection is not None and column.name not in selection.get(table.name, ())):
+            continue
+        shown = ", ".join(_literal(v) for v in values)
+        line = f"-- {_render_identifier(table.name)}.{_render_identifier(column.name)} = {shown}"
+        lines.append(_CONTROL.sub(" ", line))
+    if not lines:
+        return ""
+    return "-- Values the question mentions, as stored in the database:\n" + "\n".join(lines)
 
 
 def _only_numbers(col: Column) -> bool:

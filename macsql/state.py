@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from typing_extensions import TypedDict
 
@@ -23,6 +23,7 @@ class Candidate(TypedDict, total=False):
     error: str | None  # why there is no SQL (the reply held none)
     score: int  # 2: rows with a value, 1: ran but empty/NULL, 0: error or no SQL
     parent: int  # the candidate a fix repairs
+    confidence: float  # a greedy query's smallest token probability, where the backend tells it
 
 
 class State(TypedDict, total=False):
@@ -36,6 +37,8 @@ class State(TypedDict, total=False):
     sub_questions: list[dict]
     drafts: list[dict]  # SQL written but not yet executed: {"sql", "source", "error", "parent"?}
     pending_samples: int  # sampled candidates not drawn yet: drawn only if the greedy ones disagree
+    direct_only: bool  # only the direct query is written yet: the graph stops there if the model was sure
+    started: float  # time.monotonic() when the question began (its time budget)
     rounds: int
     stalled: bool  # the Refiner's last round brought no query not tried before: stop refining
     candidates: Annotated[list[Candidate], operator.add]
@@ -44,31 +47,122 @@ class State(TypedDict, total=False):
     final: Candidate
 
 
-@dataclass(frozen=True)
-class Context:
-    """Per-run dependencies, passed as LangGraph's runtime context (never globals)."""
+def _option(default, help: str, *, ablation: str | None = None, choices: tuple | None = None,
+            min: float | None = None, max: float | None = None, min_open: bool = False):
+    """A `Settings` field with what the CLI, config files and eval's variants are generated from: its help,
+    its choices or range, and the ablation flag (`--no-values`) that turns a switch off."""
+    return field(default=default, metadata={"help": help, "ablation": ablation, "choices": choices,
+                                            "min": min, "max": max, "min_open": min_open})
 
-    llm: LLM
-    db_path: Path
-    max_rounds: int = 3
-    timeout_s: float = 30.0
-    max_rows: int = DEFAULT_MAX_ROWS
-    max_new_tokens: int = 512
-    use_selector: bool = True
-    use_decomposer: bool = True
-    use_refiner: bool = True
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every inference option, with its one default. `Pipeline(llm, settings)` checks them before any model
+    runs; `macsql ask/eval/serve` options and eval's ablation variants are generated from these fields."""
+
+    max_rounds: int = _option(3, "Refiner rounds at most.", min=0, max=10)
+    timeout_s: float = _option(30.0, "Seconds a query may run before it is stopped.", min=0, min_open=True)
+    max_rows: int = _option(DEFAULT_MAX_ROWS, "Rows a query returns at most.", min=1)
+    max_new_tokens: int = _option(512, "Tokens one reply may have at most.", min=16, max=4096)
+    use_selector: bool = _option(True, "Prune a long schema with the Selector.", ablation="no-selector")
+    use_decomposer: bool = _option(True, "Write a decomposed candidate.", ablation="no-decomposer")
+    use_refiner: bool = _option(True, "Repair failing candidates.", ablation="no-refiner")
     # Candidates for the execution vote: 1 is a single greedy query (no vote); k>1 adds the direct query,
     # the decomposed one and sampled ones. Default chosen by measurement (README, "Evaluating").
-    candidates: int = 5
-    temperature: float = 0.8  # for the sampled candidates
+    candidates: int = _option(5, "SQL candidates for the execution vote (1: one greedy query).", min=1, max=32)
+    temperature: float = _option(0.8, "Sampling temperature of the extra candidates.", min=0, max=2,
+                                 min_open=True)
     # Draw the samples only when the direct and the decomposed query do not already agree on rows with
     # values: on 150 Spider questions the same EX as always sampling, with 56% of questions stopping at two
     # calls (benchmarks/vote_mix.py, "adaptive").
-    early_stop: bool = True
-    use_values: bool = True  # link question words to the database's values (macsql.values)
-    use_hints: bool = True  # repair hints from the schema and the data in the Refiner's problem text
-    max_refine: int = 2  # failing candidates the Refiner fixes per round, at most
-    decompose: str = "steps"  # the Decomposer's reply style: "steps" or "sub-sql" (agents/decomposer.py)
-    schema_examples: bool = True
-    output_format: str = "sql"  # or "reasoning": <reasoning>…</reasoning><sql>…</sql>
-    extra: Any = None
+    early_stop: bool = _option(True, "Draw samples only when the greedy candidates disagree.",
+                               ablation="all-samples")
+    # Stop after the direct query alone when the model was sure of it: every token of its reply had at least
+    # this probability (greedy decoding) and it ran with rows. 0 turns it off; backends that cannot tell
+    # a token's probability never stop early this way. Chosen by measurement (benchmarks/README.md,
+    # "Stopping at the direct query").
+    confident_prob: float = _option(0.0, "Stop after the direct query when each of its tokens had at least "
+                                         "this probability (0: off).", min=0, max=1)
+    use_values: bool = _option(True, "Link question words to the database's values.", ablation="no-values")
+    use_hints: bool = _option(True, "Repair hints from the schema and the data.", ablation="no-hints")
+    max_refine: int = _option(2, "Failing candidates the Refiner fixes per round, at most.", min=1, max=8)
+    decompose: str = _option("steps", "The Decomposer's reply style.", choices=("steps", "sub-sql"))
+    schema_examples: bool = _option(True, "Show a few stored values per column in the schema.")
+    output_format: str = _option("sql", "The agents' reply format.", choices=("sql", "reasoning"))
+    # The Selector prunes with a model call only above this many schema tokens (agents/selector.py).
+    prune_above_tokens: int = _option(3000, "Prune with the Selector only when the schema is longer than "
+                                            "this many tokens.", min=0)
+    # Seconds one question may take: past it no new model call starts, and the vote picks among the
+    # candidates so far (0: no budget).
+    budget_s: float = _option(0.0, "Seconds a question may take; then the best answer so far (0: none).",
+                              min=0)
+
+    def __post_init__(self):
+        check_settings(self)
+
+    def replace(self, **changes) -> Settings:
+        return make_settings(self, **changes)
+
+    def changed(self) -> dict:
+        """The options that differ from the defaults (what a variant or a run's config names)."""
+        base = Settings()
+        return {f.name: getattr(self, f.name) for f in fields(Settings)
+                if getattr(self, f.name) != getattr(base, f.name)}
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(Settings)}
+
+
+def make_settings(base: Settings | None = None, **options) -> Settings:
+    """`base` with `options` changed; an unknown name is one InputError naming the closest valid one."""
+    from macsql.errors import InputError, did_you_mean
+
+    for name in options:
+        if name not in SETTING_NAMES:
+            raise InputError(f"unknown option {name!r}{did_you_mean(name, SETTING_NAMES)}; "
+                             f"options: {', '.join(sorted(SETTING_NAMES))}")
+    values = (base or Settings()).to_dict()
+    values.update(options)
+    return Settings(**values)
+
+
+def check_settings(settings: Settings) -> None:
+    """Each field's type, choices and range; one InputError line for the first wrong one."""
+    import math
+
+    from macsql.errors import InputError
+
+    for f in fields(Settings):
+        value, meta = getattr(settings, f.name), f.metadata
+        kind = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) and
+              (kind is float or float(value).is_integer()) if kind in (int, float) else isinstance(value, kind))
+        if not ok:
+            raise InputError(f"option {f.name} must be {f.type}, got {value!r}")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise InputError(f"option {f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if kind in (int, float):
+            low, high = meta.get("min"), meta.get("max")
+            if not math.isfinite(value) or (low is not None and (value < low or (meta["min_open"] and value == low))) \
+                    or (high is not None and value > high):
+                bound = f"{'>' if meta.get('min_open') else '>='} {low}" if low is not None else ""
+                bound += (" and " if bound and high is not None else "") + (f"<= {high}" if high is not None else "")
+                raise InputError(f"option {f.name} must be a finite number {bound}, got {value!r}")
+
+
+SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+
+
+def ablation_name(option: str) -> str:
+    """The variant name of a switch turned off (`use_values` -> `no-values`), from its field's metadata."""
+    return {f.name: f.metadata.get("ablation") for f in fields(Settings)}.get(option) or f"no-{option}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context(Settings):
+    """Per-run dependencies, passed as LangGraph's runtime context (never globals): the settings, the backend
+    and the database."""
+
+    llm: LLM
+    db_path: Path

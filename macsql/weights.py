@@ -20,6 +20,7 @@ import math
 import mmap
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,8 +178,9 @@ def assemble_gguf(source: GGUFSource) -> Path:
         except ValueError:
             pass
     digest = hashlib.sha256()
+    # on stderr even when it is not a terminal (a container's log): a first run reads 1 GB here
     bar = tqdm(total=source.size, unit="B", unit_scale=True, desc=f"verifying {source.filename}",
-               disable=None)
+               file=sys.stderr, disable=False, mininterval=1.0)
     tmp = None
     try:
         if len(parts) > 1:
@@ -294,18 +296,26 @@ def convert_gguf(gguf_path: Path, out: Path, *, shard_bytes: int = SHARD_BYTES) 
     out.mkdir(parents=True)
     weight_map, total = {}, 0
     from safetensors.torch import save_file
+    from tqdm.auto import tqdm
 
-    for i, group in enumerate(shards, 1):
-        filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        shard = {}
-        for t in group:
-            hf_name = names[t.name]
-            shard[hf_name] = _dequantize_bf16(t, processor, wanted[hf_name])
-            weight_map[hf_name] = filename
-            total += shard[hf_name].numel() * 2
-        save_file(shard, str(out / filename), metadata={"format": "pt"})
-        del shard
-        _drop_pages(reader)
+    # tensor by tensor, on stderr: the first run of a GGUF model on transformers spends a minute here
+    bar = tqdm(total=len(plan), unit="tensor", desc=f"converting {gguf_path.name}", file=sys.stderr,
+               disable=False, mininterval=1.0)
+    try:
+        for i, group in enumerate(shards, 1):
+            filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            shard = {}
+            for t in group:
+                hf_name = names[t.name]
+                shard[hf_name] = _dequantize_bf16(t, processor, wanted[hf_name])
+                weight_map[hf_name] = filename
+                total += shard[hf_name].numel() * 2
+                bar.update(1)
+            save_file(shard, str(out / filename), metadata={"format": "pt"})
+            del shard
+            _drop_pages(reader)
+    finally:
+        bar.close()
     del reader
     (out / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")

@@ -100,7 +100,7 @@ def test_the_selector_sees_the_earlier_turns_on_a_big_schema(tmp_path):
                   for i in range(5))
     db = make_db(tmp_path / "big.sqlite", ddl + "INSERT INTO t3 (id, c1) VALUES (1, 'x');")
     llm = ScriptedLLM(['{"t3": ["c1"]}', fenced("SELECT c1 FROM t3 WHERE id = 1")])
-    Pipeline(llm, candidates=1).ask("only the first one?", db, history=[{"question": "What is c1 in t3?", "sql": "SELECT c1 FROM t3"}])
+    Pipeline(llm, candidates=1, prune_above_tokens=100).ask("only the first one?", db, history=[{"question": "What is c1 in t3?", "sql": "SELECT c1 FROM t3"}])
     (selector_agent, selector_prompt), (decomposer_agent, _) = llm.calls
     assert selector_agent == "selector" and decomposer_agent == "decomposer"
     assert "- Question: What is c1 in t3?\n  SQL: SELECT c1 FROM t3\nQuestion: only the first one?" in selector_prompt[-1]["content"]

@@ -70,7 +70,7 @@ def test_selector_runs_on_a_big_schema(tmp_path):
                   for i in range(5))
     db = make_db(tmp_path / "big.sqlite", ddl + "INSERT INTO t3 (id, c1) VALUES (1, 'x');")
     llm = ScriptedLLM(['{"t3": ["c1"]}', fenced("SELECT c1 FROM t3")])
-    ans = Pipeline(llm, candidates=1).ask("What is c1 in t3?", db)
+    ans = Pipeline(llm, candidates=1, prune_above_tokens=100).ask("What is c1 in t3?", db)
     assert ans.selection == {"t3": ["id", *(f"c{j}" for j in range(8))]}  # a named table is kept whole
     decomposer_prompt = llm.calls[1][1][-1]["content"]
     assert "CREATE TABLE t3" in decomposer_prompt and "CREATE TABLE t0" not in decomposer_prompt
@@ -89,7 +89,7 @@ def test_selector_keeps_the_foreign_key_neighbours_of_the_tables_it_names(tmp_pa
            "INSERT INTO owners (owner_id, c0) VALUES (1, 'Ann');")
     db = make_db(tmp_path / "kennel.sqlite", ddl)
     llm = ScriptedLLM(['{"owners": ["c0"]}', fenced("SELECT c0 FROM owners")])
-    ans = Pipeline(llm, candidates=1).ask("Which owners have dogs?", db)
+    ans = Pipeline(llm, candidates=1, prune_above_tokens=100).ask("Which owners have dogs?", db)
     # dogs is one key away from owners (the join the question needs); treatments is two, breeds none
     assert list(ans.selection) == ["owners", "dogs"]
 

@@ -23,6 +23,8 @@ from macsql.serve.app import STATIC, create_app
 from macsql.serve.server import serving_in_thread
 from tests.conftest import demo_reply, make_db
 
+LOCAL = "http://127.0.0.1"  # the server answers only requests that name it (TestClient's default is testserver)
+
 
 def count(db, sql):
     conn = sqlite3.connect(db)
@@ -46,7 +48,7 @@ def demo_llm():
 @pytest.fixture
 def client(demo_llm, demo_db):
     app = create_app(Pipeline(demo_llm, candidates=1), {"demo": demo_db}, examples={"demo": list(DEMO_QUESTIONS)})
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -172,7 +174,7 @@ def test_oversized_and_malformed_requests(client):
 
 def test_token_is_checked_on_every_api_call(demo_llm, demo_db):
     app = create_app(Pipeline(demo_llm, candidates=1), {"demo": demo_db}, token="s3cret")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         calls = [("GET", "/api/databases", None), ("GET", "/api/schema?db=demo", None),
                  ("POST", "/api/ask", {"question": "How many customers live in Spain?", "db": "demo"}),
                  ("POST", "/api/ask/stream", {"question": "How many customers live in Spain?", "db": "demo"}),
@@ -191,7 +193,7 @@ def test_markup_in_values_and_replies_is_data(tmp_path):
     db = make_db(tmp_path / "xss.sqlite", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
                  "INSERT INTO notes VALUES (1, '<script>window.pwned = 1</script>'), (2, '<img src=x onerror=alert(1)>');")
     llm = ScriptedLLM(lambda m, a: "<script>alert(2)</script>\nFinal SQL:\n```sql\nSELECT body FROM notes\n```")
-    with TestClient(create_app(Pipeline(llm, candidates=1), {"notes": db})) as c:
+    with TestClient(create_app(Pipeline(llm, candidates=1), {"notes": db}), base_url=LOCAL) as c:
         body = c.post("/api/ask", json={"question": "All notes?", "db": "notes"}).json()
         assert body["rows"] == [["<script>window.pwned = 1</script>"], ["<img src=x onerror=alert(1)>"]]
         page = c.get("/")

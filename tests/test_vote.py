@@ -146,16 +146,19 @@ def test_value_matching_finds_a_literal_in_a_table_it_never_saw(tmp_path):
     assert not value_index(db).match("How many animals are there?")  # no value, no stopword noise
 
 
-def test_matches_reach_the_prompt_on_their_column(tmp_path):
+def test_matches_reach_the_prompt_after_the_schema(tmp_path):
     db = _zoo(tmp_path)
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM animal WHERE species = 'red panda'")])
     ans = Pipeline(llm, candidates=1).ask("How many Red Panda animals are there?", db)
     prompt = llm.calls[0][1][-1]["content"]
-    assert re.search(r"species TEXT,? -- matches in question: 'red panda'", prompt)
+    assert "-- Values the question mentions, as stored in the database:\n-- animal.species = 'red panda'" in prompt
     assert ans.matches == [{"table": "animal", "column": "species", "value": "red panda"}]
     plain = ScriptedLLM([fenced("SELECT 1")])
     Pipeline(plain, candidates=1, use_values=False).ask("How many Red Panda animals are there?", db)
-    assert "matches in question" not in plain.calls[0][1][-1]["content"]
+    assert "Values the question mentions" not in plain.calls[0][1][-1]["content"]
+    # The schema part is the same with and without the question's values: one cached prefix per database
+    schema_part = plain.calls[0][1][-1]["content"].split("\n\nTask:")[0]
+    assert prompt.startswith(schema_part)
 
 
 # ------------------------------------------------------------------------------------------- hints

@@ -30,6 +30,10 @@ class Generation:
     # (decode = seconds - prefill_seconds), and how many prompt tokens came from a KV cache instead.
     prefill_seconds: float = 0.0
     cached_tokens: int = 0
+    # Greedy replies, where the backend can tell: the smallest probability the model gave a token it chose.
+    # A low one marks a choice the model was unsure of (the graph's confident stop reads it).
+    min_prob: float | None = None
+    mean_prob: float | None = None  # the geometric mean of those probabilities
 
 
 class LLM(Protocol):

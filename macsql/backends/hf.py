@@ -10,7 +10,8 @@ from pathlib import Path
 
 from macsql.backends.base import Generation, Messages, flatten
 from macsql.backends.loading import default_device, is_seq2seq, load_transformers
-from macsql.errors import ModelError
+from macsql.errors import InputError, ModelError
+from macsql.extras import require
 from macsql.weights import ResolvedModel
 
 # Draft length of prompt-lookup decoding on the transformers path (HFCausalLM); 0 = plain greedy.
@@ -26,7 +27,7 @@ class _HFBase:
 
     def __init__(self, model: ResolvedModel, *, adapters: dict[str, str | Path] | None = None,
                  device: str | None = None, dtype: str = "auto", batch_size: int = 4, n_threads: int | None = None):
-        import torch
+        torch = require("torch", purpose="the hf backend")
 
         if n_threads:
             torch.set_num_threads(n_threads)
@@ -147,6 +148,13 @@ class HFSeq2SeqLM(_HFBase):
     """Encoder-decoder models (T5 family): the flattened prompt in, the answer out."""
 
     seq2seq = True
+
+    def __init__(self, model, *, prompt_lookup: int = 0, **kwargs):
+        # an option of the hf backend that only decoder-only models have: refused, not silently dropped
+        if prompt_lookup:
+            raise InputError(f"prompt_lookup runs on decoder-only models; {model.name!r} is an encoder-decoder "
+                             "(T5): pass prompt_lookup=0")
+        super().__init__(model, **kwargs)
 
     def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         torch = self._torch

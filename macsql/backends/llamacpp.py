@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import math
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from macsql.backends.base import Generation
 from macsql.errors import ModelError
+from macsql.extras import require
 from macsql.weights import ResolvedModel
 
 
@@ -62,12 +64,10 @@ class LlamaCppLLM:
     def __init__(self, model: ResolvedModel, *, n_ctx: int = 8192, n_threads: int | None = None,
                  n_batch: int = 512, flash_attn: bool = False, extra_bufts: bool | None = None, seed: int = 0,
                  prompt_cache_mb: int = 1024, parallel: int = 1, lookup: int = 0,
-                 adapters: dict[str, str | os.PathLike] | None = None, **_ignored):
-        try:
-            import llama_cpp
-            from llama_cpp import Llama
-        except ImportError as exc:
-            raise ModelError('the llama.cpp backend needs: pip install "macsql[fast]" (llama-cpp-python)') from exc
+                 adapters: dict[str, str | os.PathLike] | None = None):
+        # (no **kwargs: an option this backend does not take is an error in make_llm, not silently dropped)
+        llama_cpp = require("llama_cpp", purpose="the llamacpp backend")
+        Llama = llama_cpp.Llama
         if not model.is_gguf:
             raise ModelError(f"the llama.cpp backend needs a .gguf model; {model.name!r} is a "
                              "transformers checkpoint (use --backend hf)")
@@ -186,6 +186,12 @@ class LlamaCppLLM:
         seed = self._sample_seed(messages, index)
         sampling = ({"temperature": 0.0, "top_k": 1} if temperature <= 0 else
                     {"temperature": temperature, "top_p": 0.95, "top_k": 40, "seed": seed})
+        probs: list[float] = []
+        if temperature <= 0:
+            # The probability of each greedy choice, read from the logits llama.cpp hands to a processor
+            # (returned unchanged): its smallest is the Generation's `min_prob`. Costs one pass over the
+            # vocabulary per token, well under a millisecond; `logprobs` would need logits for every position.
+            sampling["logits_processor"] = [_NoteTopProb(probs)]
         lc.llama_perf_context_reset(ctx)
         start = time.perf_counter()
         try:
@@ -201,7 +207,23 @@ class LlamaCppLLM:
         evaluated = perf.n_p_eval if perf.n_p_eval else min(1, prompt_tokens)
         return Generation(reply["choices"][0]["message"]["content"] or "", prompt_tokens,
                           usage.get("completion_tokens", 0), seconds, prefill_seconds=perf.t_p_eval_ms / 1000.0,
-                          cached_tokens=max(0, prompt_tokens - evaluated))
+                          cached_tokens=max(0, prompt_tokens - evaluated),
+                          min_prob=round(min(probs), 4) if probs else None,
+                          mean_prob=round(math.exp(sum(map(math.log, probs)) / len(probs)), 4) if probs else None)
+
+
+class _NoteTopProb:
+    """A llama.cpp logits processor that records the softmax probability of the most likely next token."""
+
+    def __init__(self, out: list[float]):
+        self.out = out
+
+    def __call__(self, input_ids, scores):
+        import numpy as np
+
+        top = float(scores.max())
+        self.out.append(1.0 / float(np.exp(scores - top, dtype=np.float64).sum()))
+        return scores
 
 
 @dataclass(frozen=True)

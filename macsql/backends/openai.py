@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import sys
+import threading
 import time
 
 from macsql.backends.base import Generation, Messages
@@ -17,9 +21,12 @@ class OpenAICompatLLM:
 
     Why httpx and not the official `openai` client: we call one endpoint of servers that only mimic OpenAI
     (their bodies differ in the details), and the client's typed responses, retries and errors are what
-    its ~0.8 s import and a fast-moving major version would buy. httpx is already installed, imports fast,
-    and the retry policy below (a dozen lines) does what that client does: exponential backoff with jitter
-    on connect errors, timeouts, 429 and 5xx, honouring Retry-After.
+    its ~0.8 s import and a fast-moving major version would buy. httpx imports fast, and the retry policy
+    below (a dozen lines) does what that client does: exponential backoff with jitter on connect errors,
+    timeouts, 429, 5xx and malformed replies, honouring Retry-After, with one line on stderr per retry.
+
+    `timeout_s` bounds each request as a whole (`_send`): httpx's timeouts bound each network operation,
+    so a server that sends a byte a second would otherwise hold a request for as long as it likes.
     """
 
     thread_safe = True  # an HTTP client: requests may overlap, and the server batches them
@@ -28,7 +35,7 @@ class OpenAICompatLLM:
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  models: dict[str, str] | None = None, timeout_s: float = 120.0, workers: int = 8,
-                 retries: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 8.0, **_ignored):
+                 retries: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
         import httpx
 
         self.name = model
@@ -48,10 +55,47 @@ class OpenAICompatLLM:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.retried = 0  # requests sent again after a transient failure (reported by eval)
         key = api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")
-        self.client = httpx.Client(timeout=self.timeout_s, headers={"Authorization": f"Bearer {key}"})
+        # A fresh connection per request (no keep-alive): `_send` ends a request at its deadline by shutting
+        # its socket, which it learns when the connection is made. A model reply takes seconds; a connect
+        # takes a round trip.
+        self.client = httpx.Client(timeout=self.timeout_s, headers={"Authorization": f"Bearer {key}"},
+                                   limits=httpx.Limits(max_keepalive_connections=0))
 
-    def _post(self, body: dict) -> dict:
-        """POST one chat request; retry transient failures; the parsed JSON body, or ModelError."""
+    def _send(self, url: str, body: dict):
+        """POST once, within `timeout_s` in all: at the deadline a timer shuts the request's socket, which
+        ends a read that is still trickling in (a `_Deadline` then, like httpx's own timeouts)."""
+        import httpx
+
+        streams: list = []
+        expired = threading.Event()
+
+        def trace(event: str, info: dict) -> None:  # httpcore reports each connection it makes (and TLS)
+            stream = info.get("return_value") if event.endswith(".complete") else None
+            if stream is not None and hasattr(stream, "get_extra_info"):
+                streams.append(stream)
+                if expired.is_set():
+                    _shutdown(stream)
+
+        def expire() -> None:
+            expired.set()
+            for stream in streams:
+                _shutdown(stream)
+
+        timer = threading.Timer(self.timeout_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.client.post(url, json=body, extensions={"trace": trace})
+        except httpx.HTTPError as exc:
+            if expired.is_set():
+                raise _Deadline(f"the whole reply took longer ({type(exc).__name__} after the deadline)") from exc
+            raise
+        finally:
+            timer.cancel()
+
+    def _post(self, body: dict, n: int) -> tuple[list[str], dict]:
+        """POST one chat request; retry transient failures (a malformed reply too: a proxy's error page, a
+        server restarting); the reply texts and the parsed body, or ModelError."""
         import random
 
         import httpx
@@ -60,59 +104,59 @@ class OpenAICompatLLM:
         for attempt in range(self.retries + 1):
             retry_after = None
             try:
-                resp = self.client.post(url, json=body)
-            except httpx.TimeoutException as exc:
+                resp = self._send(url, body)
+            except (httpx.TimeoutException, _Deadline) as exc:
                 problem = (f"the model server at {self.base_url} did not answer within {self.timeout_s:g}s "
                            f"({type(exc).__name__}); pass a larger --request-timeout or check the server")
+                reason = f"no reply within {self.timeout_s:g}s"
             except httpx.HTTPError as exc:
                 problem = (f"cannot reach the model server at {self.base_url}: {exc}; start it or pass "
                            "--base-url")
+                reason = _reason(exc)
             else:
                 if resp.status_code == 200:
-                    return self._json(resp)
-                problem = f"model server at {self.base_url} answered {resp.status_code}: {resp.text[:200]}"
-                if resp.status_code != 429 and resp.status_code < 500:
-                    raise ModelError(problem)  # a bad request or model name: asking again will not help
-                retry_after = _seconds(resp.headers.get("retry-after"))
+                    try:
+                        return _texts(resp, n)
+                    except _Malformed as exc:
+                        problem = f"model server at {self.base_url} sent {exc}"
+                        reason = f"malformed reply ({exc.short})"
+                else:
+                    problem = f"model server at {self.base_url} answered {resp.status_code}: {resp.text[:200]}"
+                    if resp.status_code != 429 and resp.status_code < 500:
+                        raise ModelError(problem)  # a bad request or model name: asking again will not help
+                    retry_after = _seconds(resp.headers.get("retry-after"))
+                    reason = f"HTTP {resp.status_code}"
             if attempt == self.retries:
                 raise ModelError(f"{problem} (after {self.retries + 1} attempts)")
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
-            delay = retry_after if retry_after is not None else random.uniform(delay / 2, delay)
+            delay = min(retry_after if retry_after is not None else random.uniform(delay / 2, delay),
+                        self.max_backoff_s)
             self.retried += 1
-            time.sleep(min(delay, self.max_backoff_s))
+            # one line per retry, so that a slow answer is seen to be a server that is failing
+            print(f"model server {self.base_url}: retrying in {delay:.1f} s: {reason}", file=sys.stderr,
+                  flush=True)
+            time.sleep(delay)
         raise AssertionError("unreachable")
-
-    def _json(self, resp) -> dict:
-        try:
-            data = resp.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ModelError(f"model server at {self.base_url} sent a reply that is not a JSON object: "
-                             f"{resp.text[:120]!r}; is --base-url an OpenAI-compatible /v1 endpoint?")
-        return data
 
     def _one(self, messages: Messages, agent: str, max_new_tokens: int, n: int = 1,
              temperature: float = 0.0) -> list[Generation]:
         start = time.perf_counter()
         body = {"model": self.models.get(agent, self.name), "messages": messages,
                 "max_tokens": max_new_tokens, "temperature": temperature}
-        if n > 1:
-            body["n"] = n  # vLLM and most servers sample n replies sharing one prompt prefill
-        data = self._post(body)
-        try:
-            choices = data["choices"][:n]
-            texts = [c["message"].get("content") or "" for c in choices]
-            if not texts or not all(isinstance(t, str) for t in texts):
-                raise TypeError("no text content")
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ModelError(f"model server at {self.base_url} sent a chat reply without "
-                             f"choices[0].message.content ({type(exc).__name__}: {exc}); "
-                             f"got {str(data)[:120]}") from exc
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        seconds, per = time.perf_counter() - start, len(texts)
-        return [Generation(t, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0) // per,
-                           seconds / per) for t in texts]
+        replies: list[tuple[str, int, int]] = []  # (text, prompt tokens, completion tokens)
+        # Some servers ignore `n` and send one choice (Ollama): ask again for the rest, so that k candidates
+        # are k candidates on every server.
+        while len(replies) < n:
+            wanted = n - len(replies)
+            body.pop("n", None)
+            if wanted > 1:
+                body["n"] = wanted  # vLLM and most servers sample n replies sharing one prompt prefill
+            texts, data = self._post(body, wanted)
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            prompt_tokens, completion_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            replies += [(t, prompt_tokens, completion_tokens // len(texts)) for t in texts]
+        seconds = (time.perf_counter() - start) / max(1, len(replies))
+        return [Generation(t, p, c, seconds) for t, p, c in replies]
 
     def generate(self, prompts, *, agent="", max_new_tokens=512, n=1, temperature=0.0):
         from concurrent.futures import ThreadPoolExecutor
@@ -133,3 +177,51 @@ def _seconds(header: str | None) -> float | None:
     except ValueError:
         return None
     return value if value is not None and 0 <= value < 3600 else None
+
+
+class _Deadline(Exception):
+    """A request ended at its deadline (`OpenAICompatLLM._send`)."""
+
+
+class _Malformed(Exception):
+    """A 200 reply that is not a chat completion; `short` names the problem in a few words."""
+
+    def __init__(self, message: str, short: str):
+        super().__init__(message)
+        self.short = short
+
+
+def _texts(resp, n: int) -> tuple[list[str], dict]:
+    """The first `n` reply texts of a chat completion and its parsed body, or `_Malformed`."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise _Malformed(f"a reply that is not a JSON object: {resp.text[:120]!r}; is --base-url an "
+                         "OpenAI-compatible /v1 endpoint?", "not JSON")
+    try:
+        texts = [c["message"].get("content") or "" for c in data["choices"][:n]]
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError("no text content")
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise _Malformed(f"a chat reply without choices[0].message.content ({type(exc).__name__}: {exc}); "
+                         f"got {str(data)[:120]}", "no choices") from exc
+    return texts, data
+
+
+def _shutdown(stream) -> None:
+    """Shut a connection's socket: a read blocked on it returns at once (closing it would not wake it)."""
+    sock = stream.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _reason(exc: Exception) -> str:
+    """A few words for a retry line: "connection refused", not httpx's whole message."""
+    text = str(exc).strip()
+    if text.startswith("[Errno") and "] " in text:  # "[Errno 111] Connection refused"
+        text = text.split("] ", 1)[1]
+    text = text or type(exc).__name__
+    return text[:1].lower() + text[1:80]

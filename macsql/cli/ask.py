@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from macsql.cli import options
-from macsql.errors import MacSQLError
+from macsql.display import TABLE_FORMAT  # display.py imports rich and tabulate only when it prints
+
+# Each output flag: its parameter -> (the flag, the format it picks). `--fmt` implies `--table`, as in sqlite-utils.
+OUTPUT_FLAGS = {"csv": ("--csv", "csv"), "tsv": ("--tsv", "tsv"), "nl": ("--nl", "nl"), "as_json": ("--json", "json"),
+                "json_trace": ("--json-trace", "json-trace"), "table": ("--table", "table"),
+                "fmt": ("--fmt", "table"), "sql_only": ("--sql-only", "sql")}
+
+
+def output_format(ctx: click.Context) -> str:
+    """The format the output flags pick ("rich" when none does). A flag on the command line overrides one from
+    the environment or a config file; two flags on the same footing are a usage error."""
+    from click.core import ParameterSource
+
+    from macsql.errors import UsageError
+
+    given = [name for name in OUTPUT_FLAGS if ctx.params.get(name)]
+    typed = [name for name in given if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    given = typed or given
+    formats = {OUTPUT_FLAGS[name][1] for name in given}
+    if len(formats) > 1:
+        flags = " and ".join(OUTPUT_FLAGS[name][0] for name in given)
+        raise UsageError(f"{flags} pick different output formats; pass one of "
+                         f"{', '.join(flag for flag, _ in OUTPUT_FLAGS.values())}")
+    return formats.pop() if formats else "rich"
+
+
+def check_table_format(fmt: str | None) -> None:
+    """An unknown --fmt is a usage error, with the closest of tabulate's formats (read here, not at import, so
+    that `macsql --help` does not load tabulate)."""
+    if fmt is None:
+        return
+    from tabulate import tabulate_formats
+
+    from macsql.errors import UsageError, did_you_mean
+
+    if fmt not in tabulate_formats:
+        raise UsageError(f"--fmt {fmt!r} is not a table format{did_you_mean(fmt, tabulate_formats)}; "
+                         f"choose from {', '.join(sorted(tabulate_formats))}")
 
 
 @click.command()
@@ -19,25 +57,57 @@ from macsql.errors import MacSQLError
               metavar="ANSWER.json", help="Build on an earlier answer, saved from `macsql ask --json`: the "
                                           "agents see its question and SQL (and the turns before it).")
 @options.model_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: SQL, rows, columns, trace.")
-@click.option("--verbose", "-v", is_flag=True, help="Show the trace: schema kept, sub-questions, refine rounds.")
-@click.option("--show", default=20, show_default=True, help="Rows to print in the table.")
-def ask(question, db, evidence, follow_up, as_json, verbose, show, **model_opts):
-    """Answer QUESTION about a SQLite database with SQL and its result rows.
+@click.option("--csv", is_flag=True, help="Output the rows as CSV, with a header row.")
+@click.option("--tsv", is_flag=True, help="Output the rows as TSV, with a header row.")
+@click.option("--nl", is_flag=True, help="Output the rows as JSON lines, one object per row.")
+@click.option("--json", "as_json", is_flag=True, help="Output the answer as one JSON object: question, SQL, "
+                                                      "columns, rows, error and counts (no trace).")
+@click.option("--json-trace", is_flag=True, help="Output the whole answer as one JSON object, the trace too: "
+                                                 "schema kept, candidates and the vote, refine rounds, prompts.")
+@click.option("--table", is_flag=True, help="Output the rows as a plain-text table (see --fmt).")
+@click.option("--fmt", default=None, metavar="FORMAT",
+              help=f"Table format for --table (implies it): one of tabulate's, e.g. github, grid, psql, rst, "
+                   f"latex (default: {TABLE_FORMAT}).")
+@click.option("--sql-only", is_flag=True, help="Output only the SQL (the pipeline still runs and checks it).")
+@click.option("--no-headers", is_flag=True, help="Leave the header row out of --csv, --tsv and --table.")
+@click.option("--verbose", "-v", is_flag=True, help="Show the trace: schema kept, sub-questions, refine rounds "
+                                                     "(on stderr with an output flag).")
+@click.option("--show", default=20, show_default=True, help="Rows to print in the default view.")
+@click.pass_context
+def ask(ctx, question, db, evidence, follow_up, csv, tsv, nl, as_json, json_trace, table, fmt, sql_only, no_headers,
+        verbose, show, **model_opts):
+    """Answer QUESTION about a SQLite database with SQL and its result rows. QUESTION `-` reads it from stdin.
 
     \b
     Examples:
       macsql ask "How many customers live in Spain?" --db demo
       macsql ask "Top 3 products by revenue" --db shop.sqlite --verbose
+      macsql ask "Orders per status" --db demo --csv > orders.csv
+      echo "How many products are there?" | macsql ask - --db demo --sql-only
       macsql ask "..." --db my.sqlite --model ./my-checkpoint --adapters runs/lora
       macsql ask "..." --db my.sqlite --backend openai --base-url http://gpu:8000/v1 --model Qwen/Qwen2.5-Coder-7B-Instruct
       macsql ask "How many customers live in Spain?" --db demo --json > a.json
       macsql ask "and only those in Madrid?" --db demo --follow-up a.json
+
+    Exit status: 0 with working SQL, 1 on an error (database, model, server), 2 on a usage error, 3 when the
+    agents found no working SQL.
     """
     from macsql.demo import resolve_db
-    from macsql.errors import InputError
+    from macsql.display import (
+        answer_json,
+        format_rows,
+        make_console,
+        print_answer,
+        print_trace,
+        terminal_safe,
+    )
+    from macsql.errors import InputError, NoWorkingSQLError
     from macsql.sqlexec import check_database
 
+    out = output_format(ctx)
+    check_table_format(fmt if out == "table" else None)
+    if question == "-":  # sqlite-utils' convention: the text comes from stdin
+        question = sys.stdin.read().strip()
     if not question.strip():
         raise InputError('the question is empty; ask something, e.g. macsql ask "How many orders are there?" --db demo')
     db_path = check_database(resolve_db(db))  # fail fast, before loading a model
@@ -52,17 +122,22 @@ def ask(question, db, evidence, follow_up, as_json, verbose, show, **model_opts)
         history = follow_up_history(saved)
     pipe = options.build_pipeline(**model_opts)
     answer = pipe.ask(question, db_path, evidence=evidence, history=history)
-    if as_json:
-        payload = answer.to_dict()
-        if history:
-            payload["history"] = history  # so that this answer can be followed up in turn
-        click.echo(json.dumps(payload, default=str, ensure_ascii=False))
-    else:
-        from macsql.display import print_answer
-
+    if out == "rich":
         print_answer(answer, verbose=verbose, show=show)
+    else:
+        if verbose:  # stdout is for the format
+            print_trace(answer, make_console(sys.stderr))
+        if out in ("json", "json-trace"):
+            click.echo(answer_json(answer, trace=out == "json-trace", history=history))
+        elif out == "sql":
+            if answer.sql:
+                click.echo(terminal_safe(answer.sql))
+        elif answer.columns:
+            for line in format_rows(answer.columns, answer.rows, out, headers=not no_headers,
+                                    table_format=fmt or TABLE_FORMAT):
+                click.echo(line, nl=False)
     if answer.error:
-        raise MacSQLError(f"no working SQL after {answer.rounds} refine round(s): {answer.error}")
+        raise NoWorkingSQLError(f"no working SQL after {answer.rounds} refine round(s): {answer.error}")
 
 
 @click.command()
@@ -72,7 +147,9 @@ def ask(question, db, evidence, follow_up, as_json, verbose, show, **model_opts)
 def schema(db, no_examples, as_json):
     """Print the schema exactly as the agents see it."""
     from macsql.demo import resolve_db
+    from macsql.display import terminal_safe
     from macsql.schema import introspect, render_schema
 
     s = introspect(resolve_db(db))
-    click.echo(json.dumps(s.to_dict(), indent=2) if as_json else render_schema(s, examples=not no_examples))
+    # JSON escapes control characters itself; the rendered text may still hold C1 controls from the data
+    click.echo(json.dumps(s.to_dict(), indent=2) if as_json else terminal_safe(render_schema(s, examples=not no_examples)))

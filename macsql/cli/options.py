@@ -13,7 +13,7 @@ from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
 from macsql.agents.prompting import OUTPUT_FORMATS
 from macsql.backends import BACKEND_CHOICES
 from macsql.backends.loading import DTYPE_CHOICES
-from macsql.state import Context
+from macsql.state import Context, Settings
 
 
 def check_timeout_option(ctx, param, value):
@@ -21,6 +21,26 @@ def check_timeout_option(ctx, param, value):
     from macsql.sqlexec import check_timeout
 
     return check_timeout(value)
+
+
+# Option names that are not the field's name with dashes
+_OPTION_NAMES = {"budget_s": "--budget", "timeout_s": "--timeout"}
+
+
+def settings_options(*names: str) -> list:
+    """click options generated from `Settings` fields: the field's default, help and range, one name each."""
+    from dataclasses import fields
+
+    meta = {f.name: f for f in fields(Settings)}
+    out = []
+    for name in names:
+        f = meta[name]
+        kind = {"int": int, "float": float}[f.type]
+        low, high, open_low = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("min_open", False)
+        rng = (click.IntRange(low, high) if kind is int else click.FloatRange(low, high, min_open=open_low))
+        out.append(click.option(_OPTION_NAMES.get(name, "--" + name.replace("_", "-")), name, type=rng,
+                                default=f.default, show_default=True, help=f.metadata["help"]))
+    return out
 
 
 def model_options(f):
@@ -67,6 +87,7 @@ def model_options(f):
                      type=click.IntRange(16, 4096),
                      help="Tokens one reply may have at most. A model that does not stop by itself (a small "
                           "untrained one) writes until this cap, so a lower cap (256) bounds its time."),
+        *settings_options("confident_prob", "budget_s", "prune_above_tokens"),
         click.option("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
         click.option("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),

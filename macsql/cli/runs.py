@@ -41,7 +41,10 @@ def pack_cmd(run, dest):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The run folder to rebuild.")
 @click.option("--overwrite", is_flag=True, help="Replace answers already in --out.")
 def unpack_cmd(archive, data, db_root, out, overwrite):
-    """Rebuild the run folder(s) of ARCHIVE under --out, the benchmark's text taken from --data."""
+    """Rebuild the run folder(s) of ARCHIVE under --out, the benchmark's text taken from --data.
+
+    The archive is checked whole before anything is written: run names must be plain folder names inside
+    --out, and its uncompressed size is bounded."""
     from macsql.evaluate.archive import unpack
 
     counts = unpack(archive, out, data, db_root, overwrite=overwrite)

@@ -14,21 +14,34 @@ from macsql.cli import options
               help="Address to bind; anything but loopback needs --token.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", default=None, metavar="TOKEN",
-              help="Require `Authorization: Bearer TOKEN` on every API call (default $MACSQL_TOKEN).")
+              help="Require `Authorization: Bearer TOKEN` on every API call, /docs and /openapi.json "
+                   "(default $MACSQL_TOKEN).")
+@click.option("--allowed-host", "allowed", multiple=True, metavar="NAME",
+              help="A name clients reach the server by, as sent in the Host header (repeatable). Requests "
+                   "naming any other host get 400, a guard against DNS rebinding. Always allowed: "
+                   "127.0.0.1, localhost, ::1 and the --host address. With --host 0.0.0.0 (or ::) and no "
+                   "--allowed-host, any host is answered, which the required token makes safe.")
 @options.model_options
-def serve(dbs, host, port, token, **model_opts):
+def serve(dbs, host, port, token, allowed, **model_opts):
     """Serve a web page and an HTTP API: ask, stream the agents' steps, edit and re-run SQL, follow up.
 
     \b
     Examples:
       macsql serve --db demo                                  # then open http://127.0.0.1:8000/
       macsql serve --db shop=data/shop.sqlite --db sales.sqlite
+      macsql serve --db demo --allowed-host sql.example.org   # behind a proxy that keeps that Host
       MACSQL_TOKEN=secret macsql serve --host 0.0.0.0 --db demo --backend openai --base-url http://gpu:8000/v1
     """
-    from macsql.serve.server import named_databases, require_server_packages, resolve_token
-    from macsql.serve.server import serve as run_server
+    from macsql.serve import server
 
-    require_server_packages()  # all checks before the model loads
-    token = resolve_token(host, token)
-    databases = named_databases(dbs)
-    run_server(options.build_pipeline(**model_opts), databases, host=host, port=port, token=token)
+    server.require_server_packages()  # all checks before the model loads
+    token = server.resolve_token(host, token)
+    hosts = server.allowed_hosts(host, allowed, token)
+    databases = server.named_databases(dbs)
+    sock = server.bind_port(host, port)  # a busy port is one line now, not after a model load
+    try:
+        pipeline = options.build_pipeline(**model_opts)
+    except BaseException:
+        sock.close()
+        raise
+    server.serve(pipeline, databases, host=host, port=port, token=token, hosts=hosts, sock=sock)

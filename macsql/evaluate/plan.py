@@ -15,6 +15,7 @@ from macsql.errors import InputError
 from macsql.evaluate.datasets import Example
 from macsql.evaluate.run import RunFolder
 from macsql.evaluate.runner import VARIANTS
+from macsql.state import ablation_name, make_settings
 
 # The config keys that say which model answered: a finished run's are reused when no model is loaded.
 MODEL_KEYS = ("model", "model_arg", "model_path", "backend", "backend_arg", "workers", "max_rounds", "timeout_s")
@@ -125,7 +126,8 @@ def plan_variants(names: Sequence[str], out: str | Path, *, ablations: bool, swi
             flags = {k: True for k in AGENT_SWITCHES} | VARIANTS[name]
         else:
             flags = {k: switches[k] for k in AGENT_SWITCHES}
-            name = "full" if all(flags.values()) else "+".join(k[4:] + "=off" for k, on in flags.items() if not on)
+            name = "full" if all(flags.values()) else "+".join(ablation_name(k) for k, on in flags.items() if not on)
+        make_settings(**flags)  # a variant that names no real option fails here, before any model loads
         run = VariantRun(name, flags, RunFolder(Path(out) / name if ablations else out))
         if not overwrite:
             run.finished = finished_config(run, examples, model_args)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from macsql import extras
 from macsql.errors import InputError
 from macsql.evaluate.run import REPORT, REPORT_ROWS, RunFolder
 from macsql.evaluate.scoring import QuestionScore
@@ -35,9 +37,19 @@ def write_report(out_dir: str | Path, summary: dict, scores: Sequence[QuestionSc
             row["unknown"] = ";".join(row["unknown"])
             writer.writerow(row)
     paths["summary"].write_text(summary_markdown(summary, config))
-    if plots and scores:
+    if plots and scores and _can_plot():
         paths.update(write_plots(out, summary, scores))
     return paths
+
+
+def _can_plot() -> bool:
+    """True when matplotlib is installed; else one line on stderr: the reports are the work, the plots a
+    view of them, so a missing plotting package skips the plots instead of failing the run at its end."""
+    if extras.available("matplotlib"):
+        return True
+    print(f"plots skipped: {extras.missing_message('matplotlib', purpose='plotting')}", file=sys.stderr,
+          flush=True)
+    return False
 
 
 def _fmt(value) -> str:
@@ -150,7 +162,7 @@ def write_ablations(out_dir: Path, results: dict[str, dict], config: dict) -> Pa
     path = out_dir / "ablations.md"
     path.write_text(f"# Ablations on {results and next(iter(results.values()))['n']} questions\n\n"
                     + ablation_table(results))
-    try:
+    if _can_plot():
         import matplotlib
 
         matplotlib.use("Agg")
@@ -163,8 +175,6 @@ def write_ablations(out_dir: Path, results: dict[str, dict], config: dict) -> Pa
         fig.tight_layout()
         fig.savefig(out_dir / "ablations.png", dpi=110)
         plt.close(fig)
-    except ImportError:
-        pass
     return path
 
 

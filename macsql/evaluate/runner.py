@@ -25,6 +25,7 @@ VARIANTS: dict[str, dict] = {
     "no-values": {"use_values": False},
     "no-hints": {"use_hints": False},
     "all-samples": {"early_stop": False},
+    "no-confident-stop": {"confident_prob": 0.0},
     "baseline": {"use_selector": False, "use_decomposer": False, "use_refiner": False, "candidates": 1,
                  "use_values": False, "use_hints": False},
 }
@@ -33,7 +34,8 @@ VARIANTS: dict[str, dict] = {
 def _trace_summary(trace: list[dict]) -> list[dict]:
     """The trace without prompts or replies: who ran, in which round, what it cost, what SQL came out."""
     keep = ("agent", "round", "prompt_tokens", "completion_tokens", "seconds", "sql", "error", "rows", "parsed",
-            "kept", "source", "candidate", "repeated", "problem", "winner", "groups", "matches")
+            "kept", "source", "candidate", "repeated", "problem", "winner", "groups", "matches", "cached_tokens",
+            "prefill_seconds", "min_prob", "mean_prob")
     return [{k: t[k] for k in keep if k in t} for t in trace]
 
 
@@ -156,10 +158,7 @@ def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path | No
 def _run_threaded(pipe, next_example, workers, answer, done, for_threads, batching_cls) -> None:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from macsql.pipeline import Pipeline
-
-    llm = for_threads(pipe.llm, workers)
-    runner = Pipeline(llm, **pipe.options)
+    runner = pipe.with_llm(for_threads(pipe.llm, workers))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="macsql-eval")
     pending: set = set()
 
@@ -189,8 +188,8 @@ def _run_threaded(pipe, next_example, workers, answer, done, for_threads, batchi
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        if isinstance(llm, batching_cls):
-            llm.close()
+        if isinstance(runner.llm, batching_cls):
+            runner.llm.close()
 
 
 def evaluate(pipe, examples: Sequence[Example], out_file: str | Path | None = None, *, variant: str = "full",

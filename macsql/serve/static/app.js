@@ -84,8 +84,9 @@ async function chooseDatabase(name) {
 
 async function pollHealth() {
   try {
-    const h = await (await fetch("/health")).json();
-    $("health").textContent = "model " + h.model + " · " + h.questions_running + " running";
+    const h = await (await api("/health")).json();  // with a token, only the token shows the model
+    $("health").textContent = h.model === undefined ? "server up"
+      : "model " + h.model + " · " + h.questions_running + " running";
   } catch (_) {
     $("health").textContent = "server unreachable";
   }
@@ -232,7 +233,7 @@ function showResult(result) {
   state.result = {columns: result.columns || [], rows: result.rows || []};
   state.page = 0;
   const n = state.result.rows.length;
-  $("result-info").textContent = plural(n, "row") + (result.truncated ? " (row cap reached)" : "");
+  $("result-info").textContent = plural(n, "row") + (result.truncated ? " (" + (result.note || "row cap reached") + ")" : "");
   const head = el("tr");
   for (const c of state.result.columns) head.append(el("th", c));
   $("result").tHead.replaceChildren(head);
