@@ -41,7 +41,7 @@ def load_schema(state: State, runtime: Runtime[Context]) -> dict:
     if state.get("schema") is not None:
         return started
     start = time.perf_counter()
-    schema = introspect(runtime.context.db_path)
+    schema = introspect(runtime.context.db_path, timeout_s=runtime.context.timeout_s)
     return {**started, "schema": schema,
             "trace": [{"agent": "schema", "seconds": round(time.perf_counter() - start, 4)}]}
 

@@ -66,7 +66,7 @@ _DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_to
 ALLOWED_TABLE_FUNCTIONS = {
     "json_each", "json_tree", "generate_series",
     "pragma_table_info", "pragma_table_xinfo", "pragma_table_list", "pragma_index_list", "pragma_index_info",
-    "pragma_index_xinfo", "pragma_foreign_key_list", "pragma_database_list", "pragma_collation_list",
+    "pragma_index_xinfo", "pragma_foreign_key_list", "pragma_collation_list",
     "pragma_function_list", "pragma_module_list", "pragma_pragma_list", "pragma_compile_options",
 }
 # PRAGMAs SQLite runs on behalf of an allowed table-valued pragma_* function (arg1 is the pragma name), plus

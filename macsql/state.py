@@ -63,7 +63,7 @@ class Settings:
     max_rounds: int = _option(3, "Refiner rounds at most.", min=0, max=10)
     timeout_s: float = _option(30.0, "Seconds a query may run before it is stopped.", min=0, min_open=True)
     max_rows: int = _option(DEFAULT_MAX_ROWS, "Rows a query returns at most.", min=1)
-    max_new_tokens: int = _option(512, "Tokens one reply may have at most.", min=16, max=4096)
+    max_new_tokens: int = _option(512, "Tokens one reply may have at most.", min=1, max=4096)
     use_selector: bool = _option(True, "Prune a long schema with the Selector.", ablation="no-selector")
     use_decomposer: bool = _option(True, "Write a decomposed candidate.", ablation="no-decomposer")
     use_refiner: bool = _option(True, "Repair failing candidates.", ablation="no-refiner")

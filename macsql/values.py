@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from macsql.schema import Schema, cache_file, introspect, quote_name
-from macsql.sqlexec import connect_readonly
+from macsql.sqlexec import DEFAULT_TIMEOUT_S, Deadline, connect_readonly
 
 INDEX_VERSION = 1
 SCAN_ROWS = 200_000  # rows read per column: bounded work on multi-million-row tables
@@ -137,6 +137,8 @@ def _read_values(path: Path, schema: Schema) -> dict[str, dict[str, list[str]]]:
     from macsql.schema import skips_examples
 
     conn = connect_readonly(path)
+    # the executor's deadline: a view that never finishes is skipped (below), not waited for
+    Deadline(DEFAULT_TIMEOUT_S).attach(conn)
     out: dict[str, dict[str, list[str]]] = {}
     try:
         for table in schema.tables:

@@ -15,8 +15,12 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """Caches (schemas, demo database, assembled weights) go to a per-test folder, never ~/.cache."""
+    """Caches (schemas, demo database, assembled weights) go to a per-test folder, never ~/.cache; a
+    developer's own MACSQL_* variables and config file do not reach the tests."""
+    for name in [n for n in os.environ if n.startswith("MACSQL_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("MACSQL_CACHE", str(tmp_path / "macsql-cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config-home"))
 
 
 def make_db(path: Path, sql: str) -> Path:

@@ -44,7 +44,7 @@ def test_unknown_model(shop_db):
 def test_model_reply_without_sql(tiny_causal_dir, shop_db):
     r = run("ask", "how many customers are there ?", "--db", str(shop_db), "--model", str(tiny_causal_dir),
             "--backend", "hf", "--max-rounds", "0", "--json")
-    assert r.exit_code == 1
+    assert r.exit_code == 3  # no working SQL: its own exit code
     payload = json.loads(r.stdout)  # --json still prints the answer with its trace
     assert payload["sql"] == "" and [t["agent"] for t in payload["trace"]][1:3] == ["values", "decomposer"]
     assert len(payload["candidates"]) == 5 and all(c["group"] is None for c in payload["candidates"])
@@ -53,7 +53,7 @@ def test_model_reply_without_sql(tiny_causal_dir, shop_db):
 
 def test_unknown_command_suggests():
     r = run("akс")
-    assert r.exit_code == 1 and r.output.startswith("Error: no command 'akс'")
+    assert r.exit_code == 2 and r.output.startswith("Error: no command 'akс'")
 
 
 def test_schema_command_on_demo():

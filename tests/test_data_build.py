@@ -318,4 +318,4 @@ def test_data_build_data_format_option_and_the_old_name(school, tmp_path):
     assert "Warning: `data build --format` is now --data-format" in result.output
     assert (tmp_path / "old" / "train.jsonl").read_text() == (tmp_path / "new" / "train.jsonl").read_text()
     result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "bad"), "--data-format", "sqlite"])
-    assert result.exit_code == 1 and "Error: Invalid value for '--data-format'" in result.output
+    assert result.exit_code == 2 and "Error: Invalid value for '--data-format'" in result.output

@@ -153,7 +153,7 @@ class OpenAICompatLLM:
                 body["n"] = wanted  # vLLM and most servers sample n replies sharing one prompt prefill
             texts, data = self._post(body, wanted)
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-            prompt_tokens, completion_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            prompt_tokens, completion_tokens = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
             replies += [(t, prompt_tokens, completion_tokens // len(texts)) for t in texts]
         seconds = (time.perf_counter() - start) / max(1, len(replies))
         return [Generation(t, p, c, seconds) for t, p, c in replies]
@@ -225,3 +225,12 @@ def _reason(exc: Exception) -> str:
         text = text.split("] ", 1)[1]
     text = text or type(exc).__name__
     return text[:1].lower() + text[1:80]
+
+
+def _count(usage, key: str) -> int:
+    """A token count from a reply's `usage`; 0 when a server sends none or something that is not a count."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0

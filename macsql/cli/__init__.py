@@ -74,6 +74,14 @@ class MacSQLGroup(click.Group):
             raise  # `macsql data` alone shows its help
         except click.UsageError as exc:
             _usage_error(exc)
+        except ModuleNotFoundError as exc:
+            # an optional extra that is not installed: one line naming the install command
+            from macsql import extras
+
+            err = extras.error_for(exc, ctx.invoked_subcommand)
+            if err is None:
+                raise
+            _fail(str(err), EXIT_ERROR)
         except BrokenPipeError:
             # whoever read the output has all it wanted (`| head -1`): nothing to report
             _quiet_stdout()

@@ -18,9 +18,15 @@ from macsql.state import Context, Settings
 
 def check_timeout_option(ctx, param, value):
     """A click callback: seconds must be positive and finite (nan or inf would switch the deadline off)."""
+    from macsql.errors import InputError
     from macsql.sqlexec import check_timeout
 
-    return check_timeout(value)
+    if value is None:  # not given: the backend's own default
+        return None
+    try:
+        return check_timeout(value)
+    except InputError as exc:  # a usage error (exit 2), like click's own for a value that is not a number
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 # Option names that are not the field's name with dashes
@@ -56,8 +62,8 @@ def model_options(f):
         click.option("--base-url", default=None, help="OpenAI-compatible server URL for --backend openai "
                                                       "(default $OPENAI_BASE_URL or http://localhost:8000/v1)."),
         click.option("--device", default=None, help="torch device for --backend hf (default: cuda if present)."),
-        click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
-                     show_default=True, help="Weights dtype for --backend hf."),
+        click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default=None,
+                     help="Weights dtype for --backend hf (default: auto)."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads for llama.cpp (default: every CPU this process may use). On a busy "
                           "machine 1 can be much faster: llama.cpp's threads wait for each other."),
@@ -65,9 +71,9 @@ def model_options(f):
                      help="Refiner rounds at most."),
         click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
                      callback=check_timeout_option, help="Seconds a query may run before it is stopped."),
-        click.option("--request-timeout", "request_timeout_s", default=120.0, show_default=True, type=float,
+        click.option("--request-timeout", "request_timeout_s", default=None, type=float,
                      callback=check_timeout_option,
-                     help="--backend openai: seconds to wait for one reply of the model server."),
+                     help="--backend openai: seconds one reply of the model server may take (default 120)."),
         click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="sql",
                      show_default=True, help="Agents' reply format; `reasoning` asks for "
                                              "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
@@ -129,7 +135,7 @@ def adapters_note(adapters, enabled: dict[str, bool]) -> str:
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
                    no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
                    temperature=Context.temperature, no_values=False, no_hints=False, all_samples=False, threads=None,
-                   request_timeout_s=120.0, max_new_tokens=Context.max_new_tokens, **extra):
+                   request_timeout_s=None, max_new_tokens=Context.max_new_tokens, **extra):
     """The Pipeline the model options describe (commands call it as `options.build_pipeline`, so that tests
     can stand a scripted pipeline in for it)."""
     from macsql.pipeline import Pipeline
@@ -137,17 +143,10 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
     if adapters:
         click.echo(adapters_note(adapters, {"selector": not no_selector, "decomposer": not no_decomposer,
                                             "refiner": not no_refiner}), err=True)
-    backend_options = {}
-    if backend == "openai":
-        backend_options["timeout_s"] = request_timeout_s
-        if base_url:
-            backend_options["base_url"] = base_url
-    if backend in ("hf", "auto"):
-        backend_options.update({k: v for k, v in {"device": device, "dtype": dtype}.items() if v})
-        if backend == "auto":
-            backend_options = {"device": device, "dtype": dtype} if (device or dtype != "auto") else {}
-    if threads and backend != "openai":
-        backend_options["n_threads"] = threads
+    # Every backend option as given (None: not given); make_llm refuses one the backend does not take,
+    # naming the backends that do, before any model loads.
+    backend_options = {"device": device, "dtype": dtype, "n_threads": threads, "base_url": base_url,
+                       "timeout_s": request_timeout_s}
     return Pipeline.from_pretrained(
         model or None, backend=backend, adapters=adapters, backend_options=backend_options,
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,

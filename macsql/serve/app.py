@@ -309,8 +309,7 @@ def create_app(pipeline: Pipeline, databases: dict[str, str | Path], *, token: s
     from macsql.schema import introspect, render_schema
     from macsql.sqlexec import check_database, execute
 
-    served = pipeline.with_options()
-    served.llm = for_threads(pipeline.llm, workers)
+    served = pipeline.with_llm(for_threads(pipeline.llm, workers))
     paths = {name: check_database(path) for name, path in databases.items()}
     if not paths:
         raise InputError("no database to serve; name at least one (--db PATH or --db demo)")
