@@ -182,7 +182,7 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
     greedy = llm.generate([p for p, _, _ in plan], agent="decomposer", max_new_tokens=max_new_tokens) if plan else []
     drafts, trace, subs = [], [], []
     for (prompt, source, is_decomposed), gen in zip(plan, greedy, strict=True):
-        draft, found = _draft(gen.text, source, decomposed=is_decomposed or reasoning, confidence=gen.min_prob)
+        draft, found = _draft(gen.text, source, decomposed=is_decomposed or reasoning, confidence=gen.mean_prob)
         subs = found if is_decomposed else subs
         drafts.append(draft)
         trace.append(trace_entry("decomposer", prompt, gen, source=source, sql=draft["sql"],
@@ -228,7 +228,10 @@ def node(state, runtime) -> dict:
     """The greedy candidates; with `confident_prob` (and a vote) the direct query alone first, so that the
     graph can stop there when the model was sure of it (`decomposed_node` writes the rest otherwise)."""
     ctx = runtime.context
-    stage = "direct" if ctx.confident_prob > 0 and ctx.candidates > 1 and ctx.output_format == "sql" else "all"
+    # Only a backend that reports token probabilities can be sure; the others keep the two greedy queries
+    # in one call (a transformers backend decodes them as one batch).
+    sure_possible = ctx.confident_prob > 0 and getattr(ctx.llm, "token_probs", False)
+    stage = "direct" if sure_possible and ctx.candidates > 1 and ctx.output_format == "sql" else "all"
     out = write_candidates(state["question"], state["schema_text"], llm=ctx.llm, k=ctx.candidates,
                            use_decomposer=ctx.use_decomposer, defer_samples=ctx.early_stop,
                            stage=stage, **_options(state, ctx))

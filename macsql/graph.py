@@ -79,7 +79,8 @@ def run_sql(state: State, runtime: Runtime[Context]) -> dict:
 
 
 def confident(cand: Candidate, threshold: float) -> bool:
-    """The model was sure of this greedy query (each token's probability >= threshold) and it ran with rows."""
+    """The model was sure of this greedy query (its tokens' geometric mean probability >= threshold) and it
+    ran with rows."""
     prob = cand.get("confidence")
     return threshold > 0 and prob is not None and prob >= threshold and cand["score"] == 2
 

@@ -105,19 +105,23 @@ class Pipeline:
         new.llm = llm
         return new
 
+    def _start(self, question: str, db: str | Path, evidence: str, history: list[dict] | None) -> tuple[dict, Context]:
+        """The graph's inputs and context for one question; InputError on an empty question or a bad history."""
+        if not question or not question.strip():
+            raise InputError("the question is empty; ask something about the database, e.g. "
+                             '"How many customers are there?"')
+        inputs = {"question": question.strip(), "evidence": evidence or "", "rounds": 0,
+                  "history": checked_history(history)}
+        return inputs, self.context(db)
+
     def ask(self, question: str, db: str | Path, *, evidence: str = "", history: list[dict] | None = None,
             on_step: Callable[[str, dict], None] | None = None) -> Answer:
         """Answer one question. `history`: earlier turns of a conversation ({"question", "sql"}, oldest
         first) that a follow-up builds on; the Selector and the Decomposer see the last few.
         `on_step(node, update)` is called as each graph node finishes, with the state keys it changed (what
         `macsql serve` streams)."""
-        if not question or not question.strip():
-            raise InputError("the question is empty; ask something about the database, e.g. "
-                             '"How many customers are there?"')
-        ctx = self.context(db)
+        inputs, ctx = self._start(question, db, evidence, history)
         start = time.perf_counter()
-        inputs = {"question": question.strip(), "evidence": evidence or "", "rounds": 0,
-                  "history": checked_history(history)}
         state: dict = {}
         # "values" gives the whole state after each step (the last one is the result), "updates" what each
         # node changed; both come from one run, whatever nodes the graph has.
@@ -134,13 +138,8 @@ class Pipeline:
         """`ask` for async code, step by step: yields `(node, update)` as each graph node finishes (what
         `on_step` gets), then `("answer", Answer)` last. The nodes run in LangGraph's threads, so the event
         loop stays free while a model writes."""
-        if not question or not question.strip():
-            raise InputError("the question is empty; ask something about the database, e.g. "
-                             '"How many customers are there?"')
-        ctx = self.context(db)
+        inputs, ctx = self._start(question, db, evidence, history)
         start = time.perf_counter()
-        inputs = {"question": question.strip(), "evidence": evidence or "", "rounds": 0,
-                  "history": checked_history(history)}
         state: dict = {}
         async for mode, chunk in self.graph.astream(inputs, context=ctx, stream_mode=["updates", "values"]):
             if mode == "values":

@@ -23,7 +23,7 @@ class Candidate(TypedDict, total=False):
     error: str | None  # why there is no SQL (the reply held none)
     score: int  # 2: rows with a value, 1: ran but empty/NULL, 0: error or no SQL
     parent: int  # the candidate a fix repairs
-    confidence: float  # a greedy query's smallest token probability, where the backend tells it
+    confidence: float  # a greedy query's geometric mean token probability, where the backend tells it
 
 
 class State(TypedDict, total=False):
@@ -77,12 +77,13 @@ class Settings:
     # calls (benchmarks/vote_mix.py, "adaptive").
     early_stop: bool = _option(True, "Draw samples only when the greedy candidates disagree.",
                                ablation="all-samples")
-    # Stop after the direct query alone when the model was sure of it: every token of its reply had at least
-    # this probability (greedy decoding) and it ran with rows. 0 turns it off; backends that cannot tell
-    # a token's probability never stop early this way. Chosen by measurement (benchmarks/README.md,
-    # "Stopping at the direct query").
-    confident_prob: float = _option(0.0, "Stop after the direct query when each of its tokens had at least "
-                                         "this probability (0: off).", min=0, max=1)
+    # Stop after the direct query alone when the model was sure of it: the geometric mean of its greedy
+    # tokens' probabilities is at least this, and it ran with rows. 0 turns it off; backends that cannot tell
+    # a token's probability (only llama.cpp records them) never stop early this way. Chosen by measurement
+    # (benchmarks/confident_stop.py; benchmarks/README.md, "Stopping at the direct query").
+    confident_prob: float = _option(0.9, "Stop after the direct query when it ran with rows and the geometric "
+                                         "mean of its tokens' probabilities is at least this (0: off).",
+                                    min=0, max=1)
     use_values: bool = _option(True, "Link question words to the database's values.", ablation="no-values")
     use_hints: bool = _option(True, "Repair hints from the schema and the data.", ablation="no-hints")
     max_refine: int = _option(2, "Failing candidates the Refiner fixes per round, at most.", min=1, max=8)

@@ -64,14 +64,16 @@ def flatten(messages: Messages) -> str:
 
 
 class ScriptedLLM:
-    """Replies from a list or a function, for tests and dry runs. Records every prompt it sees."""
+    """Replies from a list or a function, for tests and dry runs. Records every prompt it sees. A reply may
+    be a `Generation` (to script what a backend reports besides the text, such as `min_prob`)."""
 
     name = "scripted"
+    token_probs = True  # a scripted `Generation` may carry min_prob/mean_prob
     thread_safe = True  # list appends and pops under the GIL: tests share one across eval and serve threads
     batched = False
     path = None
 
-    def __init__(self, replies: Sequence[str] | Callable[[Messages, str], str]):
+    def __init__(self, replies: Sequence[str | Generation] | Callable[[Messages, str], str | Generation]):
         self._replies = replies if callable(replies) else list(replies)
         self.calls: list[tuple[str, Messages]] = []
 
@@ -86,5 +88,8 @@ class ScriptedLLM:
                     text = self._replies.pop(0)
                 else:
                     raise ModelError("scripted backend ran out of replies")
+                if isinstance(text, Generation):
+                    out.append(text)
+                    continue
                 out.append(Generation(text, len(flatten(messages).split()), len(text.split()), 0.0))
         return out

@@ -31,6 +31,7 @@ class SerializedLLM:
     def __init__(self, llm: LLM):
         self.llm = llm
         self.name = llm.name
+        self.token_probs = getattr(llm, "token_probs", False)
         self._lock = threading.Lock()
 
     def generate(self, prompts: Sequence[Messages], *, agent: str = "", max_new_tokens: int = 512,
@@ -55,6 +56,7 @@ class BatchingLLM:
 
     def __init__(self, llm: LLM, *, max_batch: int = 4, max_wait_s: float = 0.05):
         self.llm = llm
+        self.token_probs = getattr(llm, "token_probs", False)
         self.name = llm.name
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max_wait_s

@@ -58,6 +58,7 @@ class LlamaCppLLM:
     (ggml-org/llama.cpp#20824), which is where a `pip install` on such a CPU ends up by default.
     """
 
+    token_probs = True  # greedy replies report min_prob/mean_prob (the confident stop reads them)
     thread_safe = False  # one context and one KV cache: one generate() at a time (batching.for_threads locks it)
     batched = False  # prompts run one after another
 

@@ -1,0 +1,87 @@
+"""`Settings`: every inference option checked before any model runs; the confident stop and the time budget."""
+
+import pytest
+
+from macsql.backends.base import Generation, ScriptedLLM
+from macsql.errors import InputError
+from macsql.pipeline import Pipeline
+from macsql.state import Settings, ablation_name
+from tests.conftest import SHOP_SQL, make_db
+
+
+def fenced(sql: str) -> str:
+    return f"```sql\n{sql}\n```"
+
+
+def test_an_unknown_option_names_the_closest_valid_one():
+    with pytest.raises(InputError, match=r"unknown option 'max_round' \(did you mean 'max_rounds'\?\)"):
+        Pipeline(ScriptedLLM([]), max_round=2)
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("candidates", 0, "candidates must be a finite number >= 1"),
+    ("temperature", 0.0, "temperature must be a finite number > 0"),
+    ("timeout_s", float("nan"), "timeout_s must be a finite number"),
+    ("max_rounds", "3", "max_rounds must be int"),
+    ("use_values", 1, "use_values must be bool"),
+    ("decompose", "tree", "decompose must be one of steps, sub-sql"),
+    ("confident_prob", 1.5, "confident_prob must be a finite number >= 0 and <= 1"),
+])
+def test_a_wrong_value_is_one_input_error_before_any_model_loads(option, value, expected):
+    with pytest.raises(InputError, match=expected.replace("(", r"\(")):
+        Pipeline(ScriptedLLM([]), **{option: value})
+    # from_pretrained checks the settings before it resolves (or loads) a model
+    with pytest.raises(InputError, match=expected.replace("(", r"\(")):
+        Pipeline.from_pretrained("no/such-model-anywhere", backend="hf", **{option: value})
+
+
+def test_replace_and_with_llm_keep_the_rest():
+    pipe = Pipeline(ScriptedLLM([]), candidates=3)
+    other = pipe.replace(use_hints=False)
+    assert other.settings.candidates == 3 and not other.settings.use_hints and pipe.settings.use_hints
+    llm = ScriptedLLM([])
+    assert pipe.with_llm(llm).llm is llm and pipe.with_llm(llm).settings == pipe.settings
+    assert Settings(candidates=3).changed() == {"candidates": 3}
+    assert ablation_name("use_values") == "no-values"
+
+
+def test_a_sure_direct_query_that_runs_ends_the_question(tmp_path):
+    db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
+    sure = Generation(fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'"), 10, 5, 0.0, mean_prob=0.95)
+    llm = ScriptedLLM([sure])
+    ans = Pipeline(llm).ask("How many customers live in Spain?", db)
+    assert len(llm.calls) == 1 and ans.rows == [[2]]
+    assert ans.candidates[0]["confidence"] == 0.95
+
+
+def test_an_unsure_direct_query_gets_the_decomposed_one_and_the_vote(tmp_path):
+    db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
+    unsure = Generation(fenced("SELECT COUNT(*) FROM customers"), 10, 5, 0.0, mean_prob=0.6)
+    decomposed = "Steps:\n1. count Spanish customers\nFinal SQL:\n" + fenced(
+        "SELECT COUNT(*) FROM customers WHERE country = 'Spain'")
+    samples = [fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'")] * 3
+    llm = ScriptedLLM([unsure, decomposed, *samples])
+    ans = Pipeline(llm).ask("How many customers live in Spain?", db)
+    sources = [c["source"] for c in ans.candidates]
+    assert sources[:2] == ["direct", "decomposed"] and "sample 1" in sources  # they disagreed: samples drawn
+    assert ans.rows == [[2]]  # the decomposed query and the samples outvote the unsure direct one
+
+
+def test_a_sure_query_that_fails_does_not_stop(tmp_path):
+    db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
+    sure_but_wrong = Generation(fenced("SELECT loyalty FROM customers"), 10, 5, 0.0, mean_prob=0.99)
+    fixed = fenced("SELECT COUNT(*) FROM customers")
+    llm = ScriptedLLM([sure_but_wrong, "Final SQL:\n" + fixed, fixed, fixed, fixed, fixed, fixed])
+    Pipeline(llm).ask("How many customers?", db)
+    assert len(llm.calls) >= 2 and llm.calls[1][0] == "decomposer"
+
+
+def test_the_time_budget_stops_new_model_calls(tmp_path):
+    db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
+    failing = fenced("SELECT nope FROM customers")
+    unbounded = ScriptedLLM(lambda messages, agent: failing)
+    Pipeline(unbounded, candidates=1).ask("How many customers?", db)
+    assert any(agent == "refiner" for agent, _ in unbounded.calls)  # without a budget the Refiner runs
+    bounded = ScriptedLLM(lambda messages, agent: failing)
+    ans = Pipeline(bounded, candidates=1, budget_s=1e-9).ask("How many customers?", db)
+    assert [agent for agent, _ in bounded.calls] == ["decomposer"] and ans.error  # the best answer so far
