@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from macsql.agents.parsing import extract_reasoning, extract_sql
 from macsql.agents.prompting import (
     REASONING_FORMAT,
+    knowledge_block,
     messages,
     question_block,
     reasoning_target,
@@ -74,10 +75,13 @@ _SUBQ = re.compile(r"(?m)^\s*(?:Sub-question\s*)?(\d+)[.):]\s+(.+?)\s*$")
 
 def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
                  output_format: str = "sql", style: str = "steps",
-                 history: list[dict] | None = None) -> Messages:
+                 history: list[dict] | None = None, knowledge: dict | None = None) -> Messages:
+    """`knowledge`: what a person taught about the database for this question (table descriptions, terms,
+    approved examples: prompting.knowledge_block), shown after the schema text and before the task."""
     _check_style(style)
     task = REASONING_TASK if output_format == "reasoning" else DIRECT_TASK if direct else STYLE_TASKS[style]
-    return messages(schema_text, task.format(question=question_block(question, evidence, history)))
+    return messages(schema_text, knowledge_block(knowledge)
+                    + task.format(question=question_block(question, evidence, history)))
 
 
 def _check_style(style: str) -> None:
@@ -151,7 +155,7 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
                      use_decomposer: bool = True, temperature: float = 0.8, output_format: str = "sql",
                      style: str = "steps", max_new_tokens: int = 512,
                      history: list[dict] | None = None, defer_samples: bool = False,
-                     stage: str = "all") -> Candidates:
+                     stage: str = "all", knowledge: dict | None = None) -> Candidates:
     """The SQL candidates for the vote.
 
     k=1 is one greedy query: decomposed, or direct when the Decomposer is off (MAC-SQL's single answer).
@@ -167,9 +171,9 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
     reasoning = output_format == "reasoning"
     use_decomposer = use_decomposer and not reasoning  # one reasoning prompt serves both
     direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style,
-                          history=history)
+                          history=history, knowledge=knowledge)
     decomposed = build_prompt(question, schema_text, evidence, output_format=output_format, style=style,
-                              history=history)
+                              history=history, knowledge=knowledge)
     if k <= 1:
         plan = [(decomposed, "decomposed", True)] if use_decomposer else [(direct, "direct", False)]
     else:
@@ -195,7 +199,7 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
     elif n_samples:
         more = write_samples(question, schema_text, llm=llm, n=n_samples, evidence=evidence,
                              temperature=temperature, output_format=output_format, style=style,
-                             max_new_tokens=max_new_tokens, history=history)
+                             max_new_tokens=max_new_tokens, history=history, knowledge=knowledge)
         out.drafts += more.drafts
         out.trace += more.trace
     return out
@@ -203,11 +207,12 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
 
 def write_samples(question: str, schema_text: str, *, llm: LLM, n: int, evidence: str = "",
                   temperature: float = 0.8, output_format: str = "sql", style: str = "steps",
-                  max_new_tokens: int = 512, history: list[dict] | None = None) -> Candidates:
+                  max_new_tokens: int = 512, history: list[dict] | None = None,
+                  knowledge: dict | None = None) -> Candidates:
     """n queries sampled from the direct prompt, in one `generate` call (batched or prefix-cached)."""
     reasoning = output_format == "reasoning"
     direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style,
-                          history=history)
+                          history=history, knowledge=knowledge)
     # A sampled reply that rambles past a query's length is rarely worth its tokens: cap it.
     gens = llm.generate([direct], agent="decomposer", max_new_tokens=min(max_new_tokens, SAMPLE_MAX_TOKENS),
                         n=n, temperature=temperature)
@@ -221,7 +226,15 @@ def write_samples(question: str, schema_text: str, *, llm: LLM, n: int, evidence
 
 def _options(state, ctx) -> dict:
     return dict(evidence=state.get("evidence", ""), temperature=ctx.temperature, output_format=ctx.output_format,
-                style=ctx.decompose, max_new_tokens=ctx.max_new_tokens, history=state.get("history"))
+                style=ctx.decompose, max_new_tokens=ctx.max_new_tokens, history=state.get("history"),
+                knowledge=_kept(state.get("knowledge"), state.get("selection")))
+
+
+def _kept(knowledge: dict | None, selection: dict | None) -> dict | None:
+    """The knowledge with only the descriptions of the tables the Selector kept."""
+    if not knowledge or selection is None or not knowledge.get("tables"):
+        return knowledge
+    return {**knowledge, "tables": {t: d for t, d in knowledge["tables"].items() if t in selection}}
 
 
 def node(state, runtime) -> dict:
@@ -236,7 +249,7 @@ def node(state, runtime) -> dict:
                            use_decomposer=ctx.use_decomposer, defer_samples=ctx.early_stop,
                            stage=stage, **_options(state, ctx))
     return {"drafts": out.drafts, "sub_questions": out.sub_questions, "trace": out.trace,
-            "pending_samples": out.pending, "direct_only": stage == "direct"}
+            "pending_samples": out.pending, "ladder": "direct" if stage == "direct" else ""}
 
 
 def decomposed_node(state, runtime) -> dict:
@@ -244,7 +257,7 @@ def decomposed_node(state, runtime) -> dict:
     query (its samples stay pending while the two greedy queries may still agree, with `early_stop`), or
     the samples at once when there is no Decomposer or no early stop."""
     ctx = runtime.context
-    update: dict = {"drafts": [], "trace": [], "direct_only": False}
+    update: dict = {"drafts": [], "trace": [], "ladder": "", "stalled": False}
     pending = state.get("pending_samples", 0)
     if ctx.use_decomposer:
         out = write_candidates(state["question"], state["schema_text"], llm=ctx.llm, k=ctx.candidates,

@@ -59,6 +59,43 @@ def history_block(history: list[dict] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What a person taught about the database (macsql.knowledge), bounded so that it cannot crowd out the
+# schema: an example whose SQL is longer than this is left out rather than cut (half a query teaches harm).
+KNOWLEDGE_SQL_CHARS = 800
+KNOWLEDGE_TEXT_CHARS = 300  # a question, a term's meaning, a table's description
+KNOWLEDGE_TERMS = 8
+KNOWLEDGE_TABLES = 12
+
+
+def knowledge_block(knowledge: dict | None, tables=None) -> str:
+    """The database's knowledge for this question ({"tables", "terms", "examples"}: table descriptions,
+    the glossary terms the question uses, approved examples most like it, the most similar first), ending
+    in a blank line; "" when there is none. `tables`: the tables kept for the question (their
+    descriptions only). It goes after the schema text, never inside it, so the schema is the same text for
+    every question on a database and a backend reuses the KV cache of that prefix (schema.render_schema)."""
+    knowledge = knowledge or {}
+    parts = []
+    described = [(name, text) for name, text in (knowledge.get("tables") or {}).items()
+                 if tables is None or name in tables][:KNOWLEDGE_TABLES]
+    if described:
+        parts.append("Tables:\n" + "\n".join(f"- {name}: {_clip(text, KNOWLEDGE_TEXT_CHARS)}"
+                                             for name, text in described))
+    terms = (knowledge.get("terms") or [])[:KNOWLEDGE_TERMS]
+    if terms:
+        parts.append("Terms used in questions on this database:\n" + "\n".join(
+            f"- {_clip(t['term'], KNOWLEDGE_TEXT_CHARS)}: {_clip(t['meaning'], KNOWLEDGE_TEXT_CHARS)}" for t in terms))
+    shown = [e for e in knowledge.get("examples") or [] if len(" ".join(e["sql"].split())) <= KNOWLEDGE_SQL_CHARS]
+    if shown:
+        lines = ["Approved examples on this database:"]
+        for e in shown:
+            lines.append(f"Question: {_clip(e['question'], KNOWLEDGE_TEXT_CHARS)}")
+            if (e.get("evidence") or "").strip():
+                lines.append(f"Evidence: {_clip(e['evidence'], KNOWLEDGE_TEXT_CHARS)}")
+            lines.append(sql_block(" ".join(e["sql"].split())))
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n\n" if parts else ""
+
+
 def question_block(question: str, evidence: str = "", history: list[dict] | None = None) -> str:
     text = f"{history_block(history)}Question: {question.strip()}"
     if evidence and evidence.strip():

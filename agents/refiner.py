@@ -141,5 +141,7 @@ def node(state, runtime) -> dict:
                        "error": out.error, "parent": cand["id"], "repeated": repeated is not None})
         tried.append(out.sql)
         trace.append(entry)
-    return {"drafts": drafts, "rounds": round_, "trace": trace,
-            "stalled": all(d["repeated"] for d in drafts)}
+    update = {"drafts": drafts, "rounds": round_, "trace": trace, "stalled": all(d["repeated"] for d in drafts)}
+    if state.get("ladder") == "direct":
+        update["ladder"] = "fixed"  # the direct query's repair: the graph stops if it runs with rows
+    return update

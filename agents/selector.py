@@ -90,22 +90,6 @@ def parse_reply(reply: str, schema: Schema) -> Selection | None:
     return chosen or None
 
 
-def close_over_keys(selection: Selection, schema: Schema) -> Selection:
-    """Add the primary keys of kept tables and both ends of foreign keys between kept tables."""
-    keep = {t: set(cols) for t, cols in selection.items()}
-    for table in schema.tables:
-        if table.name not in keep:
-            continue
-        keep[table.name].update(table.primary_key)
-        for fk in table.foreign_keys:
-            ref = schema.table(fk.ref_table)
-            if ref is not None and ref.name in keep:
-                keep[table.name].add(fk.column)
-                keep[ref.name].add(ref.column(fk.ref_column).name if ref.column(fk.ref_column) else fk.ref_column)
-    return {t.name: [c.name for c in t.columns if c.name in keep[t.name]] for t in schema.tables
-            if t.name in keep}
-
-
 def widen(named: Selection, schema: Schema, matches: dict[tuple[str, str], list[str]] | None = None) -> Selection:
     """The tables kept for a Selector reply naming `named`: those, their foreign-key neighbours and the tables
     of matched values, each whole (see the module docstring for the measurement behind it)."""

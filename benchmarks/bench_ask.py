@@ -1,6 +1,6 @@
 """End-to-end `ask` latency, tokens and execution accuracy, several backends side by side in one run.
 
-Spider sample (issue 2 and issue 5 acceptance; ~25 minutes on 2 cores, most of it the transformers path):
+Spider sample (the end-to-end acceptance run; ~25 minutes on 2 cores, most of it the transformers path):
 
     flock /tmp/macsql-heavy.lock .venv/bin/python benchmarks/bench_ask.py --limit 20 --seed 0 \
         --backends hf,llamacpp --out /tmp/bench_ask.jsonl
@@ -57,7 +57,7 @@ def question_row(spec: str, answer, wall: float, example=None) -> dict:
         "sql": answer.sql, "error": answer.error,
     }
     if example is not None:
-        from macsql.evaluate.compare import execution_match
+        from macsql.compare import execution_match
 
         m = execution_match(example.db_path, answer.sql, example.gold_sql)
         row.update({"question_id": example.question_id, "db_id": example.db_id, "gold_sql": example.gold_sql,

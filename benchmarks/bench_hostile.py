@@ -1,7 +1,8 @@
-"""Hostile SQL against the executor (issue 12): how many statements were tried, refused, changed a byte or
-left a file; the worst overshoot of the deadline and how many statements ended later than deadline + 0.5 s
-(the strict bar; the tests check that the deadline stopped them, which holds on a busy machine too); the peak
-RSS of each memory-hungry statement, each in a fresh process. Prints figures; asserts nothing.
+"""Hostile SQL against the executor (read-only, bounded, under a deadline): how many statements were tried,
+refused, changed a byte or left a file; the worst overshoot of the deadline and how many statements ended
+later than deadline + 0.5 s (the strict bar; the tests check that the deadline stopped them, which holds on
+a busy machine too); the peak RSS of each memory-hungry statement, each in a fresh process. Prints figures;
+asserts nothing.
 
     python benchmarks/bench_hostile.py [--deadline 0.5]
 """

@@ -45,7 +45,7 @@ def perturb(sql: str, i: int) -> str:
 
 
 def verdict(job: tuple[str, str, str]) -> tuple[bool, bool]:
-    from macsql.evaluate.compare import execution_match
+    from macsql.compare import execution_match
 
     db, pred, gold = job
     m = execution_match(db, pred, gold)

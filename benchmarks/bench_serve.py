@@ -61,7 +61,11 @@ def serve_child(args) -> None:
 
         pipe = Pipeline.from_pretrained(DEFAULT_MODEL if args.model == "default" else args.model,
                                         backend=args.backend)
-    app = create_app(pipe, {"demo": demo_db_path()}, workers=args.workers)
+    import tempfile
+
+    # the benchmark's thousands of conversations go to a throwaway store, not the user's cache folder
+    store = Path(tempfile.mkdtemp(prefix="macsql-bench-")) / "conversations.sqlite"
+    app = create_app(pipe, {"demo": demo_db_path()}, workers=args.workers, store=store)
     with serving_in_thread(app) as url:
         print(url, flush=True)
         sys.stdin.read()  # the parent closes stdin when it is done

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from macsql.evaluate.compare import compare_results
+from macsql.compare import compare_results
 from macsql.evaluate.datasets import load_examples
 from macsql.graph import score
 from macsql.sqlexec import execute

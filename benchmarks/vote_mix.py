@@ -19,7 +19,7 @@ import json
 import re
 from pathlib import Path
 
-from macsql.evaluate.compare import compare_results
+from macsql.compare import compare_results
 from macsql.evaluate.datasets import load_examples
 from macsql.graph import score
 from macsql.sqlexec import execute

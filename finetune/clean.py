@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from macsql.errors import InputError
+from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
 REASONS = {
     "unparsable": "sqlglot cannot parse the gold SQL",
@@ -36,7 +37,6 @@ REASONS = {
                        "SQL uses",
 }
 EXAMPLES_PER_REASON = 5
-DEFAULT_TIMEOUT_S = 30.0
 
 
 @dataclass

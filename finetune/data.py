@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from macsql.errors import InputError
 from macsql.sql import corrupt, names_used
 
 TASKS = AGENTS  # one training task per agent
+SQL_TASKS = ("decomposer", "refiner")  # the tasks whose reply is SQL (what GRPO, DPO and the rewards run)
 BALANCE = ("undersample", "oversample", "none")
 SPLITS = ("db", "row")  # validation databases never in training / a stratified sample of rows
 
@@ -67,6 +69,15 @@ REFINER_CORRUPTIONS = ("wrong_column", "wrong_table", "missing_join_condition", 
 
 
 # ------------------------------------------------------------------------------------------------- rows
+def completion_text(completion) -> str:
+    """The reply text of a completion: a plain string, or TRL's conversational [{"role", "content"}]."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return completion.get("content", "")
+    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
+
+
 def _row(task: str, prompt, target: str, src: Source, **extra) -> dict:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}], "task": task,
             "db_id": src.db_id, "question": src.question, "evidence": src.evidence, "gold_sql": src.gold_sql,
@@ -417,3 +428,56 @@ def load_split(data: str | Path, tasks: Iterable[str] | None = None) -> tuple[li
             raise InputError(f"no {'/'.join(sorted(keep))} rows in {str(path)!r}; build them with "
                              "`macsql data build`")
     return train, val
+
+
+# ------------------------------------------------------------------------------------- `macsql data build`
+def build_dataset(out: str | Path, *, data: str | Path | None = None, db_root: str | Path | None = None,
+                  fmt: str = "auto", sql_llama: Iterable[str | Path] = (), exclude_db: Iterable[str] = (),
+                  only_db: Iterable[str] = (), max_per_db: int | None = None, tasks: Iterable[str] = TASKS,
+                  refiner_per_question: int = 1, balance_mode: str = BALANCE[0], val_frac: float = 0.1,
+                  split_by: str = SPLITS[0], seed: int = 0, append: bool = False,
+                  progress: bool = True) -> tuple[dict, dict[str, str]]:
+    """Build, deduplicate, balance and split the agents' rows from a benchmark file and/or SQL-Llama files
+    into OUT (all.jsonl, train.jsonl, validation.jsonl, stats.json). With `append`, the rows already in
+    OUT/all.jsonl are built on (a second benchmark). Returns (stats, skipped databases: db_id -> reason)."""
+    if not data and not sql_llama:
+        raise InputError("nothing to build from; pass --data FILE (BIRD/Spider/GeoQuery) or --sql-llama FILE")
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise InputError(f"unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
+    start = time.perf_counter()
+    rows: list[dict] = []
+    meta: dict = {"sources": [], "seed": seed, "balance": balance_mode, "val_frac": val_frac, "split": split_by}
+    skipped: dict[str, str] = {}
+    if data:
+        missing: set[str] = set()
+        exclude = list(exclude_db)
+        sources = load_sources(data, db_root, fmt=fmt, exclude_db=exclude, only_db=only_db,
+                               max_per_db=max_per_db, seed=seed, missing=missing)
+        for db_id in sorted(missing):
+            skipped[db_id] = "no database file"
+        rows += build_rows(sources, seed=seed, tasks=tasks, refiner_per_question=refiner_per_question,
+                           progress=progress, skipped=skipped)
+        meta["sources"].append({"data": str(data), "questions": len(sources), "excluded": ",".join(exclude),
+                                "dbs": sorted({s.db_id for s in sources} - set(skipped)),
+                                "questions_used": sum(s.db_id not in skipped for s in sources),
+                                "skipped_dbs": skipped})
+    for path in sql_llama:
+        rows += [r for r in import_sql_llama(path) if r["task"] in tasks]
+        meta["sources"].append({"sql_llama": str(path)})
+    out_dir = Path(out)
+    all_rows = out_dir / "all.jsonl"
+    if append and all_rows.exists():
+        rows = read_jsonl(all_rows) + rows
+        old = json.loads((out_dir / "stats.json").read_text()) if (out_dir / "stats.json").exists() else {}
+        meta["sources"] = old.get("sources", []) + meta["sources"]
+    unique = dedupe(rows)
+    meta["duplicates_dropped"] = len(rows) - len(unique)
+    rows = unique
+    write_jsonl(rows, all_rows)  # unbalanced, unsplit, deduplicated: what `append` builds on
+    train, val = balance_and_split(rows, mode=balance_mode, val_frac=val_frac, seed=seed, by=split_by)
+    meta["built"] = {t: len(g) for t, g in sorted(by_task(rows).items())}
+    meta["validation_dbs"] = sorted({r.get("db_id") or "" for r in val})
+    meta["seconds"] = round(time.perf_counter() - start, 1)
+    return save_dataset(out_dir, train, val, meta), skipped

@@ -14,8 +14,8 @@ import random
 from macsql.errors import InputError
 from macsql.finetune import training
 from macsql.finetune.config import Options
+from macsql.finetune.data import SQL_TASKS
 from macsql.finetune.grpo import grpo_tasks
-from macsql.finetune.rewards import SQL_TASKS
 
 
 def hallucination_pairs(rows: list[dict], seed: int = 0) -> list[dict]:
@@ -59,7 +59,7 @@ def dpo_trainer(setup: training.Setup, train: list, val: list):
     opts = setup.opts
     cols = ("prompt", "chosen", "rejected")
     evals = training.eval_sets(val, opts, cols)
-    config = DPOConfig(**setup.args(bool(evals)), **opts.dpo_config_args(), max_length=opts.max_length)
+    config = DPOConfig(**setup.args(bool(evals), **opts.dpo_config_args(), max_length=opts.max_length))
     return training.mean_eval_loss(DPOTrainer)(
         model=setup.model, args=config, train_dataset=training.dataset(train, cols), eval_dataset=evals or None,
         processing_class=setup.tokenizer, peft_config=setup.peft_config, callbacks=setup.callbacks(bool(evals)))

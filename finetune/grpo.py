@@ -13,7 +13,7 @@ from __future__ import annotations
 from macsql.errors import InputError
 from macsql.finetune import training
 from macsql.finetune.config import Options
-from macsql.finetune.rewards import SQL_TASKS
+from macsql.finetune.data import SQL_TASKS
 
 # `reply` tells the format reward which layout a Decomposer row's prompt asks for (direct or decomposed)
 COLUMNS = ("prompt", "task", "gold_sql", "db_path", "reply")
@@ -74,8 +74,8 @@ def grpo_trainer(setup: training.Setup, train_rows: list, _val_rows: list):
 
     opts = setup.opts
     funcs, values = reward_functions(parse_weights(opts.reward_weights))
-    args = {**setup.args(has_eval=False), "per_device_train_batch_size": completions_per_device(opts),
-            **opts.grpo_config_args(), "reward_weights": values, "log_completions": False, **opts.extra}
+    args = setup.args(False, per_device_train_batch_size=completions_per_device(opts), **opts.grpo_config_args(),
+                      reward_weights=values, log_completions=False)
     return GRPOTrainer(model=setup.model, reward_funcs=funcs, args=GRPOConfig(**args),
                        train_dataset=training.dataset(train_rows, COLUMNS), processing_class=setup.tokenizer,
                        peft_config=setup.peft_config, callbacks=setup.callbacks(has_eval=False))

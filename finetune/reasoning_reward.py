@@ -31,6 +31,8 @@ from __future__ import annotations
 import functools
 import re
 
+from macsql.finetune.data import SQL_TASKS, completion_text
+
 MIN_WORDS = 5  # fewer words cannot say which tables, columns and filters answer a question
 LONG_WORDS = 120  # the prompt asks for one or two sentences; longer is rambling
 _CREATE_BLOCK = re.compile(r"(?is)CREATE\s+TABLE\b.*?\n\s*\);")
@@ -42,9 +44,6 @@ _IDENTIFIER_WORDS = re.compile(r"`([^`]+)`|\b([A-Za-z]\w*_\w+)\b|\b([A-Za-z]\w*\
 def reasoning_reward(completions, schema=None, db_path=None, prompt=None, task=None, **_columns
                      ) -> list[float | None]:
     """Score each completion's <reasoning> by the schema names of its own SQL it mentions (see module doc)."""
-    # imported here, not at the top, so that rewards.py can import this module for its registry
-    from macsql.finetune.rewards import SQL_TASKS, completion_text
-
     out: list[float | None] = []
     for i, completion in enumerate(completions):
         if task is not None and task[i] not in SQL_TASKS:

@@ -14,20 +14,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from macsql.errors import InputError, NoSQLError
+from macsql.finetune.data import SQL_TASKS, completion_text
 from macsql.finetune.reasoning_reward import reasoning_reward
 
-SQL_TASKS = ("decomposer", "refiner")
 TIMEOUT_S = 5.0  # per query: a reward must not stall a training step
 WORKERS = 8
-
-
-def completion_text(completion) -> str:
-    """The reply text of a completion: a plain string, or TRL's conversational [{"role", "content"}]."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return completion.get("content", "")
-    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
 def reply_sql(text: str, task: str) -> str | None:
@@ -102,7 +93,7 @@ def format_reward(completions, task=None, reply=None, **columns) -> list[float |
 
 # ----------------------------------------------------------------------------------------- execution
 def _match(db_path: str, pred: str | None, gold: str):
-    from macsql.evaluate.compare import compare_results
+    from macsql.compare import compare_results
     from macsql.sqlexec import ExecResult
 
     pred_res = _execute(db_path, pred) if pred else ExecResult(error="no SQL")

@@ -17,24 +17,10 @@ under each agent's name, so every agent loads it and any one agent can later be 
 
 from __future__ import annotations
 
-from macsql.errors import InputError, ModelError
+from macsql.errors import InputError
 from macsql.finetune import training
 from macsql.finetune.config import Options
-from macsql.finetune.data import TASKS
-
-
-# ------------------------------------------------------------------------------------------ loading
-def load_model(name: str, dtype: str = "auto"):
-    """(model, tokenizer, is_seq2seq) for training, for any name `macsql ask --model` accepts, loaded as the
-    `hf` backend loads it (`backends.loading`: GGUF converted once, the same dtype policy)."""
-    from macsql.backends.loading import load_transformers
-    from macsql.weights import resolve
-
-    model, tokenizer, seq2seq = load_transformers(resolve(name), dtype=dtype, for_training=True)
-    if not seq2seq and not getattr(tokenizer, "chat_template", None):
-        raise ModelError(f"{name!r} has no chat template; the agents' prompts are chat messages, so train a "
-                         "chat/instruct model (or add a chat_template to its tokenizer_config.json)")
-    return model, tokenizer, seq2seq
+from macsql.finetune.data import TASKS, completion_text
 
 
 # ---------------------------------------------------------------------------------------------- SFT
@@ -141,7 +127,6 @@ def _seq2seq_trainer(setup: training.Setup, train_rows, val_rows):
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     from macsql.backends.base import flatten
-    from macsql.finetune.rewards import completion_text
 
     opts, model, tokenizer = setup.opts, setup.model, setup.tokenizer
 

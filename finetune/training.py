@@ -53,18 +53,29 @@ class Setup:
     def run_dir(self) -> Path:
         return Path(self.opts.out) / "checkpoints" / self.name
 
-    def args(self, has_eval: bool) -> dict:
-        return common_args(self.opts, self.run_dir, has_eval, self.model)
+    def args(self, has_eval: bool, **method_args) -> dict:
+        """The trainer config's fields: the shared ones, then the method's own, then `opts.extra` (once)."""
+        return common_args(self.opts, self.run_dir, has_eval, self.model, method_args)
 
     def callbacks(self, has_eval: bool) -> list:
         return callbacks(self.opts, has_eval)
 
 
+def load_model(name: str, dtype: str = "auto"):
+    """(model, tokenizer, is_seq2seq) for training, for any name `macsql ask --model` accepts, loaded as the
+    `hf` backend loads it (`backends.loading`: GGUF converted once, the same dtype policy)."""
+    from macsql.backends.loading import load_transformers
+    from macsql.weights import resolve
+
+    model, tokenizer, seq2seq = load_transformers(resolve(name), dtype=dtype, for_training=True)
+    if not seq2seq and not getattr(tokenizer, "chat_template", None):
+        raise ModelError(f"{name!r} has no chat template; the agents' prompts are chat messages, so train a "
+                         "chat/instruct model (or add a chat_template to its tokenizer_config.json)")
+    return model, tokenizer, seq2seq
+
+
 def prepare(agent: str, opts: Options, method: Method) -> tuple[Any, Setup, list]:
     """(trainer, setup, training rows) ready to `train()` (benchmarks time this)."""
-    # imported here: sft.py imports this module (and the loader moves to the shared one, issue 14 item 4)
-    from macsql.finetune.sft import load_model
-
     full = opts.method == "sft"
     if full and opts.init_adapters:
         raise InputError("--init-adapters continues a LoRA run; use --method lora with it")
@@ -182,8 +193,10 @@ def set_threads(opts: Options) -> None:
         torch.set_num_threads(int(opts.threads))
 
 
-def common_args(opts: Options, run_dir: Path, has_eval: bool, model=None) -> dict:
-    """TrainingArguments fields shared by every method (device, precision and memory policy included)."""
+def common_args(opts: Options, run_dir: Path, has_eval: bool, model=None, method_args: dict | None = None) -> dict:
+    """TrainingArguments fields shared by every method (device, precision and memory policy included), then
+    `method_args` (a method's own config fields), then `opts.extra`, applied here only, so the user's word
+    wins over both."""
     import torch
 
     from macsql.backends import loading  # the one device/dtype policy, shared with inference
@@ -206,6 +219,7 @@ def common_args(opts: Options, run_dir: Path, has_eval: bool, model=None) -> dic
     args[_checkpointing_field()] = checkpointing  # trades compute for memory on long schemas
     if opts.group_by_length:
         args["train_sampling_strategy"] = "group_by_length"
+    args.update(method_args or {})
     args.update(opts.extra)
     return args
 

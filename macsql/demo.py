@@ -7,12 +7,14 @@ package (importlib.resources) the same way in a checkout, an editable install an
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import tempfile
 from importlib import resources
 from pathlib import Path
 
 from macsql.cache import cache_root
-from macsql.errors import DatabaseError
+from macsql.errors import DatabaseError, InputError
 
 DEMO_SQL = resources.files("macsql.databases") / "shop.sql"
 DEMO_QUESTIONS = (
@@ -24,16 +26,25 @@ DEMO_QUESTIONS = (
 
 
 def build(sql_file, target: Path) -> Path:
-    """Build a database from SQL text into `target` (a new file; never touches an existing database)."""
-    tmp = target.with_suffix(".building")
-    tmp.unlink(missing_ok=True)
-    conn = sqlite3.connect(tmp)
+    """Build a database from SQL text into `target`, which appears whole or not at all.
+
+    The database is built in a temporary file of its own beside `target`, then renamed onto it: two
+    processes building the demo at once (two first runs) each build their own file, and the last rename
+    wins with the same content, instead of one deleting or writing into the file the other is building."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".building", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        conn.executescript(sql_file.read_text())
-        conn.commit()
-    finally:
-        conn.close()
-    tmp.replace(target)
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.executescript(sql_file.read_text())
+            conn.commit()
+        finally:
+            conn.close()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -52,3 +63,23 @@ def demo_db_path() -> Path:
 def resolve_db(value: str) -> Path:
     """`demo` means the bundled demo database; anything else is a path."""
     return demo_db_path() if value == "demo" else Path(value)
+
+
+def named_databases(values: tuple[str, ...] | list[str]) -> dict[str, Path]:
+    """`--db` values -> {name: path}. `demo` is the bundled demo database, `NAME=PATH` names a file, and a
+    bare PATH is named after its file stem. Each must be an existing SQLite file; names must be unique.
+    The server, the MCP server and the tools for other agents all name their databases this way."""
+    from macsql.sqlexec import check_database
+
+    found: dict[str, Path] = {}
+    for value in values or ("demo",):
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = ("demo", "demo") if value == "demo" else (Path(value).stem, value)
+        name = name.strip()
+        if not name:
+            raise InputError(f"--db {value!r} has an empty name; use NAME=PATH")
+        if name in found:
+            raise InputError(f"two databases are named {name!r}; name them apart with --db NAME=PATH")
+        found[name] = check_database(resolve_db(path))
+    return found

@@ -16,7 +16,9 @@ from typing import Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from macsql import knowledge
 from macsql.agents import decomposer, refiner, selector
+from macsql.backends.base import AGENTS
 from macsql.errors import InputError
 from macsql.schema import introspect
 from macsql.sqlexec import ExecResult, execute
@@ -39,11 +41,30 @@ def load_schema(state: State, runtime: Runtime[Context]) -> dict:
                          "graph.invoke(inputs, context=Context(llm=..., db_path=...)), or Pipeline.ask")
     started = {"started": time.monotonic()}  # when the question's time budget (`budget_s`) began
     if state.get("schema") is not None:
-        return started
+        return {**started, **load_knowledge(state["schema"], state, runtime.context)}
     start = time.perf_counter()
     schema = introspect(runtime.context.db_path, timeout_s=runtime.context.timeout_s)
-    return {**started, "schema": schema,
-            "trace": [{"agent": "schema", "seconds": round(time.perf_counter() - start, 4)}]}
+    trace = [{"agent": "schema", "seconds": round(time.perf_counter() - start, 4)}]
+    known = load_knowledge(schema, state, runtime.context)
+    trace += known.pop("trace", [])
+    return {**started, "schema": schema, **known, "trace": trace}
+
+
+def load_knowledge(schema, state: State, ctx: Context) -> dict:
+    """What was taught about the database (macsql.knowledge) for this question: the schema with its
+    descriptions merged, and the examples and terms the Decomposer shows; {} when there is none."""
+    if not ctx.use_knowledge:
+        return {}
+    start = time.perf_counter()
+    merged, shown = knowledge.for_question(
+        schema, ctx.db_path, state["question"], examples=ctx.examples, examples_file=ctx.examples_file,
+        descriptions_file=ctx.descriptions_file, exclude=[state["question"]] if ctx.exclude_asked else ())
+    if merged is schema and not shown:
+        return {}
+    return {"schema": merged, "knowledge": shown,
+            "trace": [{"agent": "knowledge", "examples": [e["id"] for e in shown.get("examples", [])],
+                       "terms": [t["term"] for t in shown.get("terms", [])],
+                       "seconds": round(time.perf_counter() - start, 4)}]}
 
 
 def render_selected(state: State, runtime: Runtime[Context]) -> dict:
@@ -85,24 +106,38 @@ def confident(cand: Candidate, threshold: float) -> bool:
     return threshold > 0 and prob is not None and prob >= threshold and cand["score"] == 2
 
 
-def out_of_time(state: State, ctx: Context) -> bool:
-    return ctx.budget_s > 0 and time.monotonic() - state.get("started", time.monotonic()) >= ctx.budget_s
+def out_of_time(state: State, ctx: Context, replies: int = 1) -> bool:
+    """Whether the next step (`replies` model replies) would take the question past its time budget."""
+    elapsed = time.monotonic() - state.get("started", time.monotonic())
+    if ctx.budget_s > 0 and elapsed >= ctx.budget_s:
+        return True
+    first = next((t.get("seconds", 0.0) for t in state.get("trace", []) if t.get("agent") in AGENTS), 0.0)
+    return ctx.budget_x > 0 and first > 0 and elapsed + replies * first > ctx.budget_x * first
 
 
 def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["decompose", "sample", "refine", "vote"]:
     ctx = runtime.context
     if out_of_time(state, ctx):
         return "vote"
-    if state.get("direct_only"):
-        return "vote" if confident(state["candidates"][0], ctx.confident_prob) else "decompose"
-    if state.get("pending_samples") and not vote(state["candidates"]).settled:
+    ladder, cands = state.get("ladder"), state["candidates"]
+    if ladder == "direct":  # only the direct query so far
+        direct = cands[0]
+        if confident(direct, ctx.confident_prob):
+            return "vote"
+        if direct["score"] < 2 and ctx.fix_first and ctx.use_refiner and ctx.max_rounds > 0:
+            return "refine"  # repair it first (with its hint): one call where a failing query needs one
+        return "decompose"
+    if ladder == "fixed":  # the direct query failed and was repaired once
+        return "vote" if cands[-1]["score"] == 2 else "decompose"
+    if state.get("pending_samples") and not vote(state["candidates"]).settled \
+            and not out_of_time(state, ctx, replies=state["pending_samples"]):
         return "sample"
     if not ctx.use_refiner or state.get("rounds", 0) >= ctx.max_rounds or state.get("stalled"):
         return "vote"
-    cands = state["candidates"]
     if vote(cands).settled:
         return "vote"
-    return "refine" if refiner.to_refine(cands, state.get("rounds", 0), ctx.max_refine) else "vote"
+    picked = refiner.to_refine(cands, state.get("rounds", 0), ctx.max_refine)
+    return "refine" if picked and not out_of_time(state, ctx, replies=len(picked)) else "vote"
 
 
 def route_after_refine(state: State, runtime: Runtime[Context]) -> Literal["execute", "vote"]:

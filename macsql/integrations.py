@@ -25,8 +25,7 @@ MAX_NAME_CHARS = 200
 def databases_by_name(databases) -> dict[str, Path]:
     """{name: path} from a mapping of names to paths, or from one path or a list of them (each named after
     its file stem, "demo" for the bundled demo database). Each must be an existing SQLite file."""
-    from macsql.demo import resolve_db
-    from macsql.serve.server import named_databases
+    from macsql.demo import named_databases, resolve_db
     from macsql.sqlexec import check_database
 
     if isinstance(databases, Mapping):

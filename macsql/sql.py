@@ -365,7 +365,7 @@ def normalize_sql(sql: str) -> str:
     if not text:
         return ""
     try:
-        tree = parse_query(text)  # None when too long or deep to parse safely (issue 12), or unparseable
+        tree = parse_query(text)  # None when too long or deep to parse safely, or unparseable
         if tree is None:
             return " ".join(text.lower().split())
         tree = double_quoted_strings(tree, text)  # no schema here: every such name is a string

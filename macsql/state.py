@@ -34,10 +34,14 @@ class State(TypedDict, total=False):
     selection: Selection
     schema_text: str
     matches: list[dict]  # database values the question mentions: {"table", "column", "value"}
+    knowledge: dict  # what was taught about the database, for this question: {"examples", "terms", "tables"}
     sub_questions: list[dict]
     drafts: list[dict]  # SQL written but not yet executed: {"sql", "source", "error", "parent"?}
     pending_samples: int  # sampled candidates not drawn yet: drawn only if the greedy ones disagree
-    direct_only: bool  # only the direct query is written yet: the graph stops there if the model was sure
+    # The cheap path first: "direct" (only the direct query is written; the graph stops there if the model
+    # was sure of it), "fixed" (it failed and was repaired once; the graph stops if the repair ran with
+    # rows), "" (the decomposed query, samples and repair rounds as the vote needs them).
+    ladder: str
     started: float  # time.monotonic() when the question began (its time budget)
     rounds: int
     stalled: bool  # the Refiner's last round brought no query not tried before: stop refining
@@ -84,6 +88,11 @@ class Settings:
     confident_prob: float = _option(0.9, "Stop after the direct query when it ran with rows and the geometric "
                                          "mean of its tokens' probabilities is at least this (0: off).",
                                     min=0, max=1)
+    # A direct query that fails (an error, no rows) is repaired first, before any other candidate is written;
+    # the graph stops when the repair runs with rows. On BIRD most failing queries name a column on the
+    # wrong table, which the repair hint says outright (agents/hints.py).
+    fix_first: bool = _option(True, "Repair a failing direct query before writing other candidates.",
+                              ablation="no-fix-first")
     use_values: bool = _option(True, "Link question words to the database's values.", ablation="no-values")
     use_hints: bool = _option(True, "Repair hints from the schema and the data.", ablation="no-hints")
     max_refine: int = _option(2, "Failing candidates the Refiner fixes per round, at most.", min=1, max=8)
@@ -97,6 +106,24 @@ class Settings:
     # candidates so far (0: no budget).
     budget_s: float = _option(0.0, "Seconds a question may take; then the best answer so far (0: none).",
                               min=0)
+    # The same as a multiple of the question's first model call (the direct query, whose reply is what a
+    # single prompt costs): no step starts that would take the question past it, counting a step's replies
+    # at that call's seconds each. Machine-independent: on a slow CPU and on a GPU server alike a question
+    # costs at most about this many single prompts. Chosen by measurement (benchmarks/README.md, "BIRD").
+    budget_x: float = _option(3.0, "Seconds a question may take as a multiple of its first model call's "
+                                   "(0: none).", min=0)
+    # What a person taught macsql about the database (macsql/knowledge.py, `macsql teach`): descriptions merged
+    # into the schema, the glossary terms the question uses and the approved examples most like it.
+    use_knowledge: bool = _option(True, "Use what was taught about the database: descriptions, terms, "
+                                        "approved examples.", ablation="no-knowledge")
+    examples: int = _option(3, "Approved examples shown to the Decomposer: those most like the question.",
+                            min=0, max=10)
+    examples_file: str = _option("", "Question/SQL pairs (JSON or CSV) shown as examples besides the stored "
+                                     "ones, for this run only.")
+    descriptions_file: str = _option("", "Descriptions (a BIRD description folder, a tables.json with "
+                                         "column_descriptions, a knowledge file) for this run only.")
+    # `macsql eval` sets it: an approved example with the question's own text would hand the model its answer.
+    exclude_asked: bool = _option(False, "Never show an example whose question is the one being answered.")
 
     def __post_init__(self):
         check_settings(self)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from macsql.evaluate.compare import result_key
+from macsql.compare import result_key
 
 
 @dataclass(frozen=True)

@@ -249,8 +249,8 @@ def convert_gguf(gguf_path: Path, out: Path, *, shard_bytes: int = SHARD_BYTES) 
 
     Tensor by tensor: each is dequantised, renamed and reshaped with transformers' own GGUF mapping, cast
     to bf16 and added to the current shard; a full shard is written and freed. Loading the whole GGUF
-    with transformers instead holds every dequantised tensor at once (5.6 GB RSS for the 1.5B default,
-    measured in issue 16).
+    with transformers instead holds every dequantised tensor at once (5.6 GB RSS measured for the 1.5B
+    default).
     """
     import torch
     from gguf import GGUFReader

@@ -3,7 +3,7 @@ Spider's official EX (column order free, row multiset, row order under ORDER BY,
 
 import pytest
 
-from macsql.evaluate.compare import (
+from macsql.compare import (
     compare_results,
     execution_match,
     orders_rows,

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from macsql.cli import main
+from macsql.cli.finetune import finetune
 from macsql.errors import EXIT_USAGE, UsageError
-from macsql.finetune.commands import finetune
 from macsql.finetune.config import Options, load_config, number_kind, recipe_names, typed, value_problem
 
 # (option, value, what the message says)

@@ -152,8 +152,7 @@ def test_lora_sft_causal_per_task_eval_and_plot(causal_model, agent_data, tmp_pa
 
 
 def test_full_sft_saves_a_model(causal_model, agent_data, tmp_path):
-    from macsql.finetune.sft import load_model
-    from macsql.finetune.training import run
+    from macsql.finetune.training import load_model, run
 
     before, _, _ = load_model(str(causal_model))
     run("decomposer", options(causal_model, agent_data, tmp_path, method="sft"))
@@ -292,7 +291,7 @@ def test_padding_free_collation_keeps_hand_made_rows_apart(causal_model):
 
 def test_cpu_policy_dtype_checkpointing_and_threads(causal_model, monkeypatch, tmp_path):
     from macsql.backends import loading
-    from macsql.finetune import sft, training
+    from macsql.finetune import training
     from macsql.finetune.config import Options
 
     monkeypatch.setattr(loading, "default_device", lambda: "cpu")
@@ -300,7 +299,7 @@ def test_cpu_policy_dtype_checkpointing_and_threads(causal_model, monkeypatch, t
     assert loading.torch_dtype("auto", "cpu", for_training=True) is torch.bfloat16
     monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
     assert loading.torch_dtype("auto", "cpu", for_training=True) is torch.float32
-    model, _, _ = sft.load_model(str(causal_model), "fp32")
+    model, _, _ = training.load_model(str(causal_model), "fp32")
     opts = Options(data="x", out=str(tmp_path))
     # TRL's configs default to checkpointing on; a tiny model gets it off, explicitly, unless asked for
     field = training._checkpointing_field()

@@ -1,5 +1,5 @@
 """The hostile-SQL corpus (tests/data/hostile_sql.txt plus generated shapes) through `execute()` and through
-the model-reply path, on copies of a rollback-journal and a WAL database (issue 12's acceptance):
+the model-reply path, on copies of a rollback-journal and a WAL database; what safe execution promises:
 no byte changes, no new files beside the database, no exception out of `execute()`, every statement stopped
 by the deadline (parsing included), results bounded in memory, and every write form refused."""
 

@@ -16,7 +16,7 @@ from macsql.schema import introspect
     ("SQL: WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
     ("```sql\nSELECT 1\n```\nFinal SQL:\n```sql\nSELECT 2\n```", "SELECT 2"),
     ("```sql\nSELECT a\nFROM t\n", "SELECT a\nFROM t"),  # unclosed fence
-    # CTE forms SQLite accepts (issue 12, item 7): they once came out as the first inner SELECT
+    # CTE forms SQLite accepts: they once came out as the first inner SELECT
     ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT x FROM c",
      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT x FROM c"),
     ("SQL: WITH t(a) AS (SELECT 1) SELECT a FROM t", "WITH t(a) AS (SELECT 1) SELECT a FROM t"),
@@ -75,16 +75,13 @@ def test_decomposer_prompt_styles():
         decomposer.build_prompt("How many?", "CREATE TABLE t (a INT);", style="tree")
 
 
-def test_selector_reply_maps_onto_schema_and_keeps_keys(shop_db):
+def test_selector_reply_maps_onto_schema(shop_db):
     s = introspect(shop_db)
     reply = 'Here you go: {"ORDERS": ["amount"], "customers": "keep_all", "ghost": ["x"]}'
     parsed = selector.parse_reply(reply, s)
     assert parsed == {"orders": ["amount"], "customers": ["customer_id", "name", "country"]}
-    closed = selector.close_over_keys(parsed, s)
-    # the join path between kept tables survives even though the model did not name it
-    assert closed["orders"] == ["order_id", "customer_id", "amount"]
     assert selector.parse_reply("no json here", s) is None
-    assert selector.parse_reply(selector.format_target(closed, s), s) == closed
+    assert selector.parse_reply(selector.format_target(parsed, s), s) == parsed
 
 
 def test_reasoning_format_round_trip():

@@ -178,7 +178,11 @@ def test_token_is_checked_on_every_api_call(demo_llm, demo_db):
         calls = [("GET", "/api/databases", None), ("GET", "/api/schema?db=demo", None),
                  ("POST", "/api/ask", {"question": "How many customers live in Spain?", "db": "demo"}),
                  ("POST", "/api/ask/stream", {"question": "How many customers live in Spain?", "db": "demo"}),
-                 ("POST", "/api/run", {"db": "demo", "sql": "SELECT 1"})]
+                 ("POST", "/api/run", {"db": "demo", "sql": "SELECT 1"}),
+                 ("POST", "/api/run", {"db": "demo", "sql": "SELECT 1", "page": 0}),
+                 ("POST", "/api/download", {"db": "demo", "sql": "SELECT 1"}),
+                 ("POST", "/api/cancel", {"question_id": "0" * 32}),
+                 ("GET", "/api/conversations", None)]
         for method, path, body in calls:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
                 r = c.request(method, path, json=body, headers=headers)
@@ -287,10 +291,10 @@ def test_a_client_that_leaves_cancels_nothing(demo_db):
         other.join(30)
         assert results[0].status_code == 200 and results[0].json()["columns"] == ["country", "customers"]
         deadline = time.monotonic() + 10
-        while not app.state.conversations.turns(conversation) and time.monotonic() < deadline:
+        while not app.state.server.store.turns(conversation) and time.monotonic() < deadline:
             time.sleep(0.02)
         # the abandoned question still ran to the end and its turn was kept for a later follow-up
-        assert app.state.conversations.turns(conversation)[0]["sql"].startswith("SELECT COUNT(*)")
+        assert app.state.server.store.turns(conversation)[0]["sql"].startswith("SELECT COUNT(*)")
         assert http.get("/health").json()["questions_running"] == 0
 
 

@@ -21,6 +21,7 @@ from macsql.errors import InputError
 from macsql.pipeline import Pipeline
 from macsql.serve.app import create_app
 from macsql.serve.server import allowed_hosts, bind_port, host_name, serving_in_thread
+from macsql.serve.state import redact
 from tests.conftest import make_db
 
 LOCAL = "http://127.0.0.1"
@@ -60,6 +61,9 @@ ENDPOINTS = [
     ("POST", "/api/ask", {"question": "Which pets are cats?", "db": "pets"}),
     ("POST", "/api/ask/stream", {"question": "Which pets are cats?", "db": "pets"}),
     ("POST", "/api/run", {"db": "pets", "sql": "SELECT name FROM pets"}),
+    ("POST", "/api/run", {"db": "pets", "sql": "SELECT name FROM pets", "page": 0, "order_by": 0}),
+    ("POST", "/api/download", {"db": "pets", "sql": "SELECT name FROM pets", "format": "csv"}),
+    ("POST", "/api/cancel", {"question_id": "0" * 32}), ("GET", "/api/conversations", None),
 ]
 
 
@@ -197,12 +201,16 @@ def test_the_server_keeps_its_file_paths_to_itself(pets_db):
             assert where not in r.text
         r = c.post("/api/run", json={"db": "pets", "sql": "SELECT name FROM pragma_table_info('pets')"})
         assert r.status_code == 200 and r.json()["rows"] == [["pet_id"], ["name"], ["kind"]]
-        # a model that writes the query itself: its answer names the database, not where it lives
+        # a model that writes the query itself: the executor refuses the pragma, and no reply holds the path
         r = c.post("/api/ask", json={"question": "Where is this database stored?", "db": "pets"})
-        assert r.status_code == 200 and r.json()["rows"] == [["<database pets>"]] and where not in r.text
+        assert r.status_code == 200 and r.json()["rows"] == [] and where not in r.text
+        assert r.json()["summary"] == "Cannot answer: not authorized (PRAGMA database_list is not allowed)"
         with c.stream("POST", "/api/ask/stream", json={"question": "Where is it?", "db": "pets"}) as s:
             text = s.read().decode()
-        assert "<database pets>" in text and where not in text
+        assert "event: answer" in text and where not in text
+    # where a result or a message still holds a served database's path, a reply names the database instead
+    assert redact({"rows": [[str(pets_db)]], "note": f"in {pets_db}"}, {str(pets_db): "pets"}) == \
+        {"rows": [["<database pets>"]], "note": "in <database pets>"}
 
 
 # ---------------------------------------------------------------------- concurrency of /api/run

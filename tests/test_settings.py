@@ -67,13 +67,35 @@ def test_an_unsure_direct_query_gets_the_decomposed_one_and_the_vote(tmp_path):
     assert ans.rows == [[2]]  # the decomposed query and the samples outvote the unsure direct one
 
 
-def test_a_sure_query_that_fails_does_not_stop(tmp_path):
+def test_a_failing_direct_query_is_repaired_first_and_a_working_repair_ends_it(tmp_path):
     db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
-    sure_but_wrong = Generation(fenced("SELECT loyalty FROM customers"), 10, 5, 0.0, mean_prob=0.99)
-    fixed = fenced("SELECT COUNT(*) FROM customers")
-    llm = ScriptedLLM([sure_but_wrong, "Final SQL:\n" + fixed, fixed, fixed, fixed, fixed, fixed])
-    Pipeline(llm).ask("How many customers?", db)
-    assert len(llm.calls) >= 2 and llm.calls[1][0] == "decomposer"
+    sure_but_wrong = Generation(fenced("SELECT COUNT(*) FROM customers WHERE nation = 'Spain'"), 10, 5, 0.0,
+                                mean_prob=0.99)
+    fixed = fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'")
+    llm = ScriptedLLM([sure_but_wrong, fixed])
+    ans = Pipeline(llm).ask("How many customers live in Spain?", db)
+    assert [agent for agent, _ in llm.calls] == ["decomposer", "refiner"] and ans.rows == [[2]]
+    assert "no such column: nation" in llm.calls[1][1][-1]["content"]  # the Refiner saw the real problem
+
+
+def test_a_repair_that_fails_too_brings_the_other_candidates(tmp_path):
+    db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
+    wrong = fenced("SELECT COUNT(*) FROM customers WHERE nation = 'Spain'")
+    right = fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'")
+    llm = ScriptedLLM([wrong, wrong.replace("nation", "land"), "Final SQL:\n" + right, right, right, right,
+                       right, right, right])
+    ans = Pipeline(llm).ask("How many customers live in Spain?", db)
+    agents = [agent for agent, _ in llm.calls]
+    assert agents[:3] == ["decomposer", "refiner", "decomposer"] and ans.rows == [[2]]
+
+
+def test_without_fix_first_a_failing_direct_query_gets_the_decomposed_one(tmp_path):
+    db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
+    wrong = fenced("SELECT COUNT(*) FROM customers WHERE nation = 'Spain'")
+    right = fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'")
+    llm = ScriptedLLM([wrong, "Final SQL:\n" + right, right, right, right, right, right])
+    Pipeline(llm, fix_first=False).ask("How many customers live in Spain?", db)
+    assert [agent for agent, _ in llm.calls][:2] == ["decomposer", "decomposer"]
 
 
 def test_the_time_budget_stops_new_model_calls(tmp_path):
@@ -85,3 +107,26 @@ def test_the_time_budget_stops_new_model_calls(tmp_path):
     bounded = ScriptedLLM(lambda messages, agent: failing)
     ans = Pipeline(bounded, candidates=1, budget_s=1e-9).ask("How many customers?", db)
     assert [agent for agent, _ in bounded.calls] == ["decomposer"] and ans.error  # the best answer so far
+
+
+def test_the_relative_budget_counts_in_first_calls(tmp_path):
+    """budget_x: no step starts that would take the question past budget_x times its first call's seconds."""
+    db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
+    failing = fenced("SELECT nope FROM customers")
+
+    def slow(messages, agent):
+        return Generation(failing, 10, 5, 0.05)
+
+    class Clocked(ScriptedLLM):
+        def generate(self, prompts, **kw):
+            import time
+            time.sleep(0.05 * len(prompts) * kw.get("n", 1))
+            return super().generate(prompts, **kw)
+
+    llm = Clocked(slow)
+    Pipeline(llm, budget_x=2.5).ask("How many customers?", db)
+    # the direct query (1) and its repair (2); a third reply would pass 2.5 first calls
+    assert [agent for agent, _ in llm.calls] == ["decomposer", "refiner"]
+    unbounded = Clocked(slow)
+    Pipeline(unbounded, budget_x=0).ask("How many customers?", db)
+    assert len(unbounded.calls) > 2

@@ -1,4 +1,4 @@
-"""Every database in ../shared/data introspects and renders (issue 12, item 0): Spider's 157 and GeoQuery's.
+"""Every database in ../shared/data introspects and renders: Spider's 157 and GeoQuery's.
 
 Seven Spider databases once crashed the renderer (compound foreign keys have no single referenced column).
 """

@@ -91,7 +91,7 @@ def test_a_failing_candidate_goes_to_the_refiner_and_its_fix_joins_the_vote(shop
     broken = "SELECT COUNT(*) FROM customers WHERE countrry = 'Spain'"
     llm = ScriptedLLM(_by_prompt(direct=broken, decomposed=SPAIN, samples=["SELECT 1"],
                                  fix=lambda prompt: SPAIN))
-    ans = Pipeline(llm, candidates=3).ask("How many customers are in Spain?", shop_db)
+    ans = Pipeline(llm, candidates=3, fix_first=False).ask("How many customers are in Spain?", shop_db)
     refiner_prompts = [m[-1]["content"] for a, m in llm.calls if a == "refiner"]
     assert len(refiner_prompts) == 1 and "no such column: countrry" in refiner_prompts[0]
     assert "Hint:" in refiner_prompts[0] and "customers.country" in refiner_prompts[0]

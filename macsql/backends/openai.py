@@ -53,7 +53,6 @@ class OpenAICompatLLM:
         self.timeout_s = float(timeout_s)
         self.retries = max(0, int(retries))
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
-        self.retried = 0  # requests sent again after a transient failure (reported by eval)
         key = api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")
         # A fresh connection per request (no keep-alive): `_send` ends a request at its deadline by shutting
         # its socket, which it learns when the connection is made. A model reply takes seconds; a connect
@@ -131,7 +130,6 @@ class OpenAICompatLLM:
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
             delay = min(retry_after if retry_after is not None else random.uniform(delay / 2, delay),
                         self.max_backoff_s)
-            self.retried += 1
             # one line per retry, so that a slow answer is seen to be a server that is failing
             print(f"model server {self.base_url}: retrying in {delay:.1f} s: {reason}", file=sys.stderr,
                   flush=True)

@@ -1,7 +1,7 @@
 """`macsql`: ask questions of a SQLite database, inspect schemas, evaluate and fine-tune the agents.
 
 A thin click layer over the library, one module per command group (ask.py, serve.py, eval.py, judge.py,
-clean.py, sweep.py; options.py holds the options they share; finetune/commands.py the training groups),
+clean.py, sweep.py, finetune.py (`finetune`, `data build`); options.py holds the options they share),
 every command registered in COMMANDS below and nowhere else. Heavy imports happen inside commands so
 `macsql --help` is instant. Every error is one line `Error: ...` with its exit code: 1 for a `MacSQLError`,
 2 for a usage error (click's, or ours: `errors.UsageError`), 3 when `ask` found no working SQL; a closed
@@ -21,7 +21,7 @@ from macsql.errors import EXIT_ERROR, EXIT_USAGE, MacSQLError
 
 # The one place every command is registered: its name -> "module:attribute" (and a group's own extra
 # subcommands). A command's module is imported when the command runs or a help page lists it, so command
-# modules may import each other (finetune/commands.py uses cli/sweep.py) with no import cycle through this
+# modules may import each other (finetune.py uses sweep.py) with no import cycle through this
 # file, and `macsql ask` loads no evaluation or training code.
 COMMANDS = {
     "ask": "macsql.cli.ask:ask",
@@ -33,8 +33,9 @@ COMMANDS = {
     "compare": "macsql.cli.eval:compare_cmd",
     "judge": "macsql.cli.judge:judge_cmd",
     "runs": "macsql.cli.runs:runs_group",
-    "data": "macsql.finetune.commands:data_group",
-    "finetune": "macsql.finetune.commands:finetune",
+    "teach": "macsql.cli.teach:teach",
+    "data": "macsql.cli.finetune:data_group",
+    "finetune": "macsql.cli.finetune:finetune",
 }
 SUBCOMMANDS = {"data": {"clean": "macsql.cli.clean:clean_cmd"}}
 

@@ -56,6 +56,12 @@ def check_table_format(fmt: str | None) -> None:
 @click.option("--follow-up", "follow_up", type=click.Path(exists=True, dir_okay=False), default=None,
               metavar="ANSWER.json", help="Build on an earlier answer, saved from `macsql ask --json`: the "
                                           "agents see its question and SQL (and the turns before it).")
+@click.option("--examples", "examples_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="Question/SQL pairs (JSON or CSV) the agents may learn from for this "
+                                   "question, besides those taught with `macsql teach`; nothing is stored.")
+@click.option("--descriptions", "descriptions_file", type=click.Path(exists=True), default=None, metavar="FILE",
+              help="Column descriptions for this question: a BIRD database_description folder, a tables.json "
+                   "with column_descriptions, or a knowledge file; nothing is stored.")
 @options.model_options
 @click.option("--csv", is_flag=True, help="Output the rows as CSV, with a header row.")
 @click.option("--tsv", is_flag=True, help="Output the rows as TSV, with a header row.")
@@ -74,8 +80,8 @@ def check_table_format(fmt: str | None) -> None:
                                                      "(on stderr with an output flag).")
 @click.option("--show", default=20, show_default=True, help="Rows to print in the default view.")
 @click.pass_context
-def ask(ctx, question, db, evidence, follow_up, csv, tsv, nl, as_json, json_trace, table, fmt, sql_only, no_headers,
-        verbose, show, **model_opts):
+def ask(ctx, question, db, evidence, follow_up, examples_file, descriptions_file, csv, tsv, nl, as_json, json_trace,
+        table, fmt, sql_only, no_headers, verbose, show, **model_opts):
     """Answer QUESTION about a SQLite database with SQL and its result rows. QUESTION `-` reads it from stdin.
 
     \b
@@ -88,6 +94,7 @@ def ask(ctx, question, db, evidence, follow_up, csv, tsv, nl, as_json, json_trac
       macsql ask "..." --db my.sqlite --backend openai --base-url http://gpu:8000/v1 --model Qwen/Qwen2.5-Coder-7B-Instruct
       macsql ask "How many customers live in Spain?" --db demo --json > a.json
       macsql ask "and only those in Madrid?" --db demo --follow-up a.json
+      macsql ask "How many major cities are there?" --db geo.sqlite --examples pairs.csv
 
     Exit status: 0 with working SQL, 1 on an error (database, model, server), 2 on a usage error, 3 when the
     agents found no working SQL.
@@ -120,7 +127,17 @@ def ask(ctx, question, db, evidence, follow_up, csv, tsv, nl, as_json, json_trac
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"--follow-up {follow_up}: not the JSON `macsql ask --json` prints ({exc})") from None
         history = follow_up_history(saved)
+    one_off = {}
+    if examples_file or descriptions_file:
+        from macsql import knowledge
+        from macsql.schema import introspect
+
+        one_off = {"examples_file": str(Path(examples_file).resolve()) if examples_file else "",
+                   "descriptions_file": str(Path(descriptions_file).resolve()) if descriptions_file else ""}
+        knowledge.read_one_off(introspect(db_path), **one_off)  # a bad file fails here, before a model loads
     pipe = options.build_pipeline(**model_opts)
+    if one_off:
+        pipe = pipe.replace(**one_off)
     answer = pipe.ask(question, db_path, evidence=evidence, history=history)
     if out == "rich":
         print_answer(answer, verbose=verbose, show=show)
@@ -145,11 +162,14 @@ def ask(ctx, question, db, evidence, follow_up, csv, tsv, nl, as_json, json_trac
 @click.option("--no-examples", is_flag=True, help="Leave out sampled values.")
 @click.option("--json", "as_json", is_flag=True, help="The introspected schema as JSON.")
 def schema(db, no_examples, as_json):
-    """Print the schema exactly as the agents see it."""
+    """Print the schema exactly as the agents see it (with the descriptions taught by `macsql teach`)."""
+    from macsql import knowledge
     from macsql.demo import resolve_db
     from macsql.display import terminal_safe
     from macsql.schema import introspect, render_schema
 
-    s = introspect(resolve_db(db))
+    path = resolve_db(db)
+    s = introspect(path)
+    s = knowledge.apply_descriptions(s, knowledge.load(path, s))
     # JSON escapes control characters itself; the rendered text may still hold C1 controls from the data
     click.echo(json.dumps(s.to_dict(), indent=2) if as_json else terminal_safe(render_schema(s, examples=not no_examples)))

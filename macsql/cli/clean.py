@@ -8,7 +8,8 @@ import click
 
 from macsql.errors import InputError
 from macsql.evaluate.datasets import FORMATS
-from macsql.finetune.clean import DEFAULT_TIMEOUT_S, REASONS, clean_data, summary_text, write_outputs
+from macsql.finetune.clean import REASONS, clean_data, summary_text, write_outputs
+from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
 
 @click.command("clean")

@@ -13,6 +13,7 @@ from macsql.backends.base import AGENTS
 from macsql.cli import options
 from macsql.evaluate.datasets import FORMATS
 from macsql.evaluate.runner import VARIANTS
+from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
 
 def data_options(f):
@@ -129,7 +130,7 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
 @click.option("--gold-as-pred", is_flag=True, help="Score the gold SQL as the prediction (checks the comparator "
                                                     "and the data: should give 100% EX).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write the report files here.")
-@click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
+@click.option("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True, type=float,
               callback=options.check_timeout_option, help="Seconds a query may run.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Scoring processes (default: up to 4).")
 @click.option("--ves", is_flag=True, help="Also measure VES and R-VES (re-runs correct queries).")

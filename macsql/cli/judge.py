@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from macsql.backends import BACKEND_CHOICES
+from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
 
 @click.command("judge")
@@ -22,7 +23,7 @@ from macsql.backends import BACKEND_CHOICES
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Where errors.json/errors.csv go (default: the run folder).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Judge at most N wrong predictions.")
-@click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float, help="Seconds per query.")
+@click.option("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True, type=float, help="Seconds per query.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def judge_cmd(run_dir, model, base_url, backend, data, db_root, out, limit, timeout_s, quiet):
     """Classify each wrong prediction of a run into an error category with an LLM judge.

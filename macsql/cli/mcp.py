@@ -30,8 +30,9 @@ def mcp(dbs, transport, host, port, token, **model_opts):
     import contextlib
     import sys
 
+    from macsql.demo import named_databases
     from macsql.extras import check
-    from macsql.serve.server import named_databases, resolve_token
+    from macsql.serve.server import resolve_token
 
     check("mcp", purpose="`macsql mcp`", extra="mcp")  # all checks before the model loads
     token = resolve_token(host, token) if transport == "http" else None

@@ -13,6 +13,7 @@ from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
 from macsql.agents.prompting import OUTPUT_FORMATS
 from macsql.backends import BACKEND_CHOICES
 from macsql.backends.loading import DTYPE_CHOICES
+from macsql.sqlexec import DEFAULT_TIMEOUT_S
 from macsql.state import Context, Settings
 
 
@@ -69,7 +70,7 @@ def model_options(f):
                           "machine 1 can be much faster: llama.cpp's threads wait for each other."),
         click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(0, 10),
                      help="Refiner rounds at most."),
-        click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=float,
+        click.option("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True, type=float,
                      callback=check_timeout_option, help="Seconds a query may run before it is stopped."),
         click.option("--request-timeout", "request_timeout_s", default=None, type=float,
                      callback=check_timeout_option,
@@ -108,7 +109,7 @@ def model_options(f):
 def adapters_note(adapters, enabled: dict[str, bool]) -> str:
     """One line on what `--adapters` gives each agent that will run: the adapter and when it was saved (an
     adapter left in the folder by an earlier run shows its older date), or the base weights, which at 135M cost
-    rounds of generation and fix nothing (issue 13's measurements), with the flag that leaves such an agent out."""
+    rounds of generation and fix nothing (as measured on SmolLM2-135M), with the flag that leaves such an agent out."""
     from datetime import datetime
     from pathlib import Path
 

@@ -1,1 +1,1 @@
-"""Evaluation: benchmark loaders, the one result comparator, metrics, the runner and reports."""
+"""Evaluation: benchmark loaders, metrics, the runner and reports (the result comparator is the core's, macsql/compare.py)."""

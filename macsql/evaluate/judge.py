@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from macsql.errors import InputError
+from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
 CATEGORIES: dict[str, str] = {
     "schema_linking": "wrong table or column chosen, or a needed one missing",
@@ -158,8 +159,8 @@ def _prepare(record: dict, timeout_s: float) -> tuple[bool | None, list[dict] | 
 
     A scored record (`correct` from report.csv) is not compared again: a right one is done, a wrong one runs
     only to show both results to the judge. An unscored one is compared here with THE comparator."""
+    from macsql.compare import execution_match
     from macsql.errors import MacSQLError
-    from macsql.evaluate.compare import execution_match
     from macsql.sqlexec import ExecResult
 
     correct = record.get("correct")
@@ -190,7 +191,7 @@ def _prepare(record: dict, timeout_s: float) -> tuple[bool | None, list[dict] | 
     return False, build_prompt(record, schema_text, gold_res, pred_res), None
 
 
-def judge_records(records: Sequence[dict], llm, *, out_dir: str | Path | None = None, timeout_s: float = 30.0,
+def judge_records(records: Sequence[dict], llm, *, out_dir: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                   batch_size: int = 8, max_new_tokens: int = 160, progress: bool = True,
                   on_judgement: Callable[[dict], None] | None = None) -> dict:
     """Judge every wrong prediction; write the files when `out_dir` is given; return the errors report."""

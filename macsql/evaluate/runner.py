@@ -26,6 +26,10 @@ VARIANTS: dict[str, dict] = {
     "no-hints": {"use_hints": False},
     "all-samples": {"early_stop": False},
     "no-confident-stop": {"confident_prob": 0.0},
+    "no-fix-first": {"fix_first": False},
+    "no-budget": {"budget_x": 0.0},
+    "before-ladder": {"confident_prob": 0.0, "fix_first": False, "budget_x": 0.0},
+    "no-knowledge": {"use_knowledge": False},
     "baseline": {"use_selector": False, "use_decomposer": False, "use_refiner": False, "candidates": 1,
                  "use_values": False, "use_hints": False},
 }
@@ -35,7 +39,7 @@ def _trace_summary(trace: list[dict]) -> list[dict]:
     """The trace without prompts or replies: who ran, in which round, what it cost, what SQL came out."""
     keep = ("agent", "round", "prompt_tokens", "completion_tokens", "seconds", "sql", "error", "rows", "parsed",
             "kept", "source", "candidate", "repeated", "problem", "winner", "groups", "matches", "cached_tokens",
-            "prefill_seconds", "min_prob", "mean_prob")
+            "prefill_seconds", "min_prob", "mean_prob", "examples", "terms")
     return [{k: t[k] for k in keep if k in t} for t in trace]
 
 
@@ -87,6 +91,10 @@ def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path | No
 
     from macsql.backends.batching import BatchingLLM, for_threads
 
+    # No question may see its own answer: an approved example (macsql teach) whose question is the one being
+    # answered, or the same text in another case or spacing, is left out of its prompt (knowledge.py's
+    # `similar_examples(exclude=...)`).
+    pipe = pipe.replace(exclude_asked=True)
     with PredictionStore(out_file) as store:
         # Grouped by database (stable, so the sample's order holds within one): consecutive questions then
         # share the system message and schema at the start of their prompts, which a backend with a prompt

@@ -17,6 +17,7 @@ from pathlib import Path
 from macsql.evaluate import metrics
 from macsql.evaluate.datasets import Example
 from macsql.schema import Schema
+from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
 DEFAULT_VES_REPEATS = 10  # BIRD times each query 100 times; 10 keeps a CPU run in minutes
 
@@ -72,8 +73,8 @@ class _Job:
 
 def _score_one(job: _Job) -> dict:
     """Run in a worker process: execute, compare, time. Returns plain data (cheap to pickle)."""
+    from macsql.compare import execution_match
     from macsql.errors import DatabaseError
-    from macsql.evaluate.compare import execution_match
 
     try:
         match = execution_match(job.db_path, job.pred_sql, job.gold_sql, timeout_s=job.timeout_s,
@@ -108,7 +109,7 @@ def schema_for(example: Example, cache: dict) -> Schema | None:
 
 
 def score_examples(examples: Sequence[Example], predictions: dict[str, dict], *, workers: int | None = None,
-                   timeout_s: float = 30.0, ves_repeats: int = 0, progress: bool = True,
+                   timeout_s: float = DEFAULT_TIMEOUT_S, ves_repeats: int = 0, progress: bool = True,
                    keep_distinct: bool = False) -> list[QuestionScore]:
     """Score every example that has a prediction (`predictions[question_id]["pred_sql"]`).
     `keep_distinct` is Spider's evaluator flag of that name (DISTINCT then counts in EX (Spider))."""
@@ -214,7 +215,7 @@ def summarize(scores: Sequence[QuestionScore], *, ves: bool = False, noisy: bool
 
 
 def score_and_summarize(examples: Sequence[Example], predictions: dict[str, dict], *,
-                        score_workers: int | None = None, timeout_s: float = 30.0, ves: bool = False, ves_repeats: int = DEFAULT_VES_REPEATS,
+                        score_workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, ves: bool = False, ves_repeats: int = DEFAULT_VES_REPEATS,
                         progress: bool = True, keep_distinct: bool = False) -> tuple[dict, list[QuestionScore]]:
     """(summary, scores) of the predictions; with `ves`, VES/R-VES too, flagged noisy when the machine is busy
     as the timing starts."""

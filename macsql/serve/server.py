@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib.util
-import ipaddress
 import os
 import socket
 import threading
@@ -19,6 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from macsql.errors import InputError
+from macsql.serve.hosts import ANY_HOST, LOOPBACK_HOSTS, allowed_hosts, host_name, is_loopback, is_wildcard
+
+__all__ = ["ANY_HOST", "LOOPBACK_HOSTS", "allowed_hosts", "bind_port", "host_name", "is_loopback", "is_wildcard",
+           "named_databases", "resolve_token", "serve", "server_config", "serving_in_thread"]
 
 TOKEN_ENV = "MACSQL_TOKEN"
 # uvicorn closes an idle keep-alive connection after 5 s by default; a client that sends its next request
@@ -30,11 +33,6 @@ KEEP_ALIVE_S = 65
 # first byte (or of the connection), else the connection is closed. Heads are capped at h11's 16 KiB.
 REQUEST_READ_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 1000  # open connections (uvicorn's limit_concurrency): beyond it, new requests get 503
-# Names a browser uses for the loopback interface. A page on another site can point its own DNS name at
-# 127.0.0.1 (DNS rebinding) and then read the answers, so the server answers only requests whose Host header
-# names it: these, the address it is bound to, and the names given with --allowed-host.
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-ANY_HOST = "*"
 
 
 def require_server_packages() -> None:
@@ -42,60 +40,6 @@ def require_server_packages() -> None:
     if missing:
         raise InputError(f"`macsql serve` needs {' and '.join(missing)}; install them with "
                          "pip install -e \".[serve]\"")
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to any interface
-
-
-def is_wildcard(host: str) -> bool:
-    """0.0.0.0 or :: (every interface): its clients may use any of the machine's names and addresses."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return False
-
-
-def host_name(value: str) -> str:
-    """The name in a Host header or an --allowed-host value, without its port: `Example.org:8000` ->
-    `example.org`, `[::1]:8000` -> `::1`."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1:].partition("]")[0]
-    if value.count(":") == 1:
-        return value.partition(":")[0]
-    return value  # a bare name, or an IPv6 address without brackets (no port can follow it)
-
-
-def allowed_hosts(bind: str, names: Iterable[str] = (), token: str | None = None) -> tuple[str, ...]:
-    """The Host names requests may carry: the loopback names, the bound address and `names` (--allowed-host).
-    A wildcard bind with no names allows any Host, which only a token makes safe (`*`, which also
-    `--allowed-host '*'` asks for)."""
-    given = []
-    for name in names:
-        if name.strip() == ANY_HOST:
-            given.append(ANY_HOST)
-            continue
-        plain = host_name(name)
-        if not plain or any(c in name.strip() for c in "/@ \t?#"):
-            raise InputError(f"--allowed-host {name!r} is not a host name; pass a name or address, like "
-                             "--allowed-host sql.example.org (no scheme, no path)")
-        given.append(plain)
-    if is_wildcard(bind) and not given:
-        given = [ANY_HOST]
-    if ANY_HOST in given:
-        if token is None:
-            raise InputError("answering any Host header needs a token (a page on any site could otherwise "
-                             "read the answers): pass --token TOKEN or set $MACSQL_TOKEN, or name the hosts "
-                             "with --allowed-host NAME")
-        return (ANY_HOST,)
-    own = [] if is_wildcard(bind) else [host_name(bind)]
-    return tuple(dict.fromkeys([*LOOPBACK_HOSTS, *own, *given]))
 
 
 def bind_port(host: str, port: int) -> socket.socket:

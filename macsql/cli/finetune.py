@@ -1,9 +1,9 @@
-"""`macsql data build` and `macsql finetune`: thin click commands over `data` and `training`.
+"""`macsql data build` and `macsql finetune`: thin click commands over `finetune/data.py` and `training`.
 
 `finetune`'s options are generated from the fields of `config.Options` (names, types, defaults, choices,
 ranges and help live there once; a number out of its range fails while click parses the options, before
-anything loads). Only click and the standard library are imported at module import time (the CLI
-registers these on every start).
+anything loads). Only click and light library modules (no torch, no trainer) are imported at module import
+time; training loads inside the command.
 
 Multi-GPU and DeepSpeed: the trainers are plain TRL/transformers trainers, so the same command runs under
 `accelerate launch` unchanged, e.g.
@@ -14,17 +14,16 @@ Multi-GPU and DeepSpeed: the trainers are plain TRL/transformers trainers, so th
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
 
-from macsql.cli.sweep import sweep_options
+from macsql.cli.sweep import sweep_from_cli, sweep_options
 from macsql.errors import InputError
 from macsql.evaluate.datasets import FORMATS
 from macsql.finetune.config import AGENTS, Options, load_config, number_kind, value_problem
-from macsql.finetune.data import BALANCE, SPLITS, TASKS
+from macsql.finetune.data import BALANCE, SPLITS, TASKS, build_dataset
 
 
 @click.group("data")
@@ -70,57 +69,20 @@ def build(data_file, db_root, fmt, old_fmt, sql_llama, out, exclude_db, only_db,
       macsql data build --data geoquery/geography.json --out runs/data --append --max-per-db 300
       macsql data build --sql-llama sql-llama-instruct.jsonl --out runs/sqlllama
     """
-    from macsql.finetune import data
-
     if old_fmt is not None:
         click.echo("Warning: `data build --format` is now --data-format (--format goes in the next release; "
                    "in `eval` it is the agents' reply format)", err=True)
         fmt = old_fmt
-    if not data_file and not sql_llama:
-        raise InputError("nothing to build from; pass --data FILE (BIRD/Spider/GeoQuery) or --sql-llama FILE")
-    task_list = _split_list(tasks)
-    unknown = [t for t in task_list if t not in data.TASKS]
-    if unknown:
-        raise InputError(f"unknown task {unknown[0]!r}; choose from {', '.join(data.TASKS)}")
-    start = time.perf_counter()
-    rows = []
-    meta = {"sources": [], "seed": seed, "balance": balance, "val_frac": val_frac, "split": split_by}
-    skipped: dict[str, str] = {}
-    if data_file:
-        missing: set[str] = set()
-        sources = data.load_sources(data_file, db_root, fmt=fmt, exclude_db=_split_list(exclude_db),
-                                    only_db=_split_list(only_db), max_per_db=max_per_db, seed=seed, missing=missing)
-        for db_id in sorted(missing):
-            skipped[db_id] = "no database file"
-        rows += data.build_rows(sources, seed=seed, tasks=task_list, refiner_per_question=refiner_per_question,
-                                skipped=skipped)
-        for db_id, reason in skipped.items():
-            click.echo(f"Warning: skipped database {db_id!r}: {reason}", err=True)
-        meta["sources"].append({"data": str(data_file), "questions": len(sources), "excluded": exclude_db,
-                                "dbs": sorted({s.db_id for s in sources} - set(skipped)),
-                                "questions_used": sum(s.db_id not in skipped for s in sources),
-                                "skipped_dbs": skipped})
-    for path in sql_llama:
-        rows += [r for r in data.import_sql_llama(path) if r["task"] in task_list]
-        meta["sources"].append({"sql_llama": str(path)})
-    out_dir = Path(out)
-    all_rows = out_dir / "all.jsonl"
-    if append and all_rows.exists():
-        rows = data.read_jsonl(all_rows) + rows
-        old = json.loads((out_dir / "stats.json").read_text()) if (out_dir / "stats.json").exists() else {}
-        meta["sources"] = old.get("sources", []) + meta["sources"]
-    unique = data.dedupe(rows)
-    meta["duplicates_dropped"] = len(rows) - len(unique)
-    rows = unique
-    data.write_jsonl(rows, all_rows)  # unbalanced, unsplit, deduplicated: what --append builds on
-    train, val = data.balance_and_split(rows, mode=balance, val_frac=val_frac, seed=seed, by=split_by)
-    meta["built"] = {t: len(g) for t, g in sorted(data.by_task(rows).items())}
-    meta["validation_dbs"] = sorted({r.get("db_id") or "" for r in val})
-    meta["seconds"] = round(time.perf_counter() - start, 1)
-    stats = data.save_dataset(out_dir, train, val, meta)
-    click.echo(f"built {stats['built']} ({meta['duplicates_dropped']} duplicates dropped, {len(skipped)} databases "
+    stats, skipped = build_dataset(
+        out, data=data_file, db_root=db_root, fmt=fmt, sql_llama=sql_llama, exclude_db=_split_list(exclude_db),
+        only_db=_split_list(only_db), max_per_db=max_per_db, tasks=_split_list(tasks),
+        refiner_per_question=refiner_per_question, balance_mode=balance, val_frac=val_frac, split_by=split_by,
+        seed=seed, append=append)
+    for db_id, reason in skipped.items():
+        click.echo(f"Warning: skipped database {db_id!r}: {reason}", err=True)
+    click.echo(f"built {stats['built']} ({stats['duplicates_dropped']} duplicates dropped, {len(skipped)} databases "
                f"skipped) → train {stats['train']}, validation {stats['validation']} "
-               f"({len(meta['validation_dbs'])} databases) in {out_dir} [{meta['seconds']} s]")
+               f"({len(stats['validation_dbs'])} databases) in {out} [{stats['seconds']} s]")
 
 
 def _split_list(text: str) -> list[str]:
@@ -231,8 +193,6 @@ def finetune(ctx, agent, config_file, sweep, sweep_eval, **cli):
     if not Path(values["data"]).exists():
         raise InputError(f"--data {values['data']!r} does not exist; build it with `macsql data build`")
     opts = Options.from_config(values, source=config_file or "the command line")
-    from macsql.cli.sweep import sweep_from_cli
-
     if sweep_from_cli(agent, opts, sweep, ctx.args, sweep_eval):
         return  # one run per setting under OUT/<setting>/, and the table
     from macsql.finetune.training import run

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from macsql.sql import keyword_spans
-from macsql.sqlexec import ExecResult, execute
+from macsql.sqlexec import DEFAULT_TIMEOUT_S, ExecResult, execute
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def compare_results(pred: ExecResult, gold: ExecResult, gold_sql: str = "", *,
     return Match(ex_bird, ex_spider, pred, gold)
 
 
-def execution_match(db_path: str | Path, pred_sql: str, gold_sql: str, *, timeout_s: float = 30.0,
+def execution_match(db_path: str | Path, pred_sql: str, gold_sql: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                     gold: ExecResult | None = None, max_rows: int = 100_000,
                     keep_distinct: bool = False) -> Match:
     """Execute both queries (or reuse a gold result) and compare them. A query whose `spider_form`
