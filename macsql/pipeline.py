@@ -196,7 +196,10 @@ def follow_up_history(saved: dict) -> list[dict]:
     if not isinstance(saved, dict) or not isinstance(saved.get("question"), str) \
             or not isinstance(saved.get("sql"), str):
         raise InputError("a follow-up needs the JSON object `macsql ask --json` printed (with question and sql)")
-    return checked_history([*saved.get("history", []), {"question": saved["question"], "sql": saved["sql"]}])
+    earlier = saved.get("history") or []
+    if not isinstance(earlier, list):
+        raise InputError('a follow-up\'s "history" must be a list of {"question": str, "sql": str} turns')
+    return checked_history([*earlier, {"question": saved["question"], "sql": saved["sql"]}])
 
 
 def checked_history(history: list[dict] | None) -> list[dict]:

@@ -104,3 +104,22 @@ def test_the_selector_sees_the_earlier_turns_on_a_big_schema(tmp_path):
     (selector_agent, selector_prompt), (decomposer_agent, _) = llm.calls
     assert selector_agent == "selector" and decomposer_agent == "decomposer"
     assert "- Question: What is c1 in t3?\n  SQL: SELECT c1 FROM t3\nQuestion: only the first one?" in selector_prompt[-1]["content"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"question": "q", "sql": "SELECT 1", "history": 5}', '"history" must be a list'),
+    ('{"question": "q", "sql": "SELECT 1", "history": [7]}', "history must be a list"),
+    ("[" * 100_000 + "]" * 100_000, "not the JSON"),
+    ('{"question": "q", "sql": "SELECT 1", "n": ' + "9" * 5000 + "}", "not the JSON"),
+])
+def test_a_malformed_follow_up_file_is_one_line(tmp_path, shop_db, text, expected):
+    from click.testing import CliRunner
+
+    from macsql.cli import main
+
+    saved = tmp_path / "a.json"
+    saved.write_text(text)
+    r = CliRunner().invoke(main, ["ask", "and then?", "--db", str(shop_db), "--follow-up", str(saved),
+                                  "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.stderr.strip().splitlines()[-1].startswith("Error: ") and expected in r.stderr

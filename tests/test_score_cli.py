@@ -245,3 +245,13 @@ def test_score_survives_hostile_predictions(spider_set, tmp_path):
     r = run("score", "--pred", pred, "--data", spider_set, "--timeout", "1", "-q", "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     assert r.output.startswith("n=4  EX(Spider) 0.0  EX(BIRD) 0.0")
+
+
+def test_a_prediction_file_that_is_not_utf8_is_one_line(tmp_path):
+    from macsql.errors import InputError
+    from macsql.evaluate.run import read_predictions
+
+    bad = tmp_path / "pred.jsonl"
+    bad.write_bytes(b'{"question_id": "0", "pred_sql": "SELECT \xff"}\n')
+    with pytest.raises(InputError, match="is not UTF-8 text"):
+        read_predictions(bad)

@@ -124,8 +124,10 @@ def ask(ctx, question, db, evidence, follow_up, examples_file, descriptions_file
 
         try:
             saved = json.loads(Path(follow_up).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"--follow-up {follow_up}: not the JSON `macsql ask --json` prints ({exc})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # ValueError: malformed JSON, or an integer past Python's digit limit; RecursionError: nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise InputError(f"--follow-up {follow_up}: not the JSON `macsql ask --json` prints ({reason})") from None
         history = follow_up_history(saved)
     one_off = {}
     if examples_file or descriptions_file:

@@ -23,7 +23,9 @@ from macsql.cli import options
                    "--allowed-host, any host is answered, which the required token makes safe.")
 @options.model_options
 def serve(dbs, host, port, token, allowed, **model_opts):
-    """Serve a web page and an HTTP API: ask, stream the agents' steps, edit and re-run SQL, follow up.
+    """Serve a web page and an HTTP API: ask, stream the agents' steps, stop a question, page, sort and
+    download results, edit and re-run SQL, follow up. Conversations are kept in the cache folder
+    (serve/conversations.sqlite), so the history and each answer's link outlive a restart; API docs at /docs.
 
     \b
     Examples:

@@ -106,10 +106,14 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
     if not p.is_file():
         raise InputError(f"prediction file {str(p)!r} does not exist; pass --pred PATH (predictions.jsonl)")
     data = p.read_bytes()
-    text = data.decode("utf-8").strip()
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"prediction file {str(p)!r} is not UTF-8 text (byte {exc.start}); pass the "
+                         "predictions.jsonl an eval wrote, or a JSON list of {question_id, pred_sql}") from None
     try:
         whole = json.loads(text) if text[:1] in "[{" else None
-    except ValueError:
+    except (ValueError, RecursionError):
         whole = None  # JSONL: many objects, not one document
     if isinstance(whole, dict) and "question_id" not in whole:
         return {str(k): {"question_id": str(k), "pred_sql": str(v).split("\t----- bird -----\t")[0]}
