@@ -44,6 +44,10 @@ def direct_rows(run: Path, data: str, db_root: str | None) -> list[dict]:
     return out
 
 
+def _pct_right(rows: list[dict]) -> str:
+    return f"{100.0 * sum(r['right'] for r in rows) / len(rows):.1f}%" if rows else "-"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a run folder with predictions.jsonl (its trace has min_prob)")
@@ -61,8 +65,7 @@ def main() -> None:
         for t in THRESHOLDS:
             stop = [r for r in rows if r["ran"] and r[signal] is not None and r[signal] >= t]
             rest = [r for r in rows if r not in stop]
-            pct = (lambda xs: f"{100.0 * sum(r['right'] for r in xs) / len(xs):.1f}%" if xs else "-")
-            print(f"| {signal} | {t} | {len(stop)} ({100.0 * len(stop) / n:.0f}%) | {pct(stop)} | {pct(rest)} |")
+            print(f"| {signal} | {t} | {len(stop)} ({100.0 * len(stop) / n:.0f}%) | {_pct_right(stop)} | {_pct_right(rest)} |")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_unknown_model(shop_db):
 
 def test_model_reply_without_sql(tiny_causal_dir, shop_db):
     r = run("ask", "how many customers are there ?", "--db", str(shop_db), "--model", str(tiny_causal_dir),
-            "--backend", "hf", "--max-rounds", "0", "--json-trace")
+            "--backend", "hf", "--max-rounds", "0", "--budget-x", "0", "--json-trace")
     assert r.exit_code == 3  # no working SQL: its own exit code
     payload = json.loads(r.stdout)  # --json-trace still prints the answer with its trace
     assert payload["sql"] == "" and [t["agent"] for t in payload["trace"]][1:3] == ["values", "decomposer"]

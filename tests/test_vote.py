@@ -1,6 +1,5 @@
 """The execution vote over several candidates, value linking and repair hints (no real model)."""
 
-import re
 
 from macsql.agents.hints import repair_hint
 from macsql.backends.base import ScriptedLLM

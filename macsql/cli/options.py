@@ -94,7 +94,9 @@ def model_options(f):
                      type=click.IntRange(16, 4096),
                      help="Tokens one reply may have at most. A model that does not stop by itself (a small "
                           "untrained one) writes until this cap, so a lower cap (256) bounds its time."),
-        *settings_options("confident_prob", "budget_s", "prune_above_tokens"),
+        *settings_options("confident_prob", "budget_s", "budget_x", "prune_above_tokens"),
+        click.option("--no-fix-first", is_flag=True,
+                     help="Ablation: a failing direct query gets the other candidates, not a repair first."),
         click.option("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
         click.option("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
         click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
@@ -136,7 +138,7 @@ def adapters_note(adapters, enabled: dict[str, bool]) -> str:
 def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds, timeout_s, no_selector,
                    no_decomposer, no_refiner, output_format="sql", decompose="steps", candidates=Context.candidates,
                    temperature=Context.temperature, no_values=False, no_hints=False, all_samples=False, threads=None,
-                   request_timeout_s=None, max_new_tokens=Context.max_new_tokens, **extra):
+                   request_timeout_s=None, max_new_tokens=Context.max_new_tokens, no_fix_first=False, **extra):
     """The Pipeline the model options describe (commands call it as `options.build_pipeline`, so that tests
     can stand a scripted pipeline in for it)."""
     from macsql.pipeline import Pipeline
@@ -153,4 +155,5 @@ def build_pipeline(model, backend, adapters, base_url, device, dtype, max_rounds
         max_rounds=max_rounds, timeout_s=timeout_s, use_selector=not no_selector,
         use_decomposer=not no_decomposer, use_refiner=not no_refiner, output_format=output_format,
         decompose=decompose, candidates=candidates, temperature=temperature, use_values=not no_values,
-        use_hints=not no_hints, early_stop=not all_samples, max_new_tokens=max_new_tokens, **extra)
+        use_hints=not no_hints, early_stop=not all_samples, max_new_tokens=max_new_tokens,
+        fix_first=not no_fix_first, **extra)
