@@ -40,6 +40,15 @@ INSERT INTO orders VALUES (10, 1, 12.5, 'shipped'), (11, 1, 3.0, 'pending'), (12
 """
 
 
+def spain_count(db: Path) -> int:
+    """How many demo customers live in Spain, read straight from the file (the right answer to check)."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM customers WHERE country = 'Spain'").fetchone()[0]
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def shop_db(tmp_path) -> Path:
     return make_db(tmp_path / "shop.sqlite", SHOP_SQL)

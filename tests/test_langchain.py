@@ -4,7 +4,6 @@ entry points, and the graph's one-line error when it is invoked without its cont
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from macsql.backends.langchain import LangChainLLM  # noqa: E402
 from macsql.demo import DEMO_SQL, build  # noqa: E402
 from macsql.errors import InputError, ModelError  # noqa: E402
 from macsql.pipeline import Pipeline  # noqa: E402
-from tests.conftest import demo_reply  # noqa: E402
+from tests.conftest import demo_reply, spain_count  # noqa: E402
 
 SPAIN = "How many customers live in Spain?"
 SPAIN_SQL = "SELECT COUNT(*) AS customers FROM customers WHERE country = 'Spain'"
@@ -30,14 +29,6 @@ SPAIN_SQL = "SELECT COUNT(*) AS customers FROM customers WHERE country = 'Spain'
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory) -> Path:
     return build(DEMO_SQL, tmp_path_factory.mktemp("demo") / "shop.sqlite")
-
-
-def spain_count(db: Path) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM customers WHERE country = 'Spain'").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_chat_openai_drives_the_pipeline(openai_server, demo_db):

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from macsql.mcp.server import create_server, http_app  # noqa: E402
 from macsql.pipeline import Pipeline  # noqa: E402
 from macsql.schema import introspect, render_schema  # noqa: E402
 from macsql.sql import MAX_SQL_CHARS  # noqa: E402
-from tests.conftest import demo_reply  # noqa: E402
+from tests.conftest import demo_reply, spain_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPAIN = "How many customers live in Spain?"
@@ -35,14 +34,6 @@ HOSTILE = ["COMMIT; DROP TABLE customers", "DROP TABLE customers", "ATTACH DATAB
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def spain_count(db: Path) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM customers WHERE country = 'Spain'").fetchone()[0]
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")

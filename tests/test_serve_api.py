@@ -308,8 +308,8 @@ def test_serve_refuses_a_public_bind_without_a_token(monkeypatch):
 
 
 def test_serve_start_up_checks(monkeypatch, shop_db, tmp_path):
-    from macsql.demo import demo_db_path
-    from macsql.serve.server import named_databases, resolve_token
+    from macsql.demo import demo_db_path, named_databases
+    from macsql.serve.server import resolve_token
 
     monkeypatch.delenv("MACSQL_TOKEN", raising=False)
     assert resolve_token("127.0.0.1", None) is None and resolve_token("::1", None) is None

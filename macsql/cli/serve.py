@@ -34,12 +34,13 @@ def serve(dbs, host, port, token, allowed, **model_opts):
       macsql serve --db demo --allowed-host sql.example.org   # behind a proxy that keeps that Host
       MACSQL_TOKEN=secret macsql serve --host 0.0.0.0 --db demo --backend openai --base-url http://gpu:8000/v1
     """
+    from macsql.demo import named_databases
     from macsql.serve import server
 
     server.require_server_packages()  # all checks before the model loads
     token = server.resolve_token(host, token)
     hosts = server.allowed_hosts(host, allowed, token)
-    databases = server.named_databases(dbs)
+    databases = named_databases(dbs)
     sock = server.bind_port(host, port)  # a busy port is one line now, not after a model load
     try:
         pipeline = options.build_pipeline(**model_opts)

@@ -21,7 +21,7 @@ from macsql.errors import InputError
 from macsql.serve.hosts import ANY_HOST, LOOPBACK_HOSTS, allowed_hosts, host_name, is_loopback, is_wildcard
 
 __all__ = ["ANY_HOST", "LOOPBACK_HOSTS", "allowed_hosts", "bind_port", "host_name", "is_loopback", "is_wildcard",
-           "named_databases", "resolve_token", "serve", "server_config", "serving_in_thread"]
+           "resolve_token", "serve", "server_config", "serving_in_thread"]
 
 TOKEN_ENV = "MACSQL_TOKEN"
 # uvicorn closes an idle keep-alive connection after 5 s by default; a client that sends its next request
@@ -71,26 +71,6 @@ def resolve_token(host: str, token: str | None) -> str | None:
                          f"--token TOKEN or set ${TOKEN_ENV} (clients send `Authorization: Bearer TOKEN`), "
                          "or bind --host 127.0.0.1")
     return token
-
-
-def named_databases(values: tuple[str, ...] | list[str]) -> dict[str, Path]:
-    """`--db` values -> {name: path}. `demo` is the bundled demo database, `NAME=PATH` names a file, and a
-    bare PATH is named after its file stem. Each must be an existing SQLite file; names must be unique."""
-    from macsql.demo import resolve_db
-    from macsql.sqlexec import check_database
-
-    found: dict[str, Path] = {}
-    for value in values or ("demo",):
-        name, sep, path = value.partition("=")
-        if not sep:
-            name, path = ("demo", "demo") if value == "demo" else (Path(value).stem, value)
-        name = name.strip()
-        if not name:
-            raise InputError(f"--db {value!r} has an empty name; use NAME=PATH")
-        if name in found:
-            raise InputError(f"two databases are named {name!r}; name them apart with --db NAME=PATH")
-        found[name] = check_database(resolve_db(path))
-    return found
 
 
 def serve(pipeline, databases: dict[str, Path], *, host: str = "127.0.0.1", port: int = 8000,
