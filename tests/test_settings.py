@@ -110,23 +110,26 @@ def test_the_time_budget_stops_new_model_calls(tmp_path):
 
 
 def test_the_relative_budget_counts_in_first_calls(tmp_path):
-    """budget_x: no step starts that would take the question past budget_x times its first call's seconds."""
+    """budget_x: no step starts that would take the question past budget_x times its first call's seconds,
+    twice that while no candidate has run with rows."""
     db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
-    failing = fenced("SELECT nope FROM customers")
-
-    def slow(messages, agent):
-        return Generation(failing, 10, 5, 0.05)
 
     class Clocked(ScriptedLLM):
         def generate(self, prompts, **kw):
             import time
-            time.sleep(0.05 * len(prompts) * kw.get("n", 1))
+            time.sleep(0.2 * len(prompts) * kw.get("n", 1))
             return super().generate(prompts, **kw)
 
-    llm = Clocked(slow)
-    Pipeline(llm, budget_x=2.5).ask("How many customers?", db)
-    # the direct query (1) and its repair (2); a third reply would pass 2.5 first calls
-    assert [agent for agent, _ in llm.calls] == ["decomposer", "refiner"]
-    unbounded = Clocked(slow)
+    def replying(sql):
+        return lambda messages, agent: Generation(fenced(sql), 10, 5, 0.2)
+
+    running = Clocked(replying("SELECT name FROM customers"))
+    Pipeline(running, budget_x=1.75).ask("Who are the customers?", db)
+    assert [agent for agent, _ in running.calls] == ["decomposer"]  # a second reply would pass 1.75 first calls
+    failing = Clocked(replying("SELECT nope FROM customers"))
+    Pipeline(failing, budget_x=1.75).ask("How many customers?", db)
+    # nothing ran: 3.5 first calls, so the direct query, its repair and the decomposed query; not a fourth
+    assert [agent for agent, _ in failing.calls] == ["decomposer", "refiner", "decomposer"]
+    unbounded = Clocked(replying("SELECT nope FROM customers"))
     Pipeline(unbounded, budget_x=0).ask("How many customers?", db)
-    assert len(unbounded.calls) > 2
+    assert len(unbounded.calls) > 3
