@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from macsql.agents.parsing import extract_reasoning, extract_sql
 from macsql.agents.prompting import (
     REASONING_FORMAT,
+    for_dialect,
     knowledge_block,
     messages,
     question_block,
@@ -75,13 +76,16 @@ _SUBQ = re.compile(r"(?m)^\s*(?:Sub-question\s*)?(\d+)[.):]\s+(.+?)\s*$")
 
 def build_prompt(question: str, schema_text: str, evidence: str = "", *, direct: bool = False,
                  output_format: str = "sql", style: str = "steps",
-                 history: list[dict] | None = None, knowledge: dict | None = None) -> Messages:
+                 history: list[dict] | None = None, knowledge: dict | None = None,
+                 dialect: str = "sqlite") -> Messages:
     """`knowledge`: what a person taught about the database for this question (table descriptions, terms,
-    approved examples: prompting.knowledge_block), shown after the schema text and before the task."""
+    approved examples: prompting.knowledge_block), shown after the schema text and before the task.
+    `dialect`: the database's engine, named in the task (SQLite by default)."""
     _check_style(style)
     task = REASONING_TASK if output_format == "reasoning" else DIRECT_TASK if direct else STYLE_TASKS[style]
     return messages(schema_text, knowledge_block(knowledge)
-                    + task.format(question=question_block(question, evidence, history)))
+                    + for_dialect(task, dialect).format(question=question_block(question, evidence, history)),
+                    dialect)
 
 
 def _check_style(style: str) -> None:
@@ -155,7 +159,7 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
                      use_decomposer: bool = True, temperature: float = 0.8, output_format: str = "sql",
                      style: str = "steps", max_new_tokens: int = 512,
                      history: list[dict] | None = None, defer_samples: bool = False,
-                     stage: str = "all", knowledge: dict | None = None) -> Candidates:
+                     stage: str = "all", knowledge: dict | None = None, dialect: str = "sqlite") -> Candidates:
     """The SQL candidates for the vote.
 
     k=1 is one greedy query: decomposed, or direct when the Decomposer is off (MAC-SQL's single answer).
@@ -171,9 +175,9 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
     reasoning = output_format == "reasoning"
     use_decomposer = use_decomposer and not reasoning  # one reasoning prompt serves both
     direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style,
-                          history=history, knowledge=knowledge)
+                          history=history, knowledge=knowledge, dialect=dialect)
     decomposed = build_prompt(question, schema_text, evidence, output_format=output_format, style=style,
-                              history=history, knowledge=knowledge)
+                              history=history, knowledge=knowledge, dialect=dialect)
     if k <= 1:
         plan = [(decomposed, "decomposed", True)] if use_decomposer else [(direct, "direct", False)]
     else:
@@ -199,7 +203,8 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
     elif n_samples:
         more = write_samples(question, schema_text, llm=llm, n=n_samples, evidence=evidence,
                              temperature=temperature, output_format=output_format, style=style,
-                             max_new_tokens=max_new_tokens, history=history, knowledge=knowledge)
+                             max_new_tokens=max_new_tokens, history=history, knowledge=knowledge,
+                             dialect=dialect)
         out.drafts += more.drafts
         out.trace += more.trace
     return out
@@ -208,11 +213,11 @@ def write_candidates(question: str, schema_text: str, *, llm: LLM, evidence: str
 def write_samples(question: str, schema_text: str, *, llm: LLM, n: int, evidence: str = "",
                   temperature: float = 0.8, output_format: str = "sql", style: str = "steps",
                   max_new_tokens: int = 512, history: list[dict] | None = None,
-                  knowledge: dict | None = None) -> Candidates:
+                  knowledge: dict | None = None, dialect: str = "sqlite") -> Candidates:
     """n queries sampled from the direct prompt, in one `generate` call (batched or prefix-cached)."""
     reasoning = output_format == "reasoning"
     direct = build_prompt(question, schema_text, evidence, direct=True, output_format=output_format, style=style,
-                          history=history, knowledge=knowledge)
+                          history=history, knowledge=knowledge, dialect=dialect)
     # A sampled reply that rambles past a query's length is rarely worth its tokens: cap it.
     gens = llm.generate([direct], agent="decomposer", max_new_tokens=min(max_new_tokens, SAMPLE_MAX_TOKENS),
                         n=n, temperature=temperature)
@@ -227,7 +232,7 @@ def write_samples(question: str, schema_text: str, *, llm: LLM, n: int, evidence
 def _options(state, ctx) -> dict:
     return dict(evidence=state.get("evidence", ""), temperature=ctx.temperature, output_format=ctx.output_format,
                 style=ctx.decompose, max_new_tokens=ctx.max_new_tokens, history=state.get("history"),
-                knowledge=_kept(state.get("knowledge"), state.get("selection")))
+                knowledge=_kept(state.get("knowledge"), state.get("selection")), dialect=ctx.dialect)
 
 
 def _kept(knowledge: dict | None, selection: dict | None) -> dict | None:

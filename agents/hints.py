@@ -18,11 +18,16 @@ from pathlib import Path
 
 from macsql.schema import Schema, quote_name
 from macsql.sql import names_used, parse_query
-from macsql.sqlexec import ExecResult, execute
+from macsql.sqlexec import ExecResult
 
-_NO_COLUMN = re.compile(r"no such column:\s*(\S+)", re.I)
-_NO_TABLE = re.compile(r"no such table:\s*(\S+)", re.I)
-_AMBIGUOUS = re.compile(r"ambiguous column name:\s*(\S+)", re.I)
+# Each engine's words for the three errors a hint helps with: SQLite's, then DuckDB's, then PostgreSQL's.
+_NO_COLUMN = re.compile(r'no such column:\s*(\S+)|Referenced column "?([^"\s]+)"? not found'
+                        r'|\bcolumn "?([^"\s]+?)"? does not exist', re.I)
+_NO_QUALIFIED = re.compile(r'(?:Values list|Table) "([^"]+)" does not have a column named "([^"]+)"', re.I)  # DuckDB
+_NO_TABLE = re.compile(r'no such table:\s*(\S+)|Table with name "?([^"\s!]+)"? does not exist'
+                       r'|relation "?([^"\s]+)"? does not exist', re.I)
+_AMBIGUOUS = re.compile(r'ambiguous column name:\s*(\S+)|Ambiguous reference to column name "?([^"\s]+)"?'
+                        r'|column reference "?([^"\s]+)"? is ambiguous', re.I)
 MAX_LITERALS = 3
 MAX_SUGGESTIONS = 3
 
@@ -36,11 +41,11 @@ def _close(word: str, options: list[str]) -> list[str]:
     return [low[m] for m in difflib.get_close_matches(word.lower(), list(low), n=MAX_SUGGESTIONS, cutoff=0.6)]
 
 
-def missing_column_hint(name: str, schema: Schema, sql: str = "") -> str:
+def missing_column_hint(name: str, schema: Schema, sql: str = "", dialect: str = "sqlite") -> str:
     qualifier, _, column = _bare(name).rpartition(".")
     column = _bare(column)
     owners = [t.name for t in schema.tables if t.column(column) is not None]
-    used = names_used(sql, schema, columns=False)
+    used = names_used(sql, schema, columns=False, dialect=dialect)
     in_query, aliases = used.tables, used.aliases
     if owners:
         where = ", ".join(f"{t}.{schema.table(t).column(column).name}" for t in owners)
@@ -63,23 +68,23 @@ def missing_table_hint(name: str, schema: Schema) -> str:
                                           f"; tables are: {', '.join(t.name for t in schema.tables)}")
 
 
-def ambiguous_hint(name: str, schema: Schema, sql: str) -> str:
+def ambiguous_hint(name: str, schema: Schema, sql: str, dialect: str = "sqlite") -> str:
     column = _bare(name).rpartition(".")[2]
-    in_query = names_used(sql, schema, columns=False).tables
+    in_query = names_used(sql, schema, columns=False, dialect=dialect).tables
     owners = [t for t in in_query if schema.table(t).column(column) is not None]
     if not owners:
         owners = [t.name for t in schema.tables if t.column(column) is not None]
     return f"qualify {column!r} with its table: " + " or ".join(f"{t}.{column}" for t in owners)
 
 
-def _literal_filters(sql: str, schema: Schema) -> list[tuple[str, str, str, bool]]:
+def _literal_filters(sql: str, schema: Schema, dialect: str = "sqlite") -> list[tuple[str, str, str, bool]]:
     """(table, column, literal, is_like) for each `column = 'text'` / `column LIKE '...'` in the query."""
     from sqlglot import exp
 
-    tree = parse_query(sql)
+    tree = parse_query(sql, dialect)
     if tree is None:
         return []
-    used = names_used(sql, schema, columns=False)
+    used = names_used(sql, schema, columns=False, dialect=dialect)
     in_query, aliases = used.tables, used.aliases
     out = []
     for node in tree.find_all(exp.EQ, exp.Like, exp.ILike):
@@ -105,15 +110,17 @@ def _quote_text(value: str) -> str:
 
 def empty_result_hints(sql: str, schema: Schema, db_path: str | Path, *, timeout_s: float = 5.0) -> list[str]:
     """For each WHERE literal that its column does not hold: the closest values it does hold."""
+    from macsql.engines import open_database
     from macsql.values import normalize, value_index
 
+    database = open_database(db_path)
     index = value_index(db_path, schema)
     hints = []
-    for table, column, literal, is_like in _literal_filters(sql, schema):
+    for table, column, literal, is_like in _literal_filters(sql, schema, database.dialect):
         op = "LIKE" if is_like else "="
         probe = (f"SELECT 1 FROM {quote_name(table)} WHERE {quote_name(column)} {op} {_quote_text(literal)} "
                  "LIMIT 1")
-        found: ExecResult = execute(db_path, probe, timeout_s=timeout_s, max_rows=1)
+        found: ExecResult = database.execute(probe, timeout_s=timeout_s, max_rows=1)
         if not found.ok or found.rows:
             continue
         values = index.values_of(table, column)
@@ -138,12 +145,18 @@ def repair_hint(sql: str, result: ExecResult | None, schema: Schema, db_path: st
     if result is None or result.timed_out:
         return None
     if result.error:
-        for pattern, make in ((_NO_COLUMN, lambda n: missing_column_hint(n, schema, sql)),
+        from macsql.engines import engine_of
+
+        dialect = engine_of(db_path)
+        m = _NO_QUALIFIED.search(result.error)
+        if m:
+            return missing_column_hint(f"{m.group(1)}.{m.group(2)}", schema, sql, dialect)
+        for pattern, make in ((_NO_COLUMN, lambda n: missing_column_hint(n, schema, sql, dialect)),
                               (_NO_TABLE, lambda n: missing_table_hint(n, schema)),
-                              (_AMBIGUOUS, lambda n: ambiguous_hint(n, schema, sql))):
+                              (_AMBIGUOUS, lambda n: ambiguous_hint(n, schema, sql, dialect))):
             m = pattern.search(result.error)
             if m:
-                return make(m.group(1))
+                return make(next(g for g in m.groups() if g))
         return None
     if not result.rows:
         hints = empty_result_hints(sql, schema, db_path)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from macsql.backends.base import Generation, Messages
 
 SYSTEM = "You are an expert in SQLite. You answer questions about a database with correct SQLite queries."
+# The engine each sqlglot dialect names in the prompts (Database.dialect). The templates say "SQLite": the
+# models were trained on those exact prompts, so SQLite's stay byte for byte what they were.
+ENGINE_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB", "postgres": "PostgreSQL"}
 
 
 OUTPUT_FORMATS = ("sql", "reasoning")
@@ -16,6 +19,16 @@ OUTPUT_FORMATS = ("sql", "reasoning")
 REASONING_FORMAT = """Answer in this format, with no other text:
 <reasoning>which tables, columns, joins and filters answer the question, in one or two sentences</reasoning>
 <sql>the SQLite query</sql>"""
+
+
+def for_dialect(text: str, dialect: str = "sqlite") -> str:
+    """A template's text for the database's engine: "SQLite" becomes the engine's name (before any question
+    or schema is put into it, so that their own words stay as they are)."""
+    return text if dialect == "sqlite" else text.replace("SQLite", ENGINE_NAMES.get(dialect, dialect))
+
+
+def engine_name(dialect: str = "sqlite") -> str:
+    return ENGINE_NAMES.get(dialect, dialect)
 
 
 def sql_block(sql: str) -> str:
@@ -27,9 +40,9 @@ def reasoning_target(reasoning: str, sql: str) -> str:
     return f"<reasoning>{reasoning.strip()}</reasoning>\n<sql>{sql.strip()}</sql>"
 
 
-def messages(schema_text: str, task: str) -> Messages:
+def messages(schema_text: str, task: str, dialect: str = "sqlite") -> Messages:
     return [
-        {"role": "system", "content": SYSTEM},
+        {"role": "system", "content": for_dialect(SYSTEM, dialect)},
         {"role": "user", "content": f"Database schema:\n{schema_text}\n\n{task.strip()}"},
     ]
 

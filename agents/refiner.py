@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from macsql.agents.parsing import extract_reasoning, extract_sql
 from macsql.agents.prompting import (
     REASONING_FORMAT,
+    engine_name,
+    for_dialect,
     messages,
     question_block,
     reasoning_target,
@@ -42,16 +44,16 @@ class Refinement:
     trace: list[dict] = field(default_factory=list)
 
 
-def problem_with(result: ExecResult | None, parse_error: str | None = None) -> str | None:
+def problem_with(result: ExecResult | None, parse_error: str | None = None, dialect: str = "sqlite") -> str | None:
     """What is wrong with an execution, in words the model can act on; None when nothing is."""
     if parse_error:
-        return f"{parse_error}; write a complete SQLite query"
+        return f"{parse_error}; write a complete {engine_name(dialect)} query"
     if result is None:
         return "the query was not executed"
     if result.timed_out:
         return f"{result.error}; write a simpler, faster query"
     if result.error:
-        return f"SQLite error: {result.error}"
+        return f"{engine_name(dialect)} error: {result.error}"
     if not result.rows:
         return "the query ran but returned no rows; check the filter values, joins and column names"
     if all(all(v is None for v in row) for row in result.rows):
@@ -60,12 +62,12 @@ def problem_with(result: ExecResult | None, parse_error: str | None = None) -> s
 
 
 def problem_text(sql: str, result: ExecResult | None, schema, db_path, *, parse_error: str | None = None,
-                 hints: bool = True) -> str:
+                 hints: bool = True, dialect: str = "sqlite") -> str:
     """What the Refiner is told: the problem, then (with `hints`) the repair hint from the schema and data.
     The same text goes into training rows (macsql.finetune.data)."""
     from macsql.agents.hints import repair_hint
 
-    problem = problem_with(result, parse_error) or "the result looks wrong"
+    problem = problem_with(result, parse_error, dialect) or "the result looks wrong"
     if hints and sql:
         hint = repair_hint(sql, result, schema, db_path)
         if hint:
@@ -74,10 +76,10 @@ def problem_text(sql: str, result: ExecResult | None, schema, db_path, *, parse_
 
 
 def build_prompt(question: str, schema_text: str, sql: str, problem: str, evidence: str = "", *,
-                 output_format: str = "sql") -> Messages:
-    task = REASONING_TASK if output_format == "reasoning" else TASK
+                 output_format: str = "sql", dialect: str = "sqlite") -> Messages:
+    task = for_dialect(REASONING_TASK if output_format == "reasoning" else TASK, dialect)
     return messages(schema_text, task.format(question=question_block(question, evidence),
-                                             sql=sql.strip() or "(none)", problem=problem))
+                                             sql=sql.strip() or "(none)", problem=problem), dialect)
 
 
 def format_target(sql: str, *, reasoning: str | None = None) -> str:
@@ -87,8 +89,10 @@ def format_target(sql: str, *, reasoning: str | None = None) -> str:
 
 
 def refine(question: str, schema_text: str, sql: str, problem: str, *, llm: LLM, evidence: str = "",
-           round_: int = 1, output_format: str = "sql", max_new_tokens: int = 512) -> Refinement:
-    prompt = build_prompt(question, schema_text, sql, problem, evidence, output_format=output_format)
+           round_: int = 1, output_format: str = "sql", max_new_tokens: int = 512,
+           dialect: str = "sqlite") -> Refinement:
+    prompt = build_prompt(question, schema_text, sql, problem, evidence, output_format=output_format,
+                          dialect=dialect)
     gen = llm.generate([prompt], agent="refiner", max_new_tokens=max_new_tokens)[0]
     try:
         fixed, error = extract_sql(gen.text), None
@@ -130,10 +134,10 @@ def node(state, runtime) -> dict:
     drafts, trace = [], []
     for cand in to_refine(state["candidates"], round_ - 1, ctx.max_refine):
         problem = problem_text(cand["sql"], cand["result"], state["schema"], ctx.db_path,
-                               parse_error=cand.get("error"), hints=ctx.use_hints)
+                               parse_error=cand.get("error"), hints=ctx.use_hints, dialect=ctx.dialect)
         out = refine(state["question"], state["schema_text"], cand["sql"], problem, llm=ctx.llm,
                      evidence=state.get("evidence", ""), round_=round_, output_format=ctx.output_format,
-                     max_new_tokens=ctx.max_new_tokens)
+                     max_new_tokens=ctx.max_new_tokens, dialect=ctx.dialect)
         entry = {**out.trace[0], "candidate": cand["id"]}
         repeated = next((t for t in tried if out.sql and same_sql(out.sql, t)), None)
         entry["repeated"] = repeated is not None

@@ -55,9 +55,9 @@ def needs_selection(schema: Schema, above_tokens: int = PRUNE_ABOVE_TOKENS) -> b
 
 def build_prompt(question: str, schema: Schema, evidence: str = "", *,
                  matches: dict[tuple[str, str], list[str]] | None = None,
-                 history: list[dict] | None = None) -> Messages:
+                 history: list[dict] | None = None, dialect: str = "sqlite") -> Messages:
     return messages(render_schema(schema, matches=matches),
-                    TASK.format(question=question_block(question, evidence, history)))
+                    TASK.format(question=question_block(question, evidence, history)), dialect)
 
 
 def format_target(selection: Selection, schema: Schema) -> str:
@@ -107,13 +107,13 @@ def widen(named: Selection, schema: Schema, matches: dict[tuple[str, str], list[
 def select_schema(question: str, schema: Schema, *, llm: LLM, evidence: str = "",
                   force: bool = False, max_new_tokens: int = 256, above_tokens: int = PRUNE_ABOVE_TOKENS,
                   matches: dict[tuple[str, str], list[str]] | None = None,
-                  history: list[dict] | None = None) -> SelectorOutput:
+                  history: list[dict] | None = None, dialect: str = "sqlite") -> SelectorOutput:
     """Prune `schema` for `question`. Falls back to the full schema when the reply is unusable. Columns in
     `matches` (the question's values, from macsql.values) are always kept; a follow-up's `history` is shown
     so that it keeps the tables of the earlier turns."""
     if not force and not needs_selection(schema, above_tokens):
         return SelectorOutput(schema.full_selection(), pruned=False)
-    prompt = build_prompt(question, schema, evidence, matches=matches, history=history)
+    prompt = build_prompt(question, schema, evidence, matches=matches, history=history, dialect=dialect)
     gen = llm.generate([prompt], agent="selector", max_new_tokens=max_new_tokens)[0]
     parsed = parse_reply(gen.text, schema)
     selection = widen(parsed, schema, matches) if parsed else schema.full_selection()
@@ -161,5 +161,6 @@ def node(state, runtime) -> dict:
         return {**update, "selection": state["schema"].full_selection()}
     out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""),
                         matches=matches_map(update.get("matches")), history=state.get("history"),
-                        max_new_tokens=min(256, ctx.max_new_tokens), above_tokens=ctx.prune_above_tokens)
+                        max_new_tokens=min(256, ctx.max_new_tokens), above_tokens=ctx.prune_above_tokens,
+                        dialect=ctx.dialect)
     return {**update, "selection": out.selection, "trace": update.get("trace", []) + out.trace}

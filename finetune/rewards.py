@@ -82,7 +82,7 @@ def format_reward(completions, task=None, reply=None, **columns) -> list[float |
         sql = reply_sql(text, t)
         if sql is None:
             out.append(0.0)
-        elif _REASONING_REPLY.fullmatch(text):  # the `--format reasoning` layout is as valid as the default
+        elif _REASONING_REPLY.fullmatch(text):  # the `--reply-format reasoning` layout is as valid as the default
             out.append(1.0)
         elif t == "decomposer" and kind != "direct":
             out.append(1.0 if "Final SQL:" in text and "```sql" in text else 0.5)

@@ -60,26 +60,33 @@ def demo_db_path() -> Path:
     return target
 
 
-def resolve_db(value: str) -> Path:
-    """`demo` means the bundled demo database; anything else is a path."""
-    return demo_db_path() if value == "demo" else Path(value)
+def resolve_db(value: str) -> Path | str:
+    """`demo` means the bundled demo database; a URL (postgresql://...) stays as written; anything else is
+    a path (of a file, a folder or a glob: macsql.engines)."""
+    if value == "demo":
+        return demo_db_path()
+    return value if "://" in str(value) else Path(value)
 
 
-def named_databases(values: tuple[str, ...] | list[str]) -> dict[str, Path]:
-    """`--db` values -> {name: path}. `demo` is the bundled demo database, `NAME=PATH` names a file, and a
-    bare PATH is named after its file stem. Each must be an existing SQLite file; names must be unique.
-    The server, the MCP server and the tools for other agents all name their databases this way."""
-    from macsql.sqlexec import check_database
+def named_databases(values: tuple[str, ...] | list[str]) -> dict[str, Path | str]:
+    """`--db` values -> {name: database}. `demo` is the bundled demo database, `NAME=PATH` names a database,
+    and a bare PATH is named after its file stem (a folder after itself, a URL after its database). Each
+    must be a database macsql.engines opens (a SQLite file comes back as its checked Path, any other as its
+    text); names must be unique. The server, the MCP server and the tools for other agents all name their
+    databases this way."""
+    from macsql.engines import check_db, default_name
 
-    found: dict[str, Path] = {}
+    found: dict[str, Path | str] = {}
     for value in values or ("demo",):
         name, sep, path = value.partition("=")
+        if sep and any(mark in name for mark in ("://", "/", "*", "?")):
+            sep = ""  # an '=' inside a URL's query or a path, not after a name
         if not sep:
-            name, path = ("demo", "demo") if value == "demo" else (Path(value).stem, value)
+            name, path = ("demo", "demo") if value == "demo" else (default_name(resolve_db(value)), value)
         name = name.strip()
         if not name:
             raise InputError(f"--db {value!r} has an empty name; use NAME=PATH")
         if name in found:
             raise InputError(f"two databases are named {name!r}; name them apart with --db NAME=PATH")
-        found[name] = check_database(resolve_db(path))
+        found[name] = check_db(resolve_db(path))
     return found

@@ -58,6 +58,22 @@ def answer_json(answer: Answer, *, trace: bool = False, history: list[dict] | No
     return dumps_json(payload)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)`, `@SUM(...)`, a DDE
+# `-2+3+cmd|...`); some drop a leading tab or CR first and then run what follows (OWASP, "CSV Injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def spreadsheet_safe(value):
+    """`value` as a CSV cell that a spreadsheet shows and never runs: text that would start a formula gets a
+    leading `'` (OWASP's advice: Excel and LibreOffice show such a cell as text). Numbers, NULLs, other
+    text and text that is a plain signed number ("-5", a number either way) are returned as they are.
+    The one guard of CSV meant for spreadsheets: the page's download, and `macsql ask --spreadsheet-safe`."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def _cell(value, null: str) -> str:
     return null if value is None else terminal_safe(value)
 
@@ -69,20 +85,23 @@ def _numeric(rows: list, i: int) -> bool:
 
 
 def format_rows(columns: list[str], rows: list, fmt: str, *, headers: bool = True,
-                table_format: str = TABLE_FORMAT) -> Iterator[str]:
+                table_format: str = TABLE_FORMAT, spreadsheet: bool = False) -> Iterator[str]:
     """Result rows as lines of text (each with its newline) in `fmt`: "csv", "tsv", "nl" (a JSON object per row)
     or "table" (tabulate's `table_format`). Text formats escape control characters (`terminal_safe`); JSON
-    lines keep values exact. Lines, not one string: a reader that stops early (`| head -1`) stops the writing."""
+    lines keep values exact. CSV and TSV keep values as they are (they feed programs), unless `spreadsheet`
+    guards them against formulas (`spreadsheet_safe`). Lines, not one string: a reader that stops early
+    (`| head -1`) stops the writing."""
     if fmt == "nl":
         for row in rows:
             yield dumps_json(dict(zip(columns, row, strict=True))) + "\n"
     elif fmt in ("csv", "tsv"):
+        guard = spreadsheet_safe if spreadsheet else (lambda value: value)
         out = io.StringIO()
         writer = csv.writer(out, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
         if headers:
-            writer.writerow([terminal_safe(c) for c in columns])
+            writer.writerow([terminal_safe(guard(c)) for c in columns])
         for row in rows:
-            writer.writerow([_cell(v, "") for v in row])
+            writer.writerow([_cell(guard(v), "") for v in row])
             yield out.getvalue()  # one row (a value with a newline in it stays inside its quotes)
             out.seek(0)
             out.truncate()

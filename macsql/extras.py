@@ -38,6 +38,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "pydantic": ("pydantic", "serve"),
     "matplotlib": ("matplotlib", "eval"),
     "mcp": ("mcp", "mcp"),
+    "duckdb": ("duckdb", "duckdb"),
 }
 
 

@@ -19,9 +19,10 @@ from langgraph.runtime import Runtime
 from macsql import knowledge
 from macsql.agents import decomposer, refiner, selector
 from macsql.backends.base import AGENTS
+from macsql.engines import open_database
 from macsql.errors import InputError
 from macsql.schema import introspect
-from macsql.sqlexec import ExecResult, execute
+from macsql.sqlexec import ExecResult
 from macsql.state import Candidate, Context, State
 from macsql.vote import Vote, vote
 
@@ -43,7 +44,7 @@ def load_schema(state: State, runtime: Runtime[Context]) -> dict:
     if state.get("schema") is not None:
         return {**started, **load_knowledge(state["schema"], state, runtime.context)}
     start = time.perf_counter()
-    schema = introspect(runtime.context.db_path, timeout_s=runtime.context.timeout_s)
+    schema = introspect(open_database(runtime.context.db_path), timeout_s=runtime.context.timeout_s)
     trace = [{"agent": "schema", "seconds": round(time.perf_counter() - start, 4)}]
     known = load_knowledge(schema, state, runtime.context)
     trace += known.pop("trace", [])
@@ -54,11 +55,12 @@ def load_knowledge(schema, state: State, ctx: Context) -> dict:
     """What was taught about the database (macsql.knowledge) for this question: the schema with its
     descriptions merged, and the examples and terms the Decomposer shows; {} when there is none."""
     if not ctx.use_knowledge:
-        return {}
+        return {} if ctx.use_descriptions else {"schema": knowledge.without_descriptions(schema)}
     start = time.perf_counter()
     merged, shown = knowledge.for_question(
         schema, ctx.db_path, state["question"], examples=ctx.examples, examples_file=ctx.examples_file,
-        descriptions_file=ctx.descriptions_file, exclude=[state["question"]] if ctx.exclude_asked else ())
+        descriptions_file=ctx.descriptions_file, descriptions=ctx.use_descriptions,
+        exclude=[state["question"]] if ctx.exclude_asked else ())
     if merged is schema and not shown:
         return {}
     return {"schema": merged, "knowledge": shown,
@@ -80,10 +82,11 @@ def run_sql(state: State, runtime: Runtime[Context]) -> dict:
     round_ = state.get("rounds", 0)
     first = len(state.get("candidates", []))
     cands, trace = [], []
+    database = open_database(ctx.db_path)
     for i, draft in enumerate(state.get("drafts", [])):
         sql = draft["sql"]
         if sql and sql not in seen:
-            seen[sql] = execute(ctx.db_path, sql, timeout_s=ctx.timeout_s, max_rows=ctx.max_rows)
+            seen[sql] = database.execute(sql, timeout_s=ctx.timeout_s, max_rows=ctx.max_rows)
         result = seen.get(sql) if sql else None
         cand = Candidate(id=first + i, sql=sql, source=draft["source"], round=round_, result=result,
                          error=draft.get("error"), score=score(sql, result))
@@ -106,20 +109,40 @@ def confident(cand: Candidate, threshold: float) -> bool:
     return threshold > 0 and prob is not None and prob >= threshold and cand["score"] == 2
 
 
-def out_of_time(state: State, ctx: Context, replies: int = 1) -> bool:
-    """Whether the next step (`replies` model replies) would take the question past its time budget.
+# What reading one prompt token costs next to decoding one, for the budget's arithmetic: llama.cpp on two
+# CPU cores read 136 prompt tokens/s and decoded 11.7 tokens/s (benchmarks/README.md, decode_batch.py).
+PROMPT_TOKEN_COST = 0.1
 
-    A question with no candidate that ran with rows yet gets twice the relative budget: stopping there returns
-    an error or an empty answer, and that is where most of the budget's losses were (a failed repair cut off
-    before the decomposed query: 96 of 274 BIRD questions, 11 of 200 Spider ones, all but one wrong)."""
-    elapsed = time.monotonic() - state.get("started", time.monotonic())
-    if ctx.budget_s > 0 and elapsed >= ctx.budget_s:
+
+def call_cost(step: dict) -> float:
+    """A model call's cost in decoded-token equivalents: the prompt tokens it actually computed (not those
+    reused from the KV cache) at PROMPT_TOKEN_COST each, plus its completion tokens."""
+    computed = max(0, step.get("prompt_tokens", 0) - step.get("cached_tokens", 0))
+    return computed * PROMPT_TOKEN_COST + step.get("completion_tokens", 0)
+
+
+def out_of_time(state: State, ctx: Context, replies: int = 1) -> bool:
+    """Whether the next step (`replies` model replies) would take the question past its budget.
+
+    `budget_s` is wall-clock seconds. `budget_x` counts in tokens, not seconds, so that the same question
+    takes the same steps on a busy machine and a quiet one, on a CPU and on a GPU server: the question's
+    model calls so far plus the next step's replies, each at the first call's cost, must stay within
+    budget_x times the first call's cost (`call_cost`). A question with no candidate that ran with rows
+    yet gets twice that: stopping there returns an error or an empty answer, and that is where most of the
+    budget's losses were (a failed repair cut off before the decomposed query: 96 of 274 BIRD questions,
+    11 of 200 Spider ones, all but one wrong)."""
+    if ctx.budget_s > 0 and time.monotonic() - state.get("started", time.monotonic()) >= ctx.budget_s:
         return True
-    first = next((t.get("seconds", 0.0) for t in state.get("trace", []) if t.get("agent") in AGENTS), 0.0)
+    if ctx.budget_x <= 0:
+        return False
+    calls = [t for t in state.get("trace", []) if t.get("agent") in AGENTS]
+    first = call_cost(calls[0]) if calls else 0.0
+    if first <= 0:
+        return False
     limit = ctx.budget_x * first
     if not any(c["score"] == 2 for c in state.get("candidates", [])):
         limit *= 2
-    return ctx.budget_x > 0 and first > 0 and elapsed + replies * first > limit
+    return sum(call_cost(t) for t in calls) + replies * first > limit
 
 
 def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["decompose", "sample", "refine", "vote"]:

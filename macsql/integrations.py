@@ -22,14 +22,15 @@ MAX_EVIDENCE_BYTES = 4096
 MAX_NAME_CHARS = 200
 
 
-def databases_by_name(databases) -> dict[str, Path]:
-    """{name: path} from a mapping of names to paths, or from one path or a list of them (each named after
-    its file stem, "demo" for the bundled demo database). Each must be an existing SQLite file."""
+def databases_by_name(databases) -> dict[str, Path | str]:
+    """{name: database} from a mapping of names to databases, or from one or a list of them (each named after
+    its file stem, "demo" for the bundled demo database). Each must be a database macsql.engines opens (a
+    SQLite or DuckDB file, CSV/Parquet files, a PostgreSQL URL)."""
     from macsql.demo import named_databases, resolve_db
-    from macsql.sqlexec import check_database
+    from macsql.engines import check_db
 
     if isinstance(databases, Mapping):
-        return {str(name): check_database(resolve_db(str(path))) for name, path in databases.items()}
+        return {str(name): check_db(resolve_db(str(path))) for name, path in databases.items()}
     if isinstance(databases, (str, Path)):
         databases = [databases]
     return named_databases([str(p) for p in databases])
@@ -71,29 +72,31 @@ class DatabaseTools:
         return self.paths[db]
 
     def list_databases(self) -> list[dict]:
+        from macsql.engines import open_database
         from macsql.schema import introspect
 
-        return [{"name": name, "tables": [t.name for t in introspect(path).tables]}
+        return [{"name": name, "tables": [t.name for t in introspect(open_database(path)).tables]}
                 for name, path in self.paths.items()]
 
     def schema_text(self, db: str) -> str:
         """The schema as the agents see it (the one renderer, with value examples unless switched off)."""
+        from macsql.engines import open_database
         from macsql.schema import introspect, render_schema
 
         path = self.path(db)
-        return render_schema(introspect(path), examples=self.pipeline.context(path).schema_examples)
+        return render_schema(introspect(open_database(path)), examples=self.pipeline.context(path).schema_examples)
 
     def run_sql(self, db: str, sql: str) -> dict:
         """Run one read-only query with the pipeline's deadline and row cap; a refused or failing query is an
         InputError carrying the executor's reason."""
-        from macsql.sqlexec import execute
+        from macsql.engines import open_database
 
         path = self.path(db)
         if not isinstance(sql, str) or not sql.strip():
             raise InputError("the query is empty; pass one SELECT (or WITH) statement")
         check_size("query", sql, MAX_SQL_CHARS, unit="characters")
         ctx = self.pipeline.context(path)
-        result = execute(path, sql, timeout_s=ctx.timeout_s, max_rows=ctx.max_rows)
+        result = open_database(path).execute(sql, timeout_s=ctx.timeout_s, max_rows=ctx.max_rows)
         if result.error:
             raise InputError(f"the query was not run: {result.error}")
         return {"db": db, "columns": list(result.columns),
@@ -145,12 +148,13 @@ def repair_hint_for(answer, path: Path) -> str | None:
     if not answer.sql or (answer.rows and not answer.error):
         return None
     from macsql.agents.hints import repair_hint
+    from macsql.engines import open_database
     from macsql.schema import introspect
     from macsql.sqlexec import ExecResult
 
     result = ExecResult(rows=tuple(tuple(r) for r in answer.rows), columns=tuple(answer.columns),
                         error=answer.error)
-    return repair_hint(answer.sql, result, introspect(path), path)
+    return repair_hint(answer.sql, result, introspect(open_database(path)), path)
 
 
 def vote_summary(candidates: list[dict]) -> dict:
@@ -161,7 +165,7 @@ def vote_summary(candidates: list[dict]) -> dict:
             "agreeing": chosen["votes"] if chosen else 0}
 
 
-ASK_DESCRIPTION = ("Answer a question about a SQLite database in plain language: writes SQL with several "
+ASK_DESCRIPTION = ("Answer a question about a database in plain language: writes SQL with several "
                    "agents, runs it read-only and returns the SQL, the columns, the first {rows} rows, any error "
                    "with a repair hint, and how many candidate queries agreed. Databases: {names}.")
 

@@ -37,7 +37,8 @@ the Decomposer's prompts after the schema text, so that the schema prefix stays 
 on a database. Examples are ranked by Okapi BM25 over the questions' words (written here, a few lines of
 the standard library): unlike a plain word-overlap (Jaccard) score it weighs a rare word ("horsepower",
 "capital") above the words every question shares ("how", "many", "the"), which on short questions
-otherwise decide the ranking.
+otherwise decide the ranking. `use_descriptions=False` shows no descriptions at all, BIRD's own included
+(eval's descriptions-off runs).
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ _STOPWORDS = frozenset("""
 a an the of in on at to for by with from and or is are was were be been do does did what which who whom
 whose me my our your it its this that these those there their please
 """.split())
+
+
+class NotForThisDatabase(InputError):
+    """A file that holds knowledge, none of it for this database (pairs or a tables.json entry with other
+    db_ids, another database's description folder): one run over many databases passes over it."""
 
 
 # --------------------------------------------------------------------------------------------- the data
@@ -147,9 +153,22 @@ def knowledge_dir() -> Path:
     return cache_root() / "knowledge"
 
 
-def _path_key(db_path: str | Path) -> tuple[Path, str]:
-    path = Path(db_path).resolve()
-    return path, f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+def _path_key(db_path: str | Path) -> tuple[Path | str, str]:
+    """(where the database lives, the stem of its knowledge files): a SQLite file's resolved path; another
+    engine's `Database.location` (a file's or folder's resolved path, a URL without its password)."""
+    from macsql.engines import engine_of, open_database
+
+    if engine_of(db_path) == "sqlite":
+        path = Path(db_path).resolve()
+        return path, f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    database = open_database(db_path)
+    return database.location, f"{database.name}-{hashlib.sha256(database.location.encode()).hexdigest()[:12]}"
+
+
+def _schema_of(db_path: str | Path) -> Schema:
+    from macsql.engines import open_database
+
+    return introspect(open_database(db_path))
 
 
 def knowledge_file(db_path: str | Path, schema: Schema) -> Path:
@@ -177,7 +196,7 @@ def read_knowledge(path: str | Path) -> Knowledge:
 
 def load(db_path: str | Path, schema: Schema | None = None) -> Knowledge:
     """The stored knowledge of a database (empty when nothing was taught for this path and schema)."""
-    schema = schema if schema is not None else introspect(db_path)
+    schema = schema if schema is not None else _schema_of(db_path)
     path = knowledge_file(db_path, schema)
     return read_knowledge(path) if path.is_file() else Knowledge()
 
@@ -206,15 +225,15 @@ def check_approver(approved_by: str | None) -> str:
     return name
 
 
-def sql_problem(sql: str) -> str | None:
+def sql_problem(sql: str, dialect: str = "sqlite") -> str | None:
     """Why `sql` is not one read-only statement that parses (the executor's statement check, then sqlglot's
-    parse), or None."""
+    parse, both in the engine's `dialect`), or None."""
     from macsql.sql import parse_error, statement_error
 
-    problem = statement_error(sql or "")
+    problem = statement_error(sql or "", dialect)
     if problem:
         return f"the SQL is not one read-only query: {problem}"
-    problem = parse_error(sql)
+    problem = parse_error(sql, dialect)
     return f"the SQL does not parse: {problem}" if problem else None
 
 
@@ -222,16 +241,16 @@ def example_problem(db_path: str | Path, question: str, sql: str, *,
                     timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
     """Why an example may not be stored, or None: its question must be there, its SQL must parse as one
     read-only statement, run on the database (the one executor) and return rows that are not all NULL."""
-    from macsql.sqlexec import execute
+    from macsql.engines import engine_of, open_database
 
     if not (question or "").strip():
         return "the question is empty"
     if len(question) > MAX_QUESTION_CHARS:
         return f"the question is {len(question)} characters; at most {MAX_QUESTION_CHARS}"
-    problem = sql_problem(sql)
+    problem = sql_problem(sql, engine_of(db_path))
     if problem:
         return problem
-    result = execute(db_path, sql, timeout_s=timeout_s, max_rows=1000)
+    result = open_database(db_path).execute(sql, timeout_s=timeout_s, max_rows=1000)
     if result.error:
         return f"the SQL fails on the database: {result.error}"
     if not result.rows:
@@ -277,11 +296,11 @@ def _same_question(a: str, b: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------ teaching (writes)
-def _open(db_path: str | Path) -> tuple[Path, Schema, Knowledge]:
-    from macsql.sqlexec import check_database
+def _open(db_path: str | Path) -> tuple[Path | str, Schema, Knowledge]:
+    from macsql.engines import check_db
 
-    path = check_database(db_path)
-    schema = introspect(path)
+    path = check_db(db_path)
+    schema = _schema_of(path)
     return path, schema, load(path, schema)
 
 
@@ -479,7 +498,7 @@ def _from_bird_folder(folder: Path, schema: Schema) -> Knowledge:
                     entry["value_description"] = col.value_description
                 out.descriptions[f"{table.name}.{col.name}"] = entry
     if not out.descriptions:
-        raise InputError(f"no descriptions in {str(folder)!r} for this database's tables: expected BIRD's "
+        raise NotForThisDatabase(f"no descriptions in {str(folder)!r} for this database's tables: expected BIRD's "
                          "<table>.csv files with original_column_name and column_description columns")
     return out
 
@@ -488,7 +507,8 @@ def _from_tables_json(entries: list[dict], schema: Schema, where: str) -> Knowle
     ids = [str(e.get("db_id")) for e in entries]
     mine = [e for e in entries if e.get("db_id") == schema.db_id] or (entries if len(entries) == 1 else [])
     if not mine:
-        raise InputError(f"no entry with db_id {schema.db_id!r} in {where}{did_you_mean(schema.db_id, ids)}")
+        raise NotForThisDatabase(f"no entry with db_id {schema.db_id!r} in {where}"
+                                 f"{did_you_mean(schema.db_id, ids)}")
     entry = mine[0]
     tables = entry.get("table_names_original") or entry.get("table_names") or []
     columns = entry.get("column_names_original") or entry.get("column_names") or []
@@ -522,7 +542,7 @@ def _pairs(rows: list[dict], schema: Schema, where: str) -> Knowledge:
         ids = sorted({str(r.get("db_id")) for r in rows})
         rows = [r for r in rows if r.get("db_id") == schema.db_id]
         if not rows:
-            raise InputError(f"no pairs for database {schema.db_id!r} in {where} (db_id: "
+            raise NotForThisDatabase(f"no pairs for database {schema.db_id!r} in {where} (db_id: "
                              f"{', '.join(ids[:8])}{', ...' if len(ids) > 8 else ''})")
     out = Knowledge()
     for i, row in enumerate(rows, 1):
@@ -542,21 +562,59 @@ def _pairs(rows: list[dict], schema: Schema, where: str) -> Knowledge:
     return out
 
 
-def read_one_off(schema: Schema, *, examples_file: str = "", descriptions_file: str = "") -> Knowledge:
-    """The examples and descriptions given for one run (`ask --examples/--descriptions`), never stored: the
-    person who passes them approves them, and each example's SQL must still parse as one read-only query
-    (not run: that would cost every question a query per example)."""
+# The one-off files read so far, by what they hold (files' paths, sizes and times, the schema): every question
+# of an eval run reads the same files, and parsing hundreds of examples' SQL per question would cost more
+# than some model calls. Bounded: a long-lived server asked with many files keeps only the latest.
+_ONE_OFF_CACHE: dict[tuple, Knowledge] = {}
+_ONE_OFF_CACHE_SIZE = 32
+
+
+def _stamp(path: str) -> tuple:
+    """What says a file (or a description folder) changed: its path, and each file's size and time."""
+    if not path:
+        return ()
+    p = Path(path)
+    try:
+        files = sorted(p.iterdir()) if p.is_dir() else [p]
+        return (str(p.resolve()), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    except OSError:
+        return (str(p), None)  # read_source says what is wrong with it
+
+
+def read_one_off(schema: Schema, *, examples_file: str = "", descriptions_file: str = "",
+                 strict: bool = True) -> Knowledge:
+    """The examples and descriptions given for one run (`ask/eval --examples/--descriptions`), never stored:
+    the person who passes them approves them, and each example's SQL must still parse as one read-only query
+    (not run: that would cost every question a query per example). `strict=False`: a file with nothing for
+    this database (pairs of other db_ids, another database's description folder) gives it nothing, as it
+    must in a run over many databases; `strict` (`ask`, and eval's check before the model loads) refuses it.
+    The result is shared between calls: never change it."""
+    key = (_stamp(examples_file), _stamp(descriptions_file), schema.db_id, schema_sha256(schema), strict)
+    if key in _ONE_OFF_CACHE:
+        return _ONE_OFF_CACHE[key]
     out = Knowledge()
     if descriptions_file:
-        out.descriptions = read_source(descriptions_file, schema).descriptions
+        out.descriptions = _read_for(descriptions_file, schema, strict).descriptions
     if examples_file:
-        for i, ex in enumerate(read_source(examples_file, schema).examples, 1):
+        for i, ex in enumerate(_read_for(examples_file, schema, strict).examples, 1):
             problem = sql_problem(ex["sql"]) or (None if ex["question"].strip() else "the question is empty")
             if problem:
                 raise InputError(f"{examples_file}: example {ex.get('id') or i} refused: {problem}")
             out.examples.append({**ex, "id": ex.get("id") or f"pair {i}",
                                  "approved_by": ex.get("approved_by") or ONE_OFF})
+    if len(_ONE_OFF_CACHE) >= _ONE_OFF_CACHE_SIZE:
+        _ONE_OFF_CACHE.clear()
+    _ONE_OFF_CACHE[key] = out
     return out
+
+
+def _read_for(source: str, schema: Schema, strict: bool) -> Knowledge:
+    try:
+        return read_source(source, schema)
+    except NotForThisDatabase:
+        if strict:
+            raise
+        return Knowledge()
 
 
 # --------------------------------------------------------------------------------------------- retrieval
@@ -638,14 +696,31 @@ def apply_descriptions(schema: Schema, knowledge: Knowledge) -> Schema:
     return out
 
 
+def without_descriptions(schema: Schema) -> Schema:
+    """A copy of `schema` with no column descriptions (BIRD's database_description texts included), or
+    `schema` itself when it has none: what `use_descriptions=False` shows the agents."""
+    if not any(c.description or c.value_description for t in schema.tables for c in t.columns):
+        return schema
+    out = Schema.from_dict(schema.to_dict())
+    for table in out.tables:
+        for col in table.columns:
+            col.description = col.value_description = ""
+    return out
+
+
 def for_question(schema: Schema, db_path: str | Path, question: str, *, examples: int = 3,
-                 examples_file: str = "", descriptions_file: str = "",
+                 examples_file: str = "", descriptions_file: str = "", descriptions: bool = True,
                  exclude: Iterable[str] = ()) -> tuple[Schema, dict]:
     """What the agents use for one question: the schema with the descriptions merged, and what the
-    Decomposer's prompt shows after the schema ({"examples", "terms", "tables"}: {} when nothing applies)."""
+    Decomposer's prompt shows after the schema ({"examples", "terms", "tables"}: {} when nothing applies).
+    `descriptions=False`: no descriptions at all, neither taught ones nor the schema's own (BIRD's)."""
     known = load(db_path, schema)
     if examples_file or descriptions_file:
-        known = known.merged(read_one_off(schema, examples_file=examples_file, descriptions_file=descriptions_file))
+        known = known.merged(read_one_off(schema, examples_file=examples_file, descriptions_file=descriptions_file,
+                                          strict=False))
+    if not descriptions:
+        schema = without_descriptions(schema)
+        known = Knowledge(terms=known.terms, examples=known.examples, database=known.database)
     if known.empty:
         return schema, {}
     shown = {"examples": [{k: e.get(k, "") for k in ("id", "question", "sql", "evidence")}

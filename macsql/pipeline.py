@@ -12,7 +12,6 @@ from macsql.agents.prompting import HISTORY_TURNS
 from macsql.backends import make_llm
 from macsql.backends.base import AGENTS, LLM
 from macsql.errors import InputError
-from macsql.sqlexec import check_database
 from macsql.state import Context, Settings, make_settings
 
 
@@ -89,7 +88,12 @@ class Pipeline:
         return cls(make_llm(model, backend, adapters=adapters, **(backend_options or {})), checked)
 
     def context(self, db: str | Path) -> Context:
-        return Context(llm=self.llm, db_path=check_database(db), **self.settings.to_dict())
+        """The run's context for a database: a SQLite file, a DuckDB file, CSV/Parquet files or a PostgreSQL
+        URL (macsql.engines), checked here (DatabaseError, one line)."""
+        from macsql.engines import check_db, engine_of
+
+        checked = check_db(db)
+        return Context(llm=self.llm, db_path=checked, dialect=engine_of(checked), **self.settings.to_dict())
 
     def replace(self, **changes) -> Pipeline:
         """The same backend and graph with some settings changed."""

@@ -3,7 +3,9 @@
 `introspect(db)` reads tables, columns, types, keys, a few representative values per column and, when a BIRD
 `database_description/` folder sits beside the database, the column descriptions. Results are cached per
 database file (path + mtime + size) in memory and on disk, so a second `ask` on a big database costs
-milliseconds. Value sampling reads at most `SAMPLE_SCAN_ROWS` rows per column, so a multi-million-row table
+milliseconds. Another engine's database (a `macsql.engines.Database`: a DuckDB file, CSV/Parquet files, a
+PostgreSQL URL) is read by its engine (`Database.introspect`) and cached the same way, by its `identity()`;
+callers open it (`open_database`) and pass it in. Value sampling reads at most `SAMPLE_SCAN_ROWS` rows per column, so a multi-million-row table
 costs no more than a small one. It reads through the executor's connection and deadline: a view that never
 finishes, or that names a table, function or module that is gone, is left out with a note (`Schema.notes`),
 and the rest of the database stays usable, as it does for `execute()`.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -122,22 +125,37 @@ def _file_key(path: Path) -> tuple:
     return (str(path), stat.st_mtime_ns, stat.st_size, CACHE_VERSION)
 
 
-def cache_file(db_path: str | Path, kind: str = "schema") -> Path:
+def _engine(db):
+    """`db` when it is another engine's `Database`, None for a SQLite file's path (read here). The engines
+    build on this module, so it takes their databases opened, never opening one itself."""
+    return None if isinstance(db, (str, os.PathLike)) else db
+
+
+def cache_file(db_path, kind: str = "schema") -> Path:
     """Where facts about one version of a database file are cached (`kind`: schema, values, ...): the key
-    holds the path, mtime and size, so an edited database is read again."""
+    holds the path, mtime and size, so an edited database is read again (another engine's: its identity)."""
+    database = _engine(db_path)
+    if database is not None:
+        digest = hashlib.sha256(repr((database.identity(), CACHE_VERSION)).encode()).hexdigest()[:24]
+        suffix = "" if kind == "schema" else f".{kind}"
+        return _cache_dir() / f"{database.dialect}-{database.name}-{digest}{suffix}.json"
     path = Path(db_path).resolve()
     digest = hashlib.sha256(repr(_file_key(path)).encode()).hexdigest()[:24]
     suffix = "" if kind == "schema" else f".{kind}"
     return _cache_dir() / f"{path.stem}-{digest}{suffix}.json"
 
 
-def introspect(db_path: str | Path, *, cache: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S) -> Schema:
+def introspect(db_path, *, cache: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S) -> Schema:
     """The schema of a SQLite database, with sampled values and BIRD descriptions when present.
 
     Reading it takes at most `timeout_s` (the executor's deadline, enforced inside SQLite): the catalogue
     first, then the tables' samples, then the views', each view with the time left; a view that fails or
-    runs out of time is left out, with a note in `Schema.notes`.
+    runs out of time is left out, with a note in `Schema.notes`. Another engine's `Database`
+    (`macsql.engines.open_database`) is read by its engine within the same deadline, cached by its identity.
     """
+    database = _engine(db_path)
+    if database is not None:
+        return _introspect_engine(database, cache=cache, timeout_s=timeout_s)
     path = Path(db_path).resolve()
     timeout_s = check_timeout(timeout_s)
     conn = connect_readonly(path, busy_timeout_s=INTROSPECT_BUSY_S)  # validates the path first
@@ -171,6 +189,32 @@ def introspect(db_path: str | Path, *, cache: bool = True, timeout_s: float = DE
     finally:
         conn.close()
     _add_descriptions(schema, path.parent / "database_description")
+    if cache:
+        _MEMORY_CACHE[key] = schema
+        try:
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            tmp = disk.with_suffix(".tmp")
+            tmp.write_text(json.dumps(schema.to_dict()))
+            tmp.replace(disk)
+        except OSError:
+            pass  # a read-only home still works, just without the disk cache
+    return schema
+
+
+def _introspect_engine(database, *, cache: bool, timeout_s: float) -> Schema:
+    timeout_s = check_timeout(timeout_s)
+    key = (database.identity(), CACHE_VERSION)
+    if cache and key in _MEMORY_CACHE:
+        return _MEMORY_CACHE[key]
+    disk = cache_file(database)
+    if cache and disk.exists():
+        try:
+            schema = Schema.from_dict(json.loads(disk.read_text()))
+            _MEMORY_CACHE[key] = schema
+            return schema
+        except (ValueError, KeyError, TypeError):
+            pass  # stale or corrupt cache file: rebuild it
+    schema = database.introspect(timeout_s=timeout_s)
     if cache:
         _MEMORY_CACHE[key] = schema
         try:

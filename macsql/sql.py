@@ -2,8 +2,10 @@
 
 - the text: `sql_spans` (the scanner that tells code from strings and comments), `strip_statement`, and the
   bounds on length and bracket depth that come before sqlglot (its time and recursion grow with both);
-- parsing: `parse_query` (a tree or None), `parse_error` (why not), `statement_error` (the executor's check:
+- parsing: `parse_query` (a tree or None), `parse_error` (why not), `statement_error` (the executors' check:
   exactly one SELECT/WITH statement) and `keyword_spans` (sqlglot's tokenizer, for edits of the text itself);
+- every function that parses takes the engine's sqlglot `dialect` ("sqlite", the default, "duckdb",
+  "postgres": `Database.dialect`), so each engine's SQL is read as that engine reads it;
 - against a schema: `names_used` (the tables and columns a query uses, resolved by sqlglot's qualifier) and
   `unknown_names` (the ones it names that the schema lacks), with one rule for Spider's double-quoted strings
   (`double_quoted_strings`) and one schema in sqlglot's form (`sqlglot_schema`);
@@ -101,8 +103,8 @@ def _text_problem(text: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------- parsing
-def _parse(sql: str):
-    """(the sqlglot tree of `sql` read as SQLite, None) or (None, why it cannot be parsed)."""
+def _parse(sql: str, dialect: str = "sqlite"):
+    """(the sqlglot tree of `sql` read in `dialect`, None) or (None, why it cannot be parsed)."""
     import sqlglot
 
     text = strip_statement(sql)
@@ -112,25 +114,26 @@ def _parse(sql: str):
     if problem:
         return None, problem
     try:
-        tree = sqlglot.parse_one(text, read="sqlite")
+        tree = sqlglot.parse_one(text, read=dialect)
     except (sqlglot.errors.SqlglotError, ValueError, RecursionError) as exc:
         return None, " ".join(str(exc).split()) or type(exc).__name__
     return (tree, None) if tree is not None else (None, "empty SQL")
 
 
-def parse_query(sql: str):
-    """The sqlglot tree of `sql` read as SQLite, or None when it is empty, too long or deep to parse safely,
-    or unparseable. The one place that turns model or gold SQL into a tree."""
-    return _parse(sql)[0]
+def parse_query(sql: str, dialect: str = "sqlite"):
+    """The sqlglot tree of `sql` read in `dialect` (SQLite by default), or None when it is empty, too long or
+    deep to parse safely, or unparseable. The one place that turns model or gold SQL into a tree."""
+    return _parse(sql, dialect)[0]
 
 
-def parse_error(sql: str) -> str | None:
+def parse_error(sql: str, dialect: str = "sqlite") -> str | None:
     """Why `parse_query(sql)` is None (sqlglot's message, or the bound the text is over); None when it parses."""
-    return _parse(sql)[1]
+    return _parse(sql, dialect)[1]
 
 
-def statement_error(sql: str) -> str | None:
-    """Why `sql` is not exactly one SELECT/WITH statement, or None if it is (the executor's check)."""
+def statement_error(sql: str, dialect: str = "sqlite") -> str | None:
+    """Why `sql` is not exactly one SELECT/WITH statement read in `dialect`, or None if it is (the
+    executors' check)."""
     import sqlglot
     from sqlglot import exp
 
@@ -141,10 +144,11 @@ def statement_error(sql: str) -> str | None:
     if problem:
         return problem
     try:
-        statements = [s for s in sqlglot.parse(text, read="sqlite") if s is not None]
+        statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
     except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
-        # sqlglot is stricter than SQLite on some valid queries; SQLite's own parser and the authorizer
-        # still guard execution, so let SQLite report the real error.
+        # sqlglot is stricter than the engines on some valid queries; each engine's own guard still holds
+        # (SQLite's parser and authorizer, DuckDB's statement check, PostgreSQL's cursor), so let the
+        # engine report the real error.
         return None
     if len(statements) != 1:
         return f"only one statement is allowed, got {len(statements)}"
@@ -157,7 +161,7 @@ def statement_error(sql: str) -> str | None:
     return None
 
 
-def keyword_spans(text: str, keyword: str) -> list[tuple[int, int]] | None:
+def keyword_spans(text: str, keyword: str, dialect: str = "sqlite") -> list[tuple[int, int]] | None:
     """(start, end) of each `keyword` token in `text`, end exclusive; `keyword` names a sqlglot TokenType
     ("DISTINCT", "ORDER_BY"). None when the tokenizer rejects the text (an unclosed quote). Tokens, not a
     regex: a quoted name or a string that reads "distinct" is no keyword."""
@@ -166,7 +170,7 @@ def keyword_spans(text: str, keyword: str) -> list[tuple[int, int]] | None:
 
     kind = TokenType[keyword]
     try:
-        tokens = sqlglot.tokenize(text, read="sqlite")
+        tokens = sqlglot.tokenize(text, read=dialect)
     except sqlglot.errors.SqlglotError:
         return None
     return [(t.start, t.end + 1) for t in tokens if t.token_type == kind]
@@ -208,7 +212,8 @@ class NamesUsed:
     columns: dict[str, list[str]] = field(default_factory=dict)
 
 
-def names_used(sql: str, schema, *, columns: bool = True, star: bool = True) -> NamesUsed:
+def names_used(sql: str, schema, *, columns: bool = True, star: bool = True,
+               dialect: str = "sqlite") -> NamesUsed:
     """The tables and columns of `schema` that `sql` uses; empty when it cannot be parsed.
 
     Tables and aliases come from the query's table references. Columns (not looked for with
@@ -219,7 +224,7 @@ def names_used(sql: str, schema, *, columns: bool = True, star: bool = True) -> 
     """
     from sqlglot import exp
 
-    tree = parse_query(sql)
+    tree = parse_query(sql, dialect)
     if tree is None:
         return NamesUsed()
     tables: list[str] = []
@@ -236,13 +241,13 @@ def names_used(sql: str, schema, *, columns: bool = True, star: bool = True) -> 
     if not columns:
         return NamesUsed(tables, aliases)
     written = {c.name.lower() for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)}
-    used = _columns_used(tree, schema)  # qualifies `tree` in place
+    used = _columns_used(tree, schema, dialect)  # qualifies `tree` in place
     if not star:
         used = {t: [c for c in cols if c.lower() in written] for t, cols in used.items()}
     return NamesUsed(tables, aliases, used)
 
 
-def _columns_used(tree, schema) -> dict[str, list[str]]:
+def _columns_used(tree, schema, dialect: str = "sqlite") -> dict[str, list[str]]:
     """Table -> the columns of it that `tree` uses, by sqlglot's qualifier (which rewrites `tree` in place)."""
     import sqlglot
     from sqlglot.optimizer.qualify import qualify
@@ -250,7 +255,7 @@ def _columns_used(tree, schema) -> dict[str, list[str]]:
 
     used: dict[str, set[str]] = {}
     try:
-        tree = qualify(tree, schema=sqlglot_schema(schema), dialect="sqlite", validate_qualify_columns=False)
+        tree = qualify(tree, schema=sqlglot_schema(schema), dialect=dialect, validate_qualify_columns=False)
         for scope in traverse_scope(tree):
             for table in scope.tables:
                 if (real := schema.table(table.name)) is not None:
@@ -285,18 +290,18 @@ class UnknownNames:
         return [*self.tables, *self.columns]
 
 
-def unknown_names(sql: str, schema) -> UnknownNames | None:
+def unknown_names(sql: str, schema, dialect: str = "sqlite") -> UnknownNames | None:
     """Which tables and columns in `sql` the schema lacks; None when it cannot be parsed (then nothing is
     claimed about it). Used by the hallucination metric, the grounding reward, DPO and data cleaning.
 
     Names the query defines itself are not unknown: CTE names and their columns, subquery aliases, SELECT
     aliases, wherever they are used. An unqualified column is known when some table of the schema has it; a
     qualified one when the table its qualifier names has it. An unqualified, double-quoted name that is no
-    column is a string (`double_quoted_strings`).
+    column is a string (`double_quoted_strings`; SQLite only: other engines read it as a name).
     """
     from sqlglot import exp
 
-    tree = parse_query(sql)
+    tree = parse_query(sql, dialect)
     if tree is None:
         return None
     known = {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables}
@@ -331,7 +336,9 @@ def unknown_names(sql: str, schema) -> UnknownNames | None:
             defined.add(table.alias.lower())
 
     columns: list[str] = []
-    for col in double_quoted_strings(tree, sql, all_columns | defined).find_all(exp.Column):
+    if dialect == "sqlite":
+        tree = double_quoted_strings(tree, sql, all_columns | defined)
+    for col in tree.find_all(exp.Column):
         name = col.name
         if not name or isinstance(col.this, exp.Star):
             continue
@@ -350,8 +357,8 @@ def unknown_names(sql: str, schema) -> UnknownNames | None:
 
 
 # --------------------------------------------------------------------------------- normalise and count
-def normalize_sql(sql: str) -> str:
-    """A canonical text for `sql` (exact match): sqlglot's SQLite output with identifiers case-folded.
+def normalize_sql(sql: str, dialect: str = "sqlite") -> str:
+    """A canonical text for `sql` (exact match): sqlglot's output in `dialect` with identifiers case-folded.
 
     Parsing removes layout, keyword case, redundant parentheses and a trailing ';'. Identifiers are
     case-insensitive in SQLite, so they are folded; string literals keep their case (they are data).
@@ -365,12 +372,13 @@ def normalize_sql(sql: str) -> str:
     if not text:
         return ""
     try:
-        tree = parse_query(text)  # None when too long or deep to parse safely, or unparseable
+        tree = parse_query(text, dialect)  # None when too long or deep to parse safely, or unparseable
         if tree is None:
             return " ".join(text.lower().split())
-        tree = double_quoted_strings(tree, text)  # no schema here: every such name is a string
-        tree = normalize_identifiers(tree, dialect="sqlite")
-        return tree.sql(dialect="sqlite", normalize=True, comments=False)
+        if dialect == "sqlite":
+            tree = double_quoted_strings(tree, text)  # no schema here: every such name is a string
+        tree = normalize_identifiers(tree, dialect=dialect)
+        return tree.sql(dialect=dialect, normalize=True, comments=False)
     except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
         return " ".join(text.lower().split())
 

@@ -117,6 +117,10 @@ class Settings:
     # into the schema, the glossary terms the question uses and the approved examples most like it.
     use_knowledge: bool = _option(True, "Use what was taught about the database: descriptions, terms, "
                                         "approved examples.", ablation="no-knowledge")
+    # Off: the agents see no column descriptions at all, BIRD's database_description texts included (eval's
+    # descriptions-on/off comparison; `no-descriptions`).
+    use_descriptions: bool = _option(True, "Show column descriptions (BIRD's database_description files, taught "
+                                           "ones) in the schema.", ablation="no-descriptions")
     examples: int = _option(3, "Approved examples shown to the Decomposer: those most like the question.",
                             min=0, max=10)
     examples_file: str = _option("", "Question/SQL pairs (JSON or CSV) shown as examples besides the stored "
@@ -194,4 +198,5 @@ class Context(Settings):
     and the database."""
 
     llm: LLM
-    db_path: Path
+    db_path: Path | str  # a SQLite file's checked path, or another engine's --db value (macsql.engines)
+    dialect: str = "sqlite"  # the engine's sqlglot dialect: the prompts name it, the analyser reads in it

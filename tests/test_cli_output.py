@@ -335,3 +335,28 @@ def test_terminal_safe():
     assert terminal_safe("one\ntwo\tthree") == "one\ntwo\tthree"
     assert terminal_safe("one\ntwo", keep="") == "one\\x0atwo"
     assert terminal_safe("España [bold]") == "España [bold]" and terminal_safe(12) == "12"
+
+
+FORMULAS_SQL = """
+CREATE TABLE f ("=name" TEXT, v TEXT, n INTEGER, x REAL);
+INSERT INTO f VALUES ('=HYPERLINK("http://x")', '-2+3+cmd|'' /C calc''!A0', -5, -1.5),
+                     ('@SUM(A1)', '-5', 7, 2.0), ('plain', '+34 600', 0, NULL);
+"""
+
+
+@pytest.mark.parametrize("flag,delimiter", [("--csv", ","), ("--tsv", "\t")])
+def test_spreadsheet_safe_guards_formulas_and_plain_csv_stays_exact(model, tmp_path, flag, delimiter):
+    db = make_db(tmp_path / "formulas.sqlite", FORMULAS_SQL)
+    opts, _ = model("SELECT * FROM f")
+    r = run("ask", "Show everything", "--db", db, *opts, flag)
+    assert r.exit_code == 0, r.output
+    assert list(csv.reader(io.StringIO(r.stdout), delimiter=delimiter)) == [
+        ["=name", "v", "n", "x"], ['=HYPERLINK("http://x")', "-2+3+cmd|' /C calc'!A0", "-5", "-1.5"],
+        ["@SUM(A1)", "-5", "7", "2.0"], ["plain", "+34 600", "0", ""]]  # for programs: as stored
+    r = run("ask", "Show everything", "--db", db, *opts, flag, "--spreadsheet-safe")
+    assert r.exit_code == 0, r.output
+    assert list(csv.reader(io.StringIO(r.stdout), delimiter=delimiter)) == [
+        ["'=name", "v", "n", "x"], ['\'=HYPERLINK("http://x")', "'-2+3+cmd|' /C calc'!A0", "-5", "-1.5"],
+        ["'@SUM(A1)", "-5", "7", "2.0"], ["plain", "'+34 600", "0", ""]]  # numbers, and text "-5", unchanged
+    r = run("ask", "Show everything", "--db", db, *opts, "--json", "--spreadsheet-safe")
+    assert r.exit_code == 2 and "--spreadsheet-safe guards --csv and --tsv" in r.stderr

@@ -100,13 +100,13 @@ def test_inventing_a_table_fails_the_hallucination_suite(tmp_path):
 def test_cli_suite_selection_errors(tmp_path):
     r = CliRunner().invoke(main, ["eval", "--suite", "join_pattern", "--data-root", str(tmp_path)])
     assert r.exit_code == 1 and r.output.startswith("Error: no suite 'join_pattern' (did you mean 'join_patterns'?)")
-    r = CliRunner().invoke(main, ["eval", "--suite", "--db", "nowhere", "--data-root", str(tmp_path)])
+    r = CliRunner().invoke(main, ["eval", "--suite", "--db-id", "nowhere", "--data-root", str(tmp_path)])
     assert r.exit_code == 1 and "no suite case can run here" in r.output
 
 
 def test_cli_suite_runs_on_demo(tmp_path, monkeypatch):
     monkeypatch.setattr("macsql.cli.options.build_pipeline", lambda **_: Pipeline(ScriptedLLM(_oracle())))
-    r = CliRunner().invoke(main, ["eval", "--suite", "error_correction", "--db", "demo", "-q"])
+    r = CliRunner().invoke(main, ["eval", "--suite", "error_correction", "--db-id", "demo", "-q"])
     assert r.exit_code == 0, r.output
     assert "error_correction" in r.output and "PASS" in r.output.splitlines()[-1]
 

@@ -286,6 +286,19 @@ def test_teach_import_lists_refused_pairs(geo, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- ask, one-off
+def test_one_off_pairs_for_other_databases_and_a_changed_file(geo, tmp_path):
+    schema = introspect(geo)
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"db_id": "shop", "question": "How many orders?", "sql": "SELECT 1"}]))
+    with pytest.raises(knowledge.NotForThisDatabase, match="no pairs for database 'geo'"):
+        knowledge.read_one_off(schema, examples_file=str(pairs))  # ask: one file, one database
+    assert knowledge.read_one_off(schema, examples_file=str(pairs), strict=False).empty  # eval: many
+    pairs.write_text(json.dumps([{"db_id": "geo", "question": MAJOR_Q, "sql": MAJOR}, {"db_id": "shop",
+                                 "question": "How many orders?", "sql": "SELECT 1"}]))  # edited: read again
+    (found,) = knowledge.read_one_off(schema, examples_file=str(pairs), strict=False).examples
+    assert found["question"] == MAJOR_Q
+
+
 def test_ask_with_an_examples_file_shows_them_and_stores_nothing(geo, tmp_path, monkeypatch):
     import macsql.cli.options
 

@@ -104,7 +104,7 @@ def test_score_reports_spider_and_bird_ex_and_keep_distinct(spider_set, tmp_path
      "Error: prediction file '{tmp}/none.jsonl' does not exist; pass --pred PATH (predictions.jsonl)"),
     (["--gold-as-pred", "--data", "{tmp}/none.json"],
      "Error: data file '{tmp}/none.json' does not exist; pass --data PATH to dev.json"),
-    (["--gold-as-pred", "--data", "{data}", "--db", "shp"],
+    (["--gold-as-pred", "--data", "{data}", "--db-id", "shp"],
      "Error: no questions for database 'shp' (did you mean 'shop'?) in {data}"),
     (["--gold-as-pred", "--data", "{data}", "--db-root", "{tmp}/nowhere"],
      "Error: 1 database file(s) missing under --db-root {tmp}/nowhere, e.g. {tmp}/nowhere/shop/shop.sqlite; "

@@ -19,7 +19,7 @@ from macsql.serve.app import STATIC, create_app
 from macsql.serve.server import serving_in_thread
 from macsql.serve.state import page_query, restore_names, summary_line
 from macsql.sqlexec import execute
-from tests.conftest import demo_reply
+from tests.conftest import demo_reply, make_db
 
 LOCAL = "http://127.0.0.1"
 ORDERS = "SELECT order_id, customer_id, status FROM orders"
@@ -126,6 +126,27 @@ def test_a_download_says_when_a_cap_cut_it(demo_db, tmp_path):
         r = c.post("/api/run", json={"db": "demo", "sql": ORDERS, "page": 0, "page_size": 3})
         # the count and the pages cover the whole result; only a whole-result reply stops at the row cap
         assert r.json()["total_rows"] == len(rows_of(demo_db, ORDERS)) and len(r.json()["rows"]) == 3
+
+
+def test_a_csv_download_is_safe_to_open_in_a_spreadsheet(tmp_path):
+    # a cell starting with = + - @ (or a tab or CR) runs as a formula in Excel and LibreOffice: the page's
+    # CSV is for spreadsheets, so such text gets a leading '; numbers stay numbers; JSON keeps everything
+    db = make_db(tmp_path / "f.sqlite", """CREATE TABLE f ("=c" TEXT, v TEXT, n INTEGER, x REAL);
+        INSERT INTO f VALUES ('=HYPERLINK("http://x")', '@SUM(A1)', -5, -1.5), ('	x', '-5', 3, NULL),
+                             ('plain', '+1+cmd|x', 0, 2.5);""")
+    sql = "SELECT * FROM f"
+    with TestClient(make_app(db, store=tmp_path / "s.sqlite"), base_url=LOCAL) as c:
+        r = c.post("/api/download", json={"db": "demo", "sql": sql, "format": "csv"})
+        assert r.status_code == 200, r.text
+        assert list(csv.reader(io.StringIO(r.text))) == [
+            ["'=c", "v", "n", "x"], ['\'=HYPERLINK("http://x")', "'@SUM(A1)", "-5", "-1.5"],
+            ["'\tx", "-5", "3", ""], ["plain", "'+1+cmd|x", "0", "2.5"]]
+        r = c.post("/api/download", json={"db": "demo", "sql": sql, "format": "csv", "spreadsheet_safe": False})
+        assert list(csv.reader(io.StringIO(r.text)))[1:] == [["" if v is None else str(v) for v in row]
+                                                             for row in rows_of(db, sql)]
+        r = c.post("/api/download", json={"db": "demo", "sql": sql, "format": "json"})
+        assert r.json() == {"columns": ["=c", "v", "n", "x"], "rows": rows_of(db, sql)}
+        assert r.json()["rows"][0][:3] == ['=HYPERLINK("http://x")', "@SUM(A1)", -5]
 
 
 # ---------------------------------------------------------------------------------- the summary

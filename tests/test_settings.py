@@ -61,7 +61,7 @@ def test_an_unsure_direct_query_gets_the_decomposed_one_and_the_vote(tmp_path):
         "SELECT COUNT(*) FROM customers WHERE country = 'Spain'")
     samples = [fenced("SELECT COUNT(*) FROM customers WHERE country = 'Spain'")] * 3
     llm = ScriptedLLM([unsure, decomposed, *samples])
-    ans = Pipeline(llm).ask("How many customers live in Spain?", db)
+    ans = Pipeline(llm, budget_x=0).ask("How many customers live in Spain?", db)  # the ladder, not the budget
     sources = [c["source"] for c in ans.candidates]
     assert sources[:2] == ["direct", "decomposed"] and "sample 1" in sources  # they disagreed: samples drawn
     assert ans.rows == [[2]]  # the decomposed query and the samples outvote the unsure direct one
@@ -110,26 +110,24 @@ def test_the_time_budget_stops_new_model_calls(tmp_path):
 
 
 def test_the_relative_budget_counts_in_first_calls(tmp_path):
-    """budget_x: no step starts that would take the question past budget_x times its first call's seconds,
-    twice that while no candidate has run with rows."""
+    """budget_x: no step starts that would take the question past budget_x times its first call's cost in
+    tokens (computed prompt tokens at PROMPT_TOKEN_COST, plus completion tokens), twice that while no
+    candidate has run with rows. Tokens, not seconds: the same steps on a busy and a quiet machine."""
+    from macsql.graph import call_cost
+
     db = make_db(tmp_path / "shop.sqlite", SHOP_SQL)
 
-    class Clocked(ScriptedLLM):
-        def generate(self, prompts, **kw):
-            import time
-            time.sleep(0.2 * len(prompts) * kw.get("n", 1))
-            return super().generate(prompts, **kw)
+    def replying(sql):  # every call: 40 prompt tokens (30 from the KV cache) and 5 completion tokens
+        return lambda messages, agent: Generation(fenced(sql), 40, 5, 0.0, cached_tokens=30)
 
-    def replying(sql):
-        return lambda messages, agent: Generation(fenced(sql), 10, 5, 0.2)
-
-    running = Clocked(replying("SELECT name FROM customers"))
+    assert call_cost({"prompt_tokens": 40, "cached_tokens": 30, "completion_tokens": 5}) == 6.0
+    running = ScriptedLLM(replying("SELECT name FROM customers"))
     Pipeline(running, budget_x=1.75).ask("Who are the customers?", db)
     assert [agent for agent, _ in running.calls] == ["decomposer"]  # a second reply would pass 1.75 first calls
-    failing = Clocked(replying("SELECT nope FROM customers"))
+    failing = ScriptedLLM(replying("SELECT nope FROM customers"))
     Pipeline(failing, budget_x=1.75).ask("How many customers?", db)
     # nothing ran: 3.5 first calls, so the direct query, its repair and the decomposed query; not a fourth
     assert [agent for agent, _ in failing.calls] == ["decomposer", "refiner", "decomposer"]
-    unbounded = Clocked(replying("SELECT nope FROM customers"))
+    unbounded = ScriptedLLM(replying("SELECT nope FROM customers"))
     Pipeline(unbounded, budget_x=0).ask("How many customers?", db)
     assert len(unbounded.calls) > 3

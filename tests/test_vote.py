@@ -60,7 +60,8 @@ def _by_prompt(direct, decomposed, samples, fix=None):
 def test_the_pipeline_answers_with_the_majority(shop_db):
     wrong = "SELECT COUNT(*) FROM customers"
     llm = ScriptedLLM(_by_prompt(direct=wrong, decomposed=SPAIN, samples=[SPAIN, SPAIN, wrong]))
-    ans = Pipeline(llm, candidates=5).ask("How many customers are in Spain?", shop_db)
+    # the vote, not the budget (which counts tokens; the scripted replies' counts would end it early)
+    ans = Pipeline(llm, candidates=5, budget_x=0).ask("How many customers are in Spain?", shop_db)
     assert ans.sql == SPAIN and ans.rows == [[2]]
     assert [c["source"] for c in ans.candidates] == ["direct", "decomposed", "sample 1", "sample 2", "sample 3"]
     chosen = [c for c in ans.candidates if c["chosen"]]
@@ -90,7 +91,7 @@ def test_a_failing_candidate_goes_to_the_refiner_and_its_fix_joins_the_vote(shop
     broken = "SELECT COUNT(*) FROM customers WHERE countrry = 'Spain'"
     llm = ScriptedLLM(_by_prompt(direct=broken, decomposed=SPAIN, samples=["SELECT 1"],
                                  fix=lambda prompt: SPAIN))
-    ans = Pipeline(llm, candidates=3, fix_first=False).ask("How many customers are in Spain?", shop_db)
+    ans = Pipeline(llm, candidates=3, fix_first=False, budget_x=0).ask("How many customers are in Spain?", shop_db)
     refiner_prompts = [m[-1]["content"] for a, m in llm.calls if a == "refiner"]
     assert len(refiner_prompts) == 1 and "no such column: countrry" in refiner_prompts[0]
     assert "Hint:" in refiner_prompts[0] and "customers.country" in refiner_prompts[0]

@@ -1,7 +1,8 @@
 """`macsql`: ask questions of a SQLite database, inspect schemas, evaluate and fine-tune the agents.
 
 A thin click layer over the library, one module per command group (ask.py, serve.py, eval.py, judge.py,
-clean.py, sweep.py, finetune.py (`finetune`, `data build`); options.py holds the options they share),
+clean.py, sweep.py, finetune.py (`finetune`, `data build`); options.py holds the options they share,
+groups.py the command class that writes `--help` in sections and keeps renamed options' old names),
 every command registered in COMMANDS below and nowhere else. Heavy imports happen inside commands so
 `macsql --help` is instant. Every error is one line `Error: ...` with its exit code: 1 for a `MacSQLError`,
 2 for a usage error (click's, or ours: `errors.UsageError`), 3 when `ask` found no working SQL; a closed

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from macsql.cli import options
+from macsql.cli.groups import EVERYDAY, OUTPUT, GroupedCommand
 from macsql.display import TABLE_FORMAT  # display.py imports rich and tabulate only when it prints
 
 # Each output flag: its parameter -> (the flag, the format it picks). `--fmt` implies `--table`, as in sqlite-utils.
@@ -49,9 +50,27 @@ def check_table_format(fmt: str | None) -> None:
                          f"choose from {', '.join(sorted(tabulate_formats))}")
 
 
-@click.command()
+def check_spreadsheet_safe(ctx: click.Context, out: str) -> None:
+    """--spreadsheet-safe typed with an output other than --csv or --tsv is a usage error (from the
+    environment or a config file it is a default that applies where it can)."""
+    from click.core import ParameterSource
+
+    from macsql.errors import UsageError
+
+    if (ctx.params.get("spreadsheet_safe") and out not in ("csv", "tsv")
+            and ctx.get_parameter_source("spreadsheet_safe") == ParameterSource.COMMANDLINE):
+        raise UsageError("--spreadsheet-safe guards --csv and --tsv output; pass one of them with it")
+
+
+# `ask --help` in sections: these, then the model options' "Model" and "Agents and ablations"
+ASK_SECTIONS = {EVERYDAY: ("--db", "--evidence", "--follow-up", "--examples", "--descriptions", "--verbose"),
+                OUTPUT: (*(flag for flag, _ in OUTPUT_FLAGS.values()), "--no-headers", "--spreadsheet-safe", "--show")}
+
+
+@click.command(cls=GroupedCommand, sections=ASK_SECTIONS, renamed=options.RENAMED)
 @click.argument("question")
-@click.option("--db", required=True, metavar="PATH|demo", help="SQLite database file, or `demo`.")
+@click.option("--db", required=True, metavar="PATH|URL|demo",
+              help="A SQLite or DuckDB file, a folder or glob of CSV/Parquet files, a postgresql:// URL, or `demo`.")
 @click.option("--evidence", default="", help="Extra knowledge for the question (BIRD's `evidence`).")
 @click.option("--follow-up", "follow_up", type=click.Path(exists=True, dir_okay=False), default=None,
               metavar="ANSWER.json", help="Build on an earlier answer, saved from `macsql ask --json`: the "
@@ -76,25 +95,31 @@ def check_table_format(fmt: str | None) -> None:
                    f"latex (default: {TABLE_FORMAT}).")
 @click.option("--sql-only", is_flag=True, help="Output only the SQL (the pipeline still runs and checks it).")
 @click.option("--no-headers", is_flag=True, help="Leave the header row out of --csv, --tsv and --table.")
+@click.option("--spreadsheet-safe", is_flag=True,
+              help="With --csv or --tsv, for a file a spreadsheet will open: text that would run as a formula "
+                   "(starting with = + - @, a tab or CR) gets a leading ' (numbers stay as they are). Without "
+                   "it, --csv and --tsv write values as they are, for programs.")
 @click.option("--verbose", "-v", is_flag=True, help="Show the trace: schema kept, sub-questions, refine rounds "
                                                      "(on stderr with an output flag).")
 @click.option("--show", default=20, show_default=True, help="Rows to print in the default view.")
 @click.pass_context
 def ask(ctx, question, db, evidence, follow_up, examples_file, descriptions_file, csv, tsv, nl, as_json, json_trace,
-        table, fmt, sql_only, no_headers, verbose, show, **model_opts):
-    """Answer QUESTION about a SQLite database with SQL and its result rows. QUESTION `-` reads it from stdin.
+        table, fmt, sql_only, no_headers, spreadsheet_safe, verbose, show, **model_opts):
+    """Answer QUESTION about a database with SQL and its result rows. QUESTION `-` reads it from stdin.
 
     \b
     Examples:
       macsql ask "How many customers live in Spain?" --db demo
       macsql ask "Top 3 products by revenue" --db shop.sqlite --verbose
       macsql ask "Orders per status" --db demo --csv > orders.csv
+      macsql ask "Orders per status" --db demo --csv --spreadsheet-safe > orders-for-excel.csv
       echo "How many products are there?" | macsql ask - --db demo --sql-only
       macsql ask "..." --db my.sqlite --model ./my-checkpoint --adapters runs/lora
       macsql ask "..." --db my.sqlite --backend openai --base-url http://gpu:8000/v1 --model Qwen/Qwen2.5-Coder-7B-Instruct
       macsql ask "How many customers live in Spain?" --db demo --json > a.json
       macsql ask "and only those in Madrid?" --db demo --follow-up a.json
       macsql ask "How many major cities are there?" --db geo.sqlite --examples pairs.csv
+      macsql ask "Revenue per month" --db 'sales/*.parquet'
 
     Exit status: 0 with working SQL, 1 on an error (database, model, server), 2 on a usage error, 3 when the
     agents found no working SQL.
@@ -108,16 +133,17 @@ def ask(ctx, question, db, evidence, follow_up, examples_file, descriptions_file
         print_trace,
         terminal_safe,
     )
+    from macsql.engines import check_db, open_database
     from macsql.errors import InputError, NoWorkingSQLError
-    from macsql.sqlexec import check_database
 
     out = output_format(ctx)
     check_table_format(fmt if out == "table" else None)
+    check_spreadsheet_safe(ctx, out)
     if question == "-":  # sqlite-utils' convention: the text comes from stdin
         question = sys.stdin.read().strip()
     if not question.strip():
         raise InputError('the question is empty; ask something, e.g. macsql ask "How many orders are there?" --db demo')
-    db_path = check_database(resolve_db(db))  # fail fast, before loading a model
+    db_path = check_db(resolve_db(db))  # fail fast, before loading a model
     history = None
     if follow_up:
         from macsql.pipeline import follow_up_history
@@ -136,7 +162,7 @@ def ask(ctx, question, db, evidence, follow_up, examples_file, descriptions_file
 
         one_off = {"examples_file": str(Path(examples_file).resolve()) if examples_file else "",
                    "descriptions_file": str(Path(descriptions_file).resolve()) if descriptions_file else ""}
-        knowledge.read_one_off(introspect(db_path), **one_off)  # a bad file fails here, before a model loads
+        knowledge.read_one_off(introspect(open_database(db_path)), **one_off)  # a bad file fails here, before a model loads
     pipe = options.build_pipeline(**model_opts)
     if one_off:
         pipe = pipe.replace(**one_off)
@@ -153,25 +179,27 @@ def ask(ctx, question, db, evidence, follow_up, examples_file, descriptions_file
                 click.echo(terminal_safe(answer.sql))
         elif answer.columns:
             for line in format_rows(answer.columns, answer.rows, out, headers=not no_headers,
-                                    table_format=fmt or TABLE_FORMAT):
+                                    table_format=fmt or TABLE_FORMAT, spreadsheet=spreadsheet_safe):
                 click.echo(line, nl=False)
     if answer.error:
         raise NoWorkingSQLError(f"no working SQL after {answer.rounds} refine round(s): {answer.error}")
 
 
-@click.command()
-@click.option("--db", required=True, metavar="PATH|demo", help="SQLite database file, or `demo`.")
-@click.option("--no-examples", is_flag=True, help="Leave out sampled values.")
+@click.command(cls=GroupedCommand, renamed={"--no-examples": "--no-sample-values"})
+@click.option("--db", required=True, metavar="PATH|URL|demo",
+              help="A SQLite or DuckDB file, a folder or glob of CSV/Parquet files, a postgresql:// URL, or `demo`.")
+@click.option("--no-sample-values", is_flag=True, help="Leave out the sampled values of each column.")
 @click.option("--json", "as_json", is_flag=True, help="The introspected schema as JSON.")
-def schema(db, no_examples, as_json):
+def schema(db, no_sample_values, as_json):
     """Print the schema exactly as the agents see it (with the descriptions taught by `macsql teach`)."""
     from macsql import knowledge
     from macsql.demo import resolve_db
     from macsql.display import terminal_safe
+    from macsql.engines import open_database
     from macsql.schema import introspect, render_schema
 
     path = resolve_db(db)
-    s = introspect(path)
+    s = introspect(open_database(path))
     s = knowledge.apply_descriptions(s, knowledge.load(path, s))
     # JSON escapes control characters itself; the rendered text may still hold C1 controls from the data
-    click.echo(json.dumps(s.to_dict(), indent=2) if as_json else terminal_safe(render_schema(s, examples=not no_examples)))
+    click.echo(json.dumps(s.to_dict(), indent=2) if as_json else terminal_safe(render_schema(s, examples=not no_sample_values)))

@@ -6,19 +6,20 @@ from pathlib import Path
 
 import click
 
+from macsql.cli.groups import GroupedCommand
 from macsql.errors import InputError
 from macsql.evaluate.datasets import FORMATS
 from macsql.finetune.clean import REASONS, clean_data, summary_text, write_outputs
 from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
 
-@click.command("clean")
+@click.command("clean", cls=GroupedCommand, renamed={"--format": "--data-format"})
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
               help="Benchmark file: BIRD dev.json, Spider dev.json/train_spider.json or GeoQuery geography.json.")
 @click.option("--db-root", type=click.Path(), default=None,
               help="Folder with <db_id>/<db_id>.sqlite (default: dev_databases/ or database/ beside --data; for "
                    "GeoQuery the .sqlite file or its folder).")
-@click.option("--format", "--data-format", "fmt", type=click.Choice(FORMATS),
+@click.option("--data-format", "fmt", type=click.Choice(FORMATS),
               default="auto", show_default=True, help="Benchmark format (auto-detected from the file's keys).")
 @click.option("--tables", type=click.Path(dir_okay=False), default=None,
               help="Schema context to compare with the databases (default: tables.json / dev_tables.json beside "

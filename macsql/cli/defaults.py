@@ -4,8 +4,8 @@ The first that is set wins:
 
     the command line                          macsql ask "..." --db shop.sqlite
     a variable MACSQL_<COMMAND>_<OPTION>      MACSQL_ASK_DB=shop.sqlite (MACSQL_DATA_BUILD_OUT for a subcommand)
-    the short forms, where they fit           MACSQL_DB (ask, schema, serve), MACSQL_MODEL, MACSQL_BACKEND
-                                              (ask, serve, eval)
+    the short forms, where they fit           MACSQL_DB (ask, schema, serve, mcp), MACSQL_MODEL, MACSQL_BACKEND
+                                              (ask, serve, mcp, eval), MACSQL_STORE (serve)
     the config file's section                 [ask] db = "shop.sqlite" ([data.build] for a subcommand)
     the built-in default
 
@@ -28,12 +28,13 @@ from macsql.errors import InputError, UsageError, did_you_mean
 
 ENV_PREFIX = "MACSQL"
 CONFIG_ENV = "MACSQL_CONFIG"
-# Short variables -> (the option's name, the commands where it means that). eval's --db picks database ids out
-# of a benchmark, not a database, so MACSQL_DB=demo must not reach it.
+# Short variables -> (the option's name, the commands where it means that). eval's deprecated --db (now
+# --db-id) picks database ids out of a benchmark, not a database, so MACSQL_DB=demo must not reach it.
 SHORT_ENV = {
-    "MACSQL_DB": ("db", ("ask", "schema", "serve")),
-    "MACSQL_MODEL": ("model", ("ask", "serve", "eval")),
-    "MACSQL_BACKEND": ("backend", ("ask", "serve", "eval")),
+    "MACSQL_DB": ("db", ("ask", "schema", "serve", "mcp")),
+    "MACSQL_MODEL": ("model", ("ask", "serve", "mcp", "eval")),
+    "MACSQL_BACKEND": ("backend", ("ask", "serve", "mcp", "eval")),
+    "MACSQL_STORE": ("store", ("serve",)),
 }
 
 
@@ -88,7 +89,9 @@ def _section(ctx: click.Context, command: click.Command, values: dict, path: Pat
         elif key in names and not isinstance(value, dict):
             out[names[key]] = value
         else:
-            known = sorted({k for k in names if "_" not in k} | set(subcommands))
+            # the options as typed (old names, hidden, are not suggested)
+            known = sorted({opt[2:] for p in command.params if not getattr(p, "hidden", False) and not p.is_eager
+                            for opt in p.opts if opt.startswith("--")} | set(subcommands))
             raise UsageError(f"config file {path}: [{where}] has no option {key!r}{did_you_mean(key, known)}; "
                              f"see `macsql {where.replace('.', ' ')} --help`")
     return out

@@ -11,9 +11,13 @@ import click
 
 from macsql.backends.base import AGENTS
 from macsql.cli import options
+from macsql.cli.groups import AGENTS_AND_ABLATIONS, MODEL, GroupedCommand
 from macsql.evaluate.datasets import FORMATS
 from macsql.evaluate.runner import VARIANTS
 from macsql.sqlexec import DEFAULT_TIMEOUT_S
+
+# The options that pick a benchmark's questions (eval and score), and their `--help` section
+DATA_OPTIONS = ("--data", "--db-root", "--data-format", "--limit", "--db-id", "--seed", "--split")
 
 
 def data_options(f):
@@ -24,9 +28,10 @@ def data_options(f):
                      help="Folder with <db_id>/<db_id>.sqlite (default: dev_databases/ or database/ beside "
                           "--data; for GeoQuery the .sqlite file or its folder)."),
         click.option("--data-format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-                     help="Benchmark format (auto-detected from the file's keys). (--format is the agents' reply format.)"),
+                     help="Benchmark format (auto-detected from the file's keys)."),
         click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N questions."),
-        click.option("--db", "dbs", multiple=True, metavar="DB_ID", help="Only these databases (repeatable)."),
+        click.option("--db-id", "dbs", multiple=True, metavar="DB_ID",
+                     help="Only the questions on this database (repeatable)."),
         click.option("--seed", type=int, default=None,
                      help="Sample --limit questions at random with this seed (default: the first N)."),
         click.option("--split", default=None, help="GeoQuery question-split to keep (train/dev/test)."),
@@ -46,7 +51,15 @@ def _headline(summary: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- eval
-@click.command("eval")
+EVAL_SECTIONS = {"Benchmark": (*DATA_OPTIONS, "--suite", "--data-root"),
+                 "Examples and descriptions": ("--examples", "--examples-from-split", "--half", "--descriptions",
+                                               "--no-descriptions"),
+                 "Run": ("--out", "--workers", "--overwrite", "--quiet"),
+                 "Scoring and report": ("--ves", "--ves-repeats", "--score-workers", "--no-plots"),
+                 MODEL: (), AGENTS_AND_ABLATIONS: ("--baseline", "--ablations", "--variants")}
+
+
+@click.command("eval", cls=GroupedCommand, sections=EVAL_SECTIONS, renamed={**options.RENAMED, "--db": "--db-id"})
 @data_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder: predictions.jsonl, report.json/.csv, summary.md, plots. Reruns resume.")
@@ -66,12 +79,27 @@ def _headline(summary: dict) -> str:
               help="Run the category validation suite(s) instead of a benchmark: all, or one name.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="With --suite: the folder with spider/ and geoquery/ (default ../shared/data).")
+@click.option("--examples", "examples_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="Question/SQL pairs (JSON or CSV; a BIRD/Spider data file gives each database "
+                                   "its db_id's pairs) shown as examples for this run; nothing is stored.")
+@click.option("--examples-from-split", "from_split", default=None, metavar="SPLIT",
+              help="GeoQuery: the question/gold SQL pairs of this question-split (e.g. train) are the examples, "
+                   "while --split (test, dev) is evaluated.")
+@click.option("--half", type=click.Choice(("first", "second")), default=None,
+              help="Evaluate this half of each database's questions (split by a seeded hash of question_id); "
+                   "the other half's question/gold SQL pairs are the examples. Run both for every question.")
+@click.option("--descriptions", "descriptions_file", type=click.Path(exists=True), default=None, metavar="FILE",
+              help="Column descriptions for this run: a BIRD database_description folder, a tables.json with "
+                   "column_descriptions, or a knowledge file; nothing is stored.")
+@click.option("--no-descriptions", is_flag=True,
+              help="Show no column descriptions at all (BIRD's database_description texts left out too).")
 @click.option("--overwrite", is_flag=True, help="Start over when --out holds a run with another config.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @options.model_options
 def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline, ablations, variants, ves,
-             ves_repeats, score_workers, suite, data_root, overwrite, no_plots, quiet, **model_opts):
+             ves_repeats, score_workers, suite, data_root, examples_file, from_split, half, descriptions_file,
+             no_descriptions, overwrite, no_plots, quiet, **model_opts):
     """Evaluate the pipeline on a benchmark (or a validation suite) and write a report.
 
     \b
@@ -79,13 +107,18 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
       macsql eval --data dev.json --db-root dev_databases --out runs/bird --limit 200 --seed 0
       macsql eval --data spider/dev.json --out runs/spider --limit 30 --seed 1 --ablations --backend hf
       macsql eval --data geography.json --out runs/geo --limit 50 --workers 4 --backend openai
+      macsql eval --data geography.json --split test --examples-from-split train --out runs/geo-shots
+      macsql eval --data dev.json --db-id superhero --half first --out runs/bird-half1
       macsql eval --suite                     # every category suite (demo and shared-data databases)
-      macsql eval --suite error_correction --db demo
+      macsql eval --suite error_correction --db-id demo
     """
     from macsql.errors import InputError
-    from macsql.evaluate import plan
+    from macsql.evaluate import plan, teaching
     from macsql.evaluate.report import write_report
 
+    if suite and (examples_file or from_split or half or descriptions_file or no_descriptions):
+        raise InputError("--examples, --examples-from-split, --half and the description options are for a "
+                         "benchmark run (--data), not --suite")
     if suite:
         from macsql.evaluate.suite import run_suites
 
@@ -95,22 +128,28 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
     if not out:
         raise InputError("no output folder; pass --out DIR (predictions.jsonl and the report go there)")
     names = plan.variant_names(ablations=ablations, variants=variants, baseline=baseline)
-    fmt, examples = plan.choose_examples(data, db_root, fmt, limit, dbs, seed, split)
+    fmt, examples = plan.choose_examples(data, db_root, fmt, limit, dbs, seed, split, half=half)
     plan.require_databases(examples, db_root)
-    base = plan.base_config(data, fmt, db_root, limit, dbs, seed, split, examples)
+    taught = teaching.plan_teaching(data=data, db_root=db_root, fmt=fmt, split=split, dbs=dbs, out=out,
+                                    examples_file=examples_file, from_split=from_split, half=half,
+                                    descriptions_file=descriptions_file, no_descriptions=no_descriptions)
+    teaching.check_teaching(taught, examples)  # a file with nothing for these databases fails before a model loads
+    base = {**plan.base_config(data, fmt, db_root, limit, dbs, seed, split, examples), **taught.config()}
     model_args = {k: model_opts.get(k) for k in ("model", "backend", "max_rounds", "timeout_s", "output_format")}
     switches = {f"use_{agent}": not model_opts[f"no_{agent}"] for agent in AGENTS}
     runs = plan.plan_variants(names, out, ablations=ablations, switches=switches, model_args=model_args,
-                              examples=examples, overwrite=overwrite)
+                              examples=examples, overwrite=overwrite, options=taught.options,
+                              sources={k: base[k] for k in ("examples_source", "descriptions_source")})
     # A rerun of finished runs (e.g. to rebuild the reports or the ablation table) needs no model.
     pipe = None if all(r.finished for r in runs) else options.build_pipeline(**model_opts)
     base.update(plan.model_config(pipe, model_args, workers) if pipe is not None else runs[-1].model_keys())
+    taught.write()  # the pairs of a split or a half, named by their content, before the first question
     results = {}
     for run in runs:
         config, summary, scores = plan.run_variant(
             run, pipe, examples, base, overwrite=overwrite, workers=workers, progress=not quiet,
             echo=None if quiet else lambda line: click.echo(line, err=True), timeout_s=model_opts["timeout_s"],
-            ves=ves, ves_repeats=ves_repeats, score_workers=score_workers)
+            teaching=taught, ves=ves, ves_repeats=ves_repeats, score_workers=score_workers)
         write_report(run.folder.path, summary, scores, config, plots=not no_plots)
         results[run.name] = summary
         click.echo(f"{run.name}: {_headline(summary)}")
@@ -123,7 +162,13 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
 
 
 # --------------------------------------------------------------------------------------------- score
-@click.command("score")
+SCORE_SECTIONS = {"Predictions": ("--pred", "--gold-as-pred"), "Benchmark": DATA_OPTIONS,
+                  "Scoring and report": ("--timeout", "--score-workers", "--ves", "--ves-repeats", "--keep-distinct",
+                                         "--out", "--no-plots", "--quiet")}
+
+
+@click.command("score", cls=GroupedCommand, sections=SCORE_SECTIONS,
+               renamed={"--db": "--db-id", "--workers": "--score-workers"})
 @click.option("--pred", type=click.Path(dir_okay=False), default=None,
               help="Predictions: predictions.jsonl from `macsql eval`, or BIRD's predict_dev.json.")
 @data_options
@@ -132,14 +177,15 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write the report files here.")
 @click.option("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True, type=float,
               callback=options.check_timeout_option, help="Seconds a query may run.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Scoring processes (default: up to 4).")
+@click.option("--score-workers", type=click.IntRange(min=1), default=None,
+              help="Processes executing gold/predicted SQL (default: up to 4).")
 @click.option("--ves", is_flag=True, help="Also measure VES and R-VES (re-runs correct queries).")
 @click.option("--ves-repeats", default=10, show_default=True, type=click.IntRange(min=2))
 @click.option("--keep-distinct", is_flag=True,
               help="EX (Spider) keeps DISTINCT in both queries (the Spider evaluator's flag of that name).")
 @click.option("--no-plots", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
-def score_cmd(pred, data, db_root, fmt, limit, dbs, seed, split, gold_as_pred, out, timeout_s, workers, ves,
+def score_cmd(pred, data, db_root, fmt, limit, dbs, seed, split, gold_as_pred, out, timeout_s, score_workers, ves,
               ves_repeats, keep_distinct, no_plots, quiet):
     """Score a finished prediction file against a benchmark; no model is loaded.
 
@@ -173,7 +219,7 @@ def score_cmd(pred, data, db_root, fmt, limit, dbs, seed, split, gold_as_pred, o
               "variant": "gold-as-pred" if gold_as_pred else "predictions", "pred": pred,
               "keep_distinct": keep_distinct}
     start = time.perf_counter()
-    summary, scores = score_and_summarize(examples, predictions, score_workers=workers, timeout_s=timeout_s, ves=ves,
+    summary, scores = score_and_summarize(examples, predictions, score_workers=score_workers, timeout_s=timeout_s, ves=ves,
                                           ves_repeats=ves_repeats, progress=not quiet, keep_distinct=keep_distinct)
     if out:
         write_report(Path(out), summary, scores, config, plots=not no_plots)

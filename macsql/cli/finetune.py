@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from macsql.cli.groups import EVERYDAY, GroupedCommand
 from macsql.cli.sweep import sweep_from_cli, sweep_options
 from macsql.errors import InputError
 from macsql.evaluate.datasets import FORMATS
@@ -31,15 +32,13 @@ def data_group():
     """Build training data for the agents."""
 
 
-@data_group.command("build")
+@data_group.command("build", cls=GroupedCommand, renamed={"--format": "--data-format", "--split": "--split-by"})
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="BIRD/Spider/GeoQuery JSON file (question, evidence, gold SQL, db_id).")
 @click.option("--db-root", type=click.Path(exists=True), default=None,
               help="Folder with <db_id>/<db_id>.sqlite (default: beside the data file).")
 @click.option("--data-format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
               help="Benchmark format (auto-detected from the file's keys).")
-@click.option("--format", "old_fmt", type=click.Choice(FORMATS), default=None, hidden=True,
-              help="Deprecated name of --data-format (one release).")
 @click.option("--sql-llama", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="MAC-SQL's released SQL-Llama instruction JSONL (source/target); repeatable.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -53,13 +52,13 @@ def data_group():
               show_default=True, help="Equalise the number of rows per task.")
 @click.option("--val-frac", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Validation share of the rows.")
-@click.option("--split", "split_by", type=click.Choice(SPLITS), default=SPLITS[0], show_default=True,
+@click.option("--split-by", "split_by", type=click.Choice(SPLITS), default=SPLITS[0], show_default=True,
               help="db: whole databases go to validation, never seen in training (by row when there is "
                    "one database); row: a sample of rows stratified by task.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--append", is_flag=True, help="Add to the rows already in OUT (e.g. a second benchmark), "
                                              "then balance and split again.")
-def build(data_file, db_root, fmt, old_fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks,
+def build(data_file, db_root, fmt, sql_llama, out, exclude_db, only_db, max_per_db, tasks,
           refiner_per_question, balance, val_frac, split_by, seed, append):
     """Build Selector/Decomposer/Refiner examples from gold SQL, balanced and split.
 
@@ -69,10 +68,6 @@ def build(data_file, db_root, fmt, old_fmt, sql_llama, out, exclude_db, only_db,
       macsql data build --data geoquery/geography.json --out runs/data --append --max-per-db 300
       macsql data build --sql-llama sql-llama-instruct.jsonl --out runs/sqlllama
     """
-    if old_fmt is not None:
-        click.echo("Warning: `data build --format` is now --data-format (--format goes in the next release; "
-                   "in `eval` it is the agents' reply format)", err=True)
-        fmt = old_fmt
     stats, skipped = build_dataset(
         out, data=data_file, db_root=db_root, fmt=fmt, sql_llama=sql_llama, exclude_db=_split_list(exclude_db),
         only_db=_split_list(only_db), max_per_db=max_per_db, tasks=_split_list(tasks),
@@ -153,7 +148,23 @@ def options_from(cls):
     return decorate
 
 
-@click.command("finetune", context_settings={"allow_extra_args": True})  # --sweep lr=.. batch=.. (sweep.py)
+# `finetune --help` in sections; an option named in none of them (a new field of `Options`) goes last
+FINETUNE_SECTIONS = {
+    EVERYDAY: ("--config", "--model", "--data", "--out", "--method", "--resume", "--init-adapters"),
+    "Steps and validation": ("--max-steps", "--epochs", "--lr", "--batch-size", "--grad-accum", "--max-length",
+                             "--eval-steps", "--eval-batch-size", "--max-eval-rows", "--patience", "--logging-steps",
+                             "--limit", "--max-minutes", "--save", "--seed"),
+    "Memory and speed": ("--dtype", "--gradient-checkpointing", "--group-by-length", "--threads", "--padding-free",
+                         "--packing", "--shared-prefix"),
+    "LoRA": ("--lora-preset", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets"),
+    "GRPO and DPO": ("--prompts-per-step", "--num-generations", "--max-completion-length", "--temperature",
+                     "--reward-weights", "--beta", "--dpo-beta"),
+    "Sweep": ("--sweep", "--sweep-eval"),
+}
+
+
+@click.command("finetune", cls=GroupedCommand, sections=FINETUNE_SECTIONS,
+               context_settings={"allow_extra_args": True})  # --sweep lr=.. batch=.. (sweep.py)
 @click.argument("agent", type=click.Choice(AGENTS), required=False)
 @click.option("--config", "config_file", default=None, metavar="FILE_OR_RECIPE",
               help="YAML/JSON file of options (names as below, with _ or -, and `agent`), or a shipped recipe "

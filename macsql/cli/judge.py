@@ -7,10 +7,14 @@ from pathlib import Path
 import click
 
 from macsql.backends import BACKEND_CHOICES
+from macsql.cli.groups import MODEL, GroupedCommand
 from macsql.sqlexec import DEFAULT_TIMEOUT_S
 
+JUDGE_SECTIONS = {"Run": ("--run", "--data", "--db-root", "--out", "--limit", "--timeout", "--quiet"),
+                  MODEL: ("--model", "--base-url", "--backend")}
 
-@click.command("judge")
+
+@click.command("judge", cls=GroupedCommand, sections=JUDGE_SECTIONS)
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Folder of `macsql eval --out` (predictions.jsonl) or `macsql score --out` (report.csv).")
 @click.option("--model", "-m", required=True, metavar="NAME_OR_PATH", help="The judge model.")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import click
 
 from macsql.cli import options
+from macsql.cli.groups import SERVER, GroupedCommand
+
+# `--help` in sections: these, then the model options' "Model" and "Agents and ablations"
+MCP_SECTIONS = {SERVER: ("--db", "--transport", "--host", "--port", "--token")}
 
 
-@click.command()
-@click.option("--db", "dbs", multiple=True, metavar="[NAME=]PATH|demo",
+@click.command(cls=GroupedCommand, sections=MCP_SECTIONS, renamed=options.RENAMED)
+@click.option("--db", "dbs", multiple=True, metavar="[NAME=]PATH|URL|demo",
               help="A database to answer about (repeatable; default: demo). Tools name it, never a path.")
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
               help="stdio: the client starts this command; http: streamable HTTP at http://HOST:PORT/mcp.")

@@ -13,6 +13,7 @@ from macsql.agents.decomposer import STYLES as DECOMPOSER_STYLES
 from macsql.agents.prompting import OUTPUT_FORMATS
 from macsql.backends import BACKEND_CHOICES
 from macsql.backends.loading import DTYPE_CHOICES
+from macsql.cli.groups import AGENTS_AND_ABLATIONS, MODEL, option
 from macsql.sqlexec import DEFAULT_TIMEOUT_S
 from macsql.state import Context, Settings
 
@@ -33,9 +34,14 @@ def check_timeout_option(ctx, param, value):
 # Option names that are not the field's name with dashes
 _OPTION_NAMES = {"budget_s": "--budget", "timeout_s": "--timeout"}
 
+# Old names of the model options, still accepted with a warning (`GroupedCommand(renamed=...)`): `--format`
+# read as the output format of `ask` and as the benchmark's format of `data build`/`clean`.
+RENAMED = {"--format": "--reply-format"}
+
 
 def settings_options(*names: str) -> list:
-    """click options generated from `Settings` fields: the field's default, help and range, one name each."""
+    """click options generated from `Settings` fields: the field's default, help and range, one name each, in
+    the "Agents and ablations" section of `--help`."""
     from dataclasses import fields
 
     meta = {f.name: f for f in fields(Settings)}
@@ -45,63 +51,67 @@ def settings_options(*names: str) -> list:
         kind = {"int": int, "float": float}[f.type]
         low, high, open_low = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("min_open", False)
         rng = (click.IntRange(low, high) if kind is int else click.FloatRange(low, high, min_open=open_low))
-        out.append(click.option(_OPTION_NAMES.get(name, "--" + name.replace("_", "-")), name, type=rng,
-                                default=f.default, show_default=True, help=f.metadata["help"]))
+        out.append(option(_OPTION_NAMES.get(name, "--" + name.replace("_", "-")), name, type=rng,
+                          default=f.default, show_default=True, help=f.metadata["help"], group=AGENTS_AND_ABLATIONS))
     return out
 
 
 def model_options(f):
-    """Options shared by every command that runs the agents."""
+    """Options shared by every command that runs the agents: the model's in the "Model" section of `--help`,
+    the agents' and the ablation switches in "Agents and ablations"."""
+    def model(*decls, **attrs):
+        return option(*decls, group=MODEL, **attrs)
+
+    def agents(*decls, **attrs):
+        return option(*decls, group=AGENTS_AND_ABLATIONS, **attrs)
+
     opts = [
-        click.option("--model", "-m", default=None, metavar="NAME_OR_PATH",
-                     help="Hugging Face id, local folder, .gguf file or alias "
-                          "(default: Qwen/Qwen2.5-Coder-1.5B-Instruct)."),
-        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-                     help="auto: llama.cpp for GGUF weights when installed, else transformers."),
-        click.option("--adapters", type=click.Path(exists=True, file_okay=False), default=None,
-                     help="Folder with a LoRA adapter per agent (from `macsql finetune`)."),
-        click.option("--base-url", default=None, help="OpenAI-compatible server URL for --backend openai "
-                                                      "(default $OPENAI_BASE_URL or http://localhost:8000/v1)."),
-        click.option("--device", default=None, help="torch device for --backend hf (default: cuda if present)."),
-        click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default=None,
-                     help="Weights dtype for --backend hf (default: auto)."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for llama.cpp (default: every CPU this process may use). On a busy "
-                          "machine 1 can be much faster: llama.cpp's threads wait for each other."),
-        click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(0, 10),
-                     help="Refiner rounds at most."),
-        click.option("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True, type=float,
-                     callback=check_timeout_option, help="Seconds a query may run before it is stopped."),
-        click.option("--request-timeout", "request_timeout_s", default=None, type=float,
-                     callback=check_timeout_option,
-                     help="--backend openai: seconds one reply of the model server may take (default 120)."),
-        click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="sql",
-                     show_default=True, help="Agents' reply format; `reasoning` asks for "
-                                             "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
-        click.option("--decompose", type=click.Choice(DECOMPOSER_STYLES), default="steps", show_default=True,
-                     help="Decomposer reply style: short sub-question lines then the SQL, or MAC-SQL's "
-                          "original layout with SQL for every sub-question (about 1.7x the tokens)."),
-        click.option("--candidates", "candidates", default=Context.candidates, show_default=True,
-                     type=click.IntRange(1, 32), metavar="K",
-                     help="SQL candidates for the execution vote: the direct query, the decomposed one and "
-                          "sampled ones; 1 = a single greedy query, no vote."),
-        click.option("--temperature", default=Context.temperature, show_default=True,
-                     type=click.FloatRange(0.0, 2.0, min_open=True), help="Sampling temperature of the extra candidates."),
-        click.option("--all-samples", is_flag=True,
-                     help="Draw every sampled candidate, even when the direct and the decomposed query already "
-                          "agree (by default the samples are drawn only when they do not)."),
-        click.option("--max-new-tokens", default=Context.max_new_tokens, show_default=True,
-                     type=click.IntRange(16, 4096),
-                     help="Tokens one reply may have at most. A model that does not stop by itself (a small "
-                          "untrained one) writes until this cap, so a lower cap (256) bounds its time."),
+        model("--model", "-m", default=None, metavar="NAME_OR_PATH",
+              help="Hugging Face id, local folder, .gguf file or alias (default: Qwen/Qwen2.5-Coder-1.5B-Instruct)."),
+        model("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+              help="auto: llama.cpp for GGUF weights when installed, else transformers."),
+        model("--adapters", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder with a LoRA adapter per agent (from `macsql finetune`)."),
+        model("--base-url", default=None, help="OpenAI-compatible server URL for --backend openai "
+                                               "(default $OPENAI_BASE_URL or http://localhost:8000/v1)."),
+        model("--device", default=None, help="torch device for --backend hf (default: cuda if present)."),
+        model("--dtype", type=click.Choice(DTYPE_CHOICES), default=None,
+              help="Weights dtype for --backend hf (default: auto)."),
+        model("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for llama.cpp (default: every CPU this process may use). On a busy "
+                   "machine 1 can be much faster: llama.cpp's threads wait for each other."),
+        model("--request-timeout", "request_timeout_s", default=None, type=float, callback=check_timeout_option,
+              help="--backend openai: seconds one reply of the model server may take (default 120)."),
+        model("--max-new-tokens", default=Context.max_new_tokens, show_default=True, type=click.IntRange(16, 4096),
+              help="Tokens one reply may have at most. A model that does not stop by itself (a small "
+                   "untrained one) writes until this cap, so a lower cap (256) bounds its time."),
+        agents("--max-rounds", default=3, show_default=True, type=click.IntRange(0, 10),
+               help="Refiner rounds at most."),
+        agents("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True, type=float,
+               callback=check_timeout_option, help="Seconds a query may run before it is stopped."),
+        agents("--reply-format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="sql",
+               show_default=True, help="Agents' reply format; `reasoning` asks for "
+                                       "<reasoning>…</reasoning><sql>…</sql> (shown with --verbose)."),
+        agents("--decompose", type=click.Choice(DECOMPOSER_STYLES), default="steps", show_default=True,
+               help="Decomposer reply style: short sub-question lines then the SQL, or MAC-SQL's "
+                    "original layout with SQL for every sub-question (about 1.7x the tokens)."),
+        agents("--candidates", "candidates", default=Context.candidates, show_default=True,
+               type=click.IntRange(1, 32), metavar="K",
+               help="SQL candidates for the execution vote: the direct query, the decomposed one and "
+                    "sampled ones; 1 = a single greedy query, no vote."),
+        agents("--temperature", default=Context.temperature, show_default=True,
+               type=click.FloatRange(0.0, 2.0, min_open=True), help="Sampling temperature of the extra candidates."),
+        agents("--all-samples", is_flag=True,
+               help="Draw every sampled candidate, even when the direct and the decomposed query already "
+                    "agree (by default the samples are drawn only when they do not)."),
         *settings_options("confident_prob", "budget_s", "budget_x", "prune_above_tokens"),
-        click.option("--no-fix-first", is_flag=True,
-                     help="Ablation: a failing direct query gets the other candidates, not a repair first."),
-        click.option("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
-        click.option("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
-        click.option("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
-        click.option("--no-decomposer", is_flag=True, help="Ablation: ask for SQL directly."),
-        click.option("--no-refiner", is_flag=True, help="Ablation: do not repair failing SQL."),
+        agents("--no-fix-first", is_flag=True,
+               help="Ablation: a failing direct query gets the other candidates, not a repair first."),
+        agents("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
+        agents("--no-hints", is_flag=True, help="Ablation: no repair hints for the Refiner."),
+        agents("--no-selector", is_flag=True, help="Ablation: keep the whole schema."),
+        agents("--no-decomposer", is_flag=True, help="Ablation: ask for SQL directly."),
+        agents("--no-refiner", is_flag=True, help="Ablation: do not repair failing SQL."),
     ]
     for opt in reversed(opts):
         f = opt(f)

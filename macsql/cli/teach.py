@@ -7,6 +7,12 @@ import json
 
 import click
 
+from macsql.cli.groups import OUTPUT, GroupedCommand
+
+# Every `teach` subcommand's `--help` in these sections (each has some of the options)
+SECTIONS = {"Database": ("--db",), "What to store": ("--question", "--sql", "--evidence", "--values"),
+            "Approval": ("--by",), OUTPUT: ("--json",)}
+
 
 def _approver(ctx, param, value):
     """A click callback: `--by` names a person; an empty name is a usage error (exit 2), not an approval."""
@@ -16,7 +22,9 @@ def _approver(ctx, param, value):
 
 
 def db_option(f):
-    return click.option("--db", required=True, metavar="PATH|demo", help="SQLite database file, or `demo`.")(f)
+    return click.option("--db", required=True, metavar="PATH|URL|demo",
+                        help="A SQLite or DuckDB file, a folder or glob of CSV/Parquet files, a postgresql:// URL, "
+                             "or `demo`.")(f)
 
 
 def by_option(f):
@@ -26,9 +34,9 @@ def by_option(f):
 
 def _database(db: str):
     from macsql.demo import resolve_db
-    from macsql.sqlexec import check_database
+    from macsql.engines import check_db
 
-    return check_database(resolve_db(db))
+    return check_db(resolve_db(db))
 
 
 @click.group("teach", no_args_is_help=True)
@@ -52,7 +60,7 @@ def teach():
     """
 
 
-@teach.command("add-example")
+@teach.command("add-example", cls=GroupedCommand, sections=SECTIONS)
 @db_option
 @click.option("--question", required=True, help="The question, as a user would ask it.")
 @click.option("--sql", required=True, help="The approved SQL that answers it (one read-only query).")
@@ -66,7 +74,7 @@ def add_example_cmd(db, question, sql, evidence, approved_by):
     click.echo(f"stored example {entry['id']}")
 
 
-@teach.command("add-term")
+@teach.command("add-term", cls=GroupedCommand, sections=SECTIONS)
 @db_option
 @click.argument("term")
 @click.argument("meaning")
@@ -80,7 +88,7 @@ def add_term_cmd(db, term, meaning, approved_by):
     click.echo(f"stored term {entry['id']}")
 
 
-@teach.command("describe")
+@teach.command("describe", cls=GroupedCommand, sections=SECTIONS)
 @db_option
 @click.argument("target", metavar="TABLE[.COLUMN]")
 @click.argument("text")
@@ -95,7 +103,7 @@ def describe_cmd(db, target, text, values, approved_by):
     click.echo(f"stored the description of {key}")
 
 
-@teach.command("import")
+@teach.command("import", cls=GroupedCommand, sections=SECTIONS)
 @db_option
 @click.argument("source", metavar="FILE", type=click.Path(exists=True))
 @by_option
@@ -116,17 +124,18 @@ def import_cmd(db, source, approved_by):
     click.echo(f"imported {done.summary()}")
 
 
-@teach.command("list")
+@teach.command("list", cls=GroupedCommand, sections=SECTIONS)
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="The knowledge file's content as JSON, with its path.")
 def list_cmd(db, as_json):
     """Show what was taught about the database: descriptions, terms, examples, each with its id."""
     from macsql import knowledge
     from macsql.display import terminal_safe
+    from macsql.engines import open_database
     from macsql.schema import introspect
 
     path = _database(db)
-    schema = introspect(path)
+    schema = introspect(open_database(path))
     known = knowledge.load(path, schema)
     where = knowledge.knowledge_file(path, schema)
     earlier = knowledge.earlier_files(path, schema)
@@ -158,7 +167,7 @@ def _approval(entry: dict) -> str:
     return f"  (by {entry.get('approved_by', '?')}, {entry.get('approved_at', '?')})"
 
 
-@teach.command("remove")
+@teach.command("remove", cls=GroupedCommand, sections=SECTIONS)
 @db_option
 @click.argument("entry_id", metavar="ID")
 def remove_cmd(db, entry_id):

@@ -37,7 +37,7 @@ def detect_format(records: list) -> str:
     if "query" in first and "db_id" in first:
         return "spider"
     raise InputError(f"unrecognised data format (keys: {sorted(first)[:8]}); expected BIRD (SQL, db_id), "
-                     "Spider (query, db_id) or text2sql-data (sql, sentences); name it with --format")
+                     "Spider (query, db_id) or text2sql-data (sql, sentences); name it with --data-format")
 
 
 def _default_db_root(data: Path, fmt: str) -> Path:

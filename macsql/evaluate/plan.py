@@ -14,19 +14,25 @@ from pathlib import Path
 from macsql.errors import InputError
 from macsql.evaluate.datasets import Example
 from macsql.evaluate.run import RunFolder
-from macsql.evaluate.runner import VARIANTS
+from macsql.evaluate.runner import EVAL_OPTIONS, VARIANTS
 from macsql.state import ablation_name, make_settings
 
 # The config keys that say which model answered: a finished run's are reused when no model is loaded.
 MODEL_KEYS = ("model", "model_arg", "model_path", "backend", "backend_arg", "workers", "max_rounds", "timeout_s")
 # Answers may not mix across these (the sample may grow: --limit 30, then 150, with nested seeds).
-SAME_RUN_KEYS = ("model", "backend", "variant", "pipeline_options", "data_sha256")
+SAME_RUN_KEYS = ("model", "backend", "variant", "pipeline_options", "data_sha256", "examples_source",
+                 "descriptions_source")
+# Options added to Settings after runs were recorded, at the value those runs had: a run started before
+# one existed can still be resumed.
+_OPTIONS_SINCE = {"use_descriptions": True}
 AGENT_SWITCHES = ("use_selector", "use_decomposer", "use_refiner")
 
 
-def choose_examples(data, db_root, fmt: str, limit, dbs: Sequence[str], seed, split) -> tuple[str, list[Example]]:
+def choose_examples(data, db_root, fmt: str, limit, dbs: Sequence[str], seed, split, *,
+                    half: str | None = None) -> tuple[str, list[Example]]:
     """(format, the sample): the benchmark's questions filtered by database and cut to `limit` (seeded and
-    nested, so a bigger sample keeps a smaller one's questions)."""
+    nested, so a bigger sample keeps a smaller one's questions). `half` ("first", "second"): only that half
+    of each database's questions (teaching.split_halves), before the cut."""
     from macsql.evaluate.datasets import detect_format, load_examples, select
 
     if not data:
@@ -45,6 +51,10 @@ def choose_examples(data, db_root, fmt: str, limit, dbs: Sequence[str], seed, sp
         from macsql.errors import did_you_mean
 
         raise InputError(f"no questions for database {unknown[0]!r}{did_you_mean(unknown[0], known)} in {data}")
+    if half:
+        from macsql.evaluate.teaching import split_halves
+
+        examples = split_halves(examples)[half]
     chosen = select(examples, limit=limit, dbs=list(dbs) or None, seed=seed, nested=True)
     if not chosen:
         raise InputError(f"no questions selected from {data}")
@@ -116,33 +126,53 @@ class VariantRun:
 
 
 def plan_variants(names: Sequence[str], out: str | Path, *, ablations: bool, switches: dict, model_args: dict,
-                  examples: Sequence[Example], overwrite: bool) -> list[VariantRun]:
+                  examples: Sequence[Example], overwrite: bool, options: dict | None = None,
+                  sources: dict | None = None) -> list[VariantRun]:
     """One VariantRun per name: a subfolder each with `ablations`, else `out` itself. `custom` is the run the
     agent `switches` describe (named `full` when all are on). `model_args` are the model options as given
-    (model, backend, max_rounds, timeout_s, output_format): a folder is finished only when they match."""
+    (model, backend, max_rounds, timeout_s, output_format): a folder is finished only when they match.
+    `options`: pipeline options every variant runs with (teaching.Teaching's: examples and descriptions
+    files, descriptions off, which also names the variant); `sources`: the config keys that say where
+    they came from (a finished run must have the same)."""
+    options = dict(options or {})
+    switched_off = [ablation_name(k) for k, v in options.items() if v is False]
     runs = []
     for name in names:
         if name in VARIANTS:
-            flags = {k: True for k in AGENT_SWITCHES} | VARIANTS[name]
+            flags = {k: True for k in AGENT_SWITCHES} | VARIANTS[name] | options
+            name = "+".join([name, *(off for off in switched_off if off != name)])
         else:
-            flags = {k: switches[k] for k in AGENT_SWITCHES}
-            name = "full" if all(flags.values()) else "+".join(ablation_name(k) for k, on in flags.items() if not on)
+            flags = {k: switches[k] for k in AGENT_SWITCHES} | options
+            name = "+".join([ablation_name(k) for k in AGENT_SWITCHES if not flags[k]] + switched_off) or "full"
         make_settings(**flags)  # a variant that names no real option fails here, before any model loads
         run = VariantRun(name, flags, RunFolder(Path(out) / name if ablations else out))
         if not overwrite:
-            run.finished = finished_config(run, examples, model_args)
+            run.finished = finished_config(run, examples, model_args, sources)
         runs.append(run)
     return runs
 
 
-def finished_config(run: VariantRun, examples: Sequence[Example], model_args: dict) -> dict | None:
-    """The run.json of a run in the folder that already answered every example with these model options,
-    or None when the model has work to do."""
+def _as_recorded_now(config: dict) -> dict:
+    """An earlier run's config as this version writes it: options added since at the value that run had,
+    and `exclude_asked`, which eval always set but once recorded as False, as it was (True)."""
+    opts = config.get("pipeline_options")
+    if not isinstance(opts, dict) or "variant" not in config:
+        return config
+    return {**config, "pipeline_options": {**_OPTIONS_SINCE, **opts, **EVAL_OPTIONS}}
+
+
+def finished_config(run: VariantRun, examples: Sequence[Example], model_args: dict,
+                    sources: dict | None = None) -> dict | None:
+    """The run.json of a run in the folder that already answered every example with these model options
+    (and examples and descriptions from the same `sources`), or None when the model has work to do."""
     try:
         old = run.folder.config()
     except InputError:
         return None  # an unreadable run.json: the run is checked (and refused) when it starts
     if old is None:
+        return None
+    old = _as_recorded_now(old)
+    if any(old.get(k) != v for k, v in (sources or {}).items()):
         return None
     opts = old.get("pipeline_options") or {}
     same = (old.get("variant") == run.name and old.get("model_arg") == model_args.get("model")
@@ -171,24 +201,31 @@ def model_path(llm) -> str | None:
 
 def run_variant(run: VariantRun, pipe, examples: Sequence[Example], base: dict, *, overwrite: bool = False,
                 workers: int = 1, progress: bool = True, echo: Callable[[str], None] | None = None,
-                **scoring) -> tuple[dict, dict, list]:
+                teaching=None, **scoring) -> tuple[dict, dict, list]:
     """Answer (the questions not yet in the folder) and score one variant; (config, summary, scores).
     `pipe=None`: the run is finished, and its own config says which model answered. `echo` hears where
-    the answers go before the first question is asked."""
+    the answers go before the first question is asked. `teaching` (teaching.Teaching): the examples the
+    run was given, for the count of questions shown an example with their own gold SQL."""
     from macsql.evaluate.runner import evaluate
 
     if pipe is None:
         config = {**base, **run.model_keys(), "variant": run.name,
                   "pipeline_options": run.finished["pipeline_options"]}
     else:
-        options = {**pipe.options, **run.flags}
+        # recorded as the questions run: with EVAL_OPTIONS, which runner.run_predictions sets
+        options = {**pipe.options, **run.flags, **EVAL_OPTIONS}
         config = {**base, "variant": run.name, "pipeline_options": options}
         if overwrite:
             run.folder.clear()
-        run.folder.claim(config, keys=SAME_RUN_KEYS)
+        run.folder.claim(config, keys=SAME_RUN_KEYS, recorded=_as_recorded_now)
         if echo:
             echo(f"{run.name}: {len(examples)} questions -> {run.folder.path}")
         pipe = pipe.with_options(**options)
-    _, summary, scores = evaluate(pipe, examples, run.folder.predictions_file, variant=run.name, workers=workers,
-                                  progress=progress, **scoring)
+    records, summary, scores = evaluate(pipe, examples, run.folder.predictions_file, variant=run.name,
+                                        workers=workers, progress=progress, **scoring)
+    if teaching is not None:
+        same = teaching.same_sql_count({e.question_id: records[e.question_id] for e in examples
+                                        if e.question_id in records})
+        if same is not None:
+            summary["examples_same_sql"] = same
     return config, summary, scores

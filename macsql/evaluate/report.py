@@ -64,7 +64,8 @@ def summary_markdown(summary: dict, config: dict) -> str:
              f"- model: `{config.get('model', '–')}` (backend {config.get('backend', '–')})",
              f"- questions: {summary['n']} (format {config.get('format', '–')}, seed {config.get('seed')}, "
              f"limit {config.get('limit')})",
-             f"- data sha256: `{str(config.get('data_sha256', '–'))[:16]}…`", "",
+             f"- data sha256: `{str(config.get('data_sha256', '–'))[:16]}…`",
+             *_taught_lines(summary, config), "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {_fmt(summary.get(key))} |" for key, label in HEADLINE]
     if "ves" in summary:
@@ -84,6 +85,28 @@ def summary_markdown(summary: dict, config: dict) -> str:
         lines += ["", "## Cost per question", "", "| | median | p90 | mean |", "|---|---|---|---|"]
         lines += [f"| {k} | {_fmt(v['median'])} | {_fmt(v['p90'])} | {_fmt(v['mean'])} |" for k, v in cost.items()]
     return "\n".join(lines) + "\n"
+
+
+def _taught_lines(summary: dict, config: dict) -> list[str]:
+    """What the run was taught besides stored knowledge (evaluate/teaching.py): its examples and
+    descriptions, and where they came from."""
+    lines = []
+    ex = config.get("examples_source")
+    if ex:
+        where = {"file": "the file", "split": f"split `{ex.get('split')}` of the data file, in",
+                 "half": f"the {ex.get('examples_half')} half of each database's questions (seed {ex.get('seed')}; "
+                         f"this run answers the {ex.get('half')} half), in"}.get(ex.get("kind"), ex.get("kind"))
+        count = f"{ex['pairs']} pairs from " if isinstance(ex.get("pairs"), int) else ""
+        lines.append(f"- examples: {count}{where} `{ex.get('path')}` (sha256 `{str(ex.get('sha256'))[:16]}…`)")
+        if summary.get("examples_same_sql") is not None:
+            lines.append(f"- questions shown an example with their own gold SQL (another wording): "
+                         f"{summary['examples_same_sql']}")
+    desc = config.get("descriptions_source")
+    if desc and desc.get("kind") == "none":
+        lines.append("- descriptions: none (--no-descriptions: BIRD's database_description texts left out)")
+    elif desc:
+        lines.append(f"- descriptions: `{desc.get('path')}` (sha256 `{str(desc.get('sha256'))[:16]}…`)")
+    return lines
 
 
 def write_plots(out: Path, summary: dict, scores: Sequence[QuestionScore]) -> dict[str, Path]:

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from macsql.errors import InputError
@@ -171,10 +171,14 @@ class RunFolder:
                              "--out folder or --overwrite")
         return config
 
-    def claim(self, config: dict, *, keys: Sequence[str]) -> None:
+    def claim(self, config: dict, *, keys: Sequence[str],
+              recorded: Callable[[dict], dict] | None = None) -> None:
         """Refuse to append to predictions made with a different model, variant or data sample (the `keys`
-        of the two configs differ); otherwise write `config` as the folder's run.json."""
+        of the two configs differ); otherwise write `config` as the folder's run.json. `recorded`: the
+        folder's config as the caller writes configs now (an earlier version's, brought up to date)."""
         old = self.config()
+        if old is not None and recorded is not None:
+            old = recorded(old)
         if old is not None:
             diff = [k for k in keys if old.get(k) != config.get(k)]
             if diff:

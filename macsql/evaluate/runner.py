@@ -30,9 +30,17 @@ VARIANTS: dict[str, dict] = {
     "no-budget": {"budget_x": 0.0},
     "before-ladder": {"confident_prob": 0.0, "fix_first": False, "budget_x": 0.0},
     "no-knowledge": {"use_knowledge": False},
+    "no-descriptions": {"use_descriptions": False},
     "baseline": {"use_selector": False, "use_decomposer": False, "use_refiner": False, "candidates": 1,
                  "use_values": False, "use_hints": False},
 }
+
+
+# What every evaluated question runs with, whatever the variant (and what run.json records): no question may
+# see its own answer, so an example (taught, or given for the run) whose question is the one being answered,
+# or the same text in another case, spacing or punctuation, is left out of its prompt (knowledge.py's
+# `similar_examples(exclude=...)`).
+EVAL_OPTIONS = {"exclude_asked": True}
 
 
 def _trace_summary(trace: list[dict]) -> list[dict]:
@@ -91,10 +99,7 @@ def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path | No
 
     from macsql.backends.batching import BatchingLLM, for_threads
 
-    # No question may see its own answer: an approved example (macsql teach) whose question is the one being
-    # answered, or the same text in another case or spacing, is left out of its prompt (knowledge.py's
-    # `similar_examples(exclude=...)`).
-    pipe = pipe.replace(exclude_asked=True)
+    pipe = pipe.replace(**EVAL_OPTIONS)
     with PredictionStore(out_file) as store:
         # Grouped by database (stable, so the sample's order holds within one): consecutive questions then
         # share the system message and schema at the start of their prompts, which a backend with a prompt

@@ -188,8 +188,8 @@ def run_suites(name: str, make_pipeline: Callable, *, only_dbs: list[str] | None
         for cid, why in res.skipped:
             echo(f"skip {res.suite.name}/{cid}: {why}")
     if not any(todo for _, todo in plan):
-        raise InputError("no suite case can run here (databases absent or filtered out by --db); "
-                         "try --db demo")
+        raise InputError("no suite case can run here (databases absent or filtered out by --db-id); "
+                         "try --db-id demo")
 
     pipe = make_pipeline()
     for res, todo in plan:

@@ -24,7 +24,7 @@ from macsql.pipeline import Pipeline
 from macsql.serve.hosts import ANY_HOST, LOOPBACK_HOSTS, host_name
 from macsql.serve.routes import STATIC, api, router
 from macsql.serve.state import MAX_REPLY_BYTES, RUN_WORKERS, Server
-from macsql.serve.store import ConversationStore
+from macsql.serve.store import ConversationStore, StoreUnavailable
 
 __all__ = ["STATIC", "Server", "create_app"]
 
@@ -150,7 +150,9 @@ def add_error_handlers(app: FastAPI, server: Server) -> None:
 
     @app.exception_handler(MacSQLError)
     async def library_error(_request, exc: MacSQLError):
-        return JSONResponse({"detail": server.one_line(exc)}, status_code=503 if isinstance(exc, ModelError) else 400)
+        # a model or a conversation store out of reach is the server's trouble (503: try again), not the request's
+        unavailable = isinstance(exc, (ModelError, StoreUnavailable))
+        return JSONResponse({"detail": server.one_line(exc)}, status_code=503 if unavailable else 400)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request, exc: Exception):

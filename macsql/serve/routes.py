@@ -78,6 +78,9 @@ class DownloadRequest(BaseModel):
     format: Literal["csv", "json"] = "csv"
     order_by: int | None = Field(None, ge=0, le=2000)
     descending: bool = False
+    spreadsheet_safe: bool = Field(True, description="CSV for a spreadsheet: text that would run as a formula "
+                                   "(starting with = + - @, a tab or CR) gets a leading '; false writes every "
+                                   "value as it is. JSON always keeps values as they are.")
 
 
 class CancelRequest(BaseModel):
@@ -124,9 +127,10 @@ async def list_databases(server: ServerDep) -> dict:
 
 @api.get("/api/schema")
 async def get_schema(server: ServerDep, db: str = Query(..., max_length=200)) -> dict:
+    from macsql.engines import open_database
     from macsql.schema import introspect, render_schema
 
-    schema = await asyncio.to_thread(introspect, server.db_path(db))
+    schema = await asyncio.to_thread(lambda: introspect(open_database(server.db_path(db))))
     tables = [{"name": t.name, "columns": [{"name": c.name, "type": c.type} for c in t.columns],
                "primary_key": t.primary_key,
                "foreign_keys": [asdict(fk) for fk in t.foreign_keys]} for t in schema.tables]
@@ -228,8 +232,10 @@ async def run_sql(req: RunRequest, server: ServerDep) -> JSONResponse:
 @api.post("/api/download", responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
 async def download(req: DownloadRequest, server: ServerDep) -> Response:
     """The whole result as a CSV or JSON file, within the row cap and the reply cap; the header
-    `X-Macsql-Truncated` says which cap cut it (`rows` or `bytes`), empty when none did."""
-    out = await server.query(req.db, req.sql, server.run_download, req.format, req.order_by, req.descending)
+    `X-Macsql-Truncated` says which cap cut it (`rows` or `bytes`), empty when none did. The CSV is meant
+    for spreadsheets and guarded against formulas (see `spreadsheet_safe`)."""
+    out = await server.query(req.db, req.sql, server.run_download, req.format, req.order_by, req.descending,
+                             req.spreadsheet_safe)
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", req.db).strip("_") or "result"
     media = "text/csv; charset=utf-8" if req.format == "csv" else "application/json"
     return Response(out["body"], media_type=media, headers={

@@ -75,9 +75,10 @@ def resolve_token(host: str, token: str | None) -> str | None:
 
 def serve(pipeline, databases: dict[str, Path], *, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, workers: int = 8, hosts: Iterable[str] | None = None,
-          sock: socket.socket | None = None) -> None:
+          sock: socket.socket | None = None, store=None) -> None:
     """Serve the API and the page until interrupted (one process, one loaded model). `hosts`: the Host
-    names to answer (default `allowed_hosts(host, (), token)`); `sock`: a socket from `bind_port`."""
+    names to answer (default `allowed_hosts(host, (), token)`); `sock`: a socket from `bind_port`; `store`:
+    where conversations are kept (`store.open_store`: default the cache folder's SQLite file)."""
     import uvicorn
 
     from macsql.demo import DEMO_QUESTIONS, demo_db_path
@@ -85,11 +86,12 @@ def serve(pipeline, databases: dict[str, Path], *, host: str = "127.0.0.1", port
 
     examples = {name: list(DEMO_QUESTIONS) for name, path in databases.items() if path == demo_db_path()}
     hosts = allowed_hosts(host, (), token) if hosts is None else tuple(hosts)
-    app = create_app(pipeline, databases, token=token, workers=workers, examples=examples, allowed_hosts=hosts)
+    app = create_app(pipeline, databases, token=token, workers=workers, examples=examples, allowed_hosts=hosts,
+                     store=store)
     sock = sock if sock is not None else bind_port(host, port)
     shown = f"[{host}]" if ":" in host else host
-    print(f"macsql serve: http://{shown}:{port}/  (API docs at /docs; databases: {', '.join(databases)})",
-          flush=True)
+    print(f"macsql serve: http://{shown}:{port}/  (API docs at /docs; databases: {', '.join(databases)}; "
+          f"conversations: {app.state.server.store.where})", flush=True)
     uvicorn.Server(server_config(app, host, port)).run(sockets=[sock])
 
 

@@ -31,7 +31,7 @@ from fastapi import HTTPException
 
 from macsql.errors import InputError, did_you_mean
 from macsql.pipeline import Answer, Pipeline
-from macsql.serve.store import ConversationMismatch, ConversationStore, UnknownConversation
+from macsql.serve.store import ConversationMismatch, ConversationStore, UnknownConversation, open_store
 
 MAX_WAITING = 256  # questions accepted and not finished; beyond this a new one gets 503 (try again)
 STEP_VALUE_CHARS = 4000  # a streamed step leaves out state values bigger than this (a whole schema)
@@ -208,13 +208,18 @@ def restore_names(columns) -> list[str]:
     return out
 
 
-def csv_text(columns, rows) -> str:
-    """RFC 4180 CSV with a header; NULL is an empty field, a BLOB its description."""
+def csv_text(columns, rows, *, spreadsheet: bool = True) -> str:
+    """RFC 4180 CSV with a header; NULL is an empty field, a BLOB its description. The download is for
+    spreadsheets: with `spreadsheet` (the default) text that a spreadsheet would run as a formula gets a
+    leading `'` (`display.spreadsheet_safe`); numbers stay as they are."""
+    from macsql.display import spreadsheet_safe
+
+    guard = spreadsheet_safe if spreadsheet else (lambda value: value)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow([guard(c) for c in columns])
     for row in rows:
-        writer.writerow(["" if v is None else jsonable(v) for v in row])
+        writer.writerow(["" if v is None else guard(jsonable(v)) for v in row])
     return out.getvalue()
 
 
@@ -239,32 +244,34 @@ class Server:
     `token`: required on every API call when set. `workers`: questions in flight at once (the model itself is
     shared through `for_threads`, so a local model still runs one batch at a time). `run_workers`: edited
     queries, pages and downloads running at once. `max_reply_bytes`: JSON bytes of rows in one reply (and the
-    bytes of one download). `store`: a ConversationStore or its file (default: the cache folder's)."""
+    bytes of one download). `store`: a ConversationStore, a SQLite file or a postgresql:// URL (default: the
+    cache folder's file; `store.open_store`)."""
 
     def __init__(self, pipeline: Pipeline, databases: dict[str, str | Path], *, token: str | None = None,
                  workers: int = 8, examples: dict[str, list[str]] | None = None, run_workers: int = RUN_WORKERS,
                  max_reply_bytes: int = MAX_REPLY_BYTES, store: ConversationStore | str | Path | None = None,
                  keepalive_s: float = KEEPALIVE_S):
         from macsql.backends.batching import for_threads
-        from macsql.sqlexec import check_database
+        from macsql.engines import check_db
 
         self.pipeline = pipeline
         self.served = pipeline.with_llm(for_threads(pipeline.llm, workers))
-        self.paths = {name: check_database(path) for name, path in databases.items()}
+        self.paths = {name: check_db(path) for name, path in databases.items()}
         if not self.paths:
             raise InputError("no database to serve; name at least one (--db PATH or --db demo)")
         self.token = token
         self.examples = {name: list(qs) for name, qs in (examples or {}).items()}
         # the forms a database's location may take in a result (pragma_database_list, an error message)
         self.hidden_paths = {text: name for name, path in self.paths.items()
-                             for text in {str(Path(path).absolute()), str(Path(path).resolve())}}
+                             for text in {str(path), str(Path(path).absolute()), str(Path(path).resolve())}}
         # queries use the pipeline's own deadline and row cap (Context holds their defaults)
         limits = self.served.context(next(iter(self.paths.values())))
         self.timeout_s, self.max_rows = limits.timeout_s, limits.max_rows
         self.run_workers, self.max_reply_bytes, self.keepalive_s = run_workers, max_reply_bytes, keepalive_s
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="macsql-ask")
         self.run_pool = ThreadPoolExecutor(max_workers=run_workers, thread_name_prefix="macsql-run")
-        self.store = store if isinstance(store, ConversationStore) else ConversationStore(store)
+        self.store = open_store(store)
+        self.owns_store = not isinstance(store, ConversationStore)  # opened here, so closed here
         self.questions: dict[str, Question] = {}  # accepted and not finished, by id (what cancel names)
         self.counts = {"running": 0, "accepted": 0, "queries": 0}  # accepted: waiting or running
         self.lock = threading.Lock()
@@ -272,6 +279,8 @@ class Server:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.run_pool.shutdown(wait=False, cancel_futures=True)
+        if self.owns_store:
+            self.store.close()
 
     @property
     def model_name(self) -> str:
@@ -401,19 +410,20 @@ class Server:
         with self.lock:
             self.counts["queries"] -= 1
 
-    def _check(self, sql: str) -> None:
+    def _check(self, sql: str, path=None) -> None:
         """The user's query alone must be one read-only SELECT before it is wrapped: its own message, not
         the wrapper's (the executor checks the wrapped query again)."""
+        from macsql.engines import engine_of
         from macsql.sql import statement_error
 
-        problem = statement_error(sql)
+        problem = statement_error(sql, engine_of(path) if path is not None else "sqlite")
         if problem:
             raise HTTPException(400, problem)
 
     def _execute(self, path: Path, sql: str, max_rows: int | None = None):
-        from macsql.sqlexec import execute
+        from macsql.engines import open_database
 
-        result = execute(path, sql, timeout_s=self.timeout_s, max_rows=max_rows or self.max_rows)
+        result = open_database(path).execute(sql, timeout_s=self.timeout_s, max_rows=max_rows or self.max_rows)
         if result.error:
             raise HTTPException(400, self.redact(result.error))
         return result
@@ -431,16 +441,16 @@ class Server:
     def run_page(self, path: Path, sql: str, page: int, page_size: int, order_by: int | None,
                  descending: bool) -> dict:
         """One page of the result, sorted by a column position, and the number of rows of the whole."""
-        from macsql.sqlexec import execute
+        from macsql.engines import open_database
 
-        self._check(sql)
+        self._check(sql, path)
         wrapped = page_query(sql, order_by=order_by, descending=descending)
         counted = self._execute(path, f"SELECT COUNT(*) FROM (\n{strip_sql(sql)}\n)")
         total = counted.rows[0][0]
-        result = execute(path, f"{wrapped} LIMIT {int(page_size)} OFFSET {int(page) * int(page_size)}",
-                         timeout_s=self.timeout_s, max_rows=page_size)
+        result = open_database(path).execute(f"{wrapped} LIMIT {int(page_size)} OFFSET {int(page) * int(page_size)}",
+                                             timeout_s=self.timeout_s, max_rows=page_size)
         if result.error:
-            if order_by is not None and "ORDER BY term out of range" in result.error:
+            if order_by is not None and "term out of range" in result.error:  # SQLite's and DuckDB's words
                 raise HTTPException(400, f"order_by {order_by} is not a column of the result (0-based)")
             raise HTTPException(400, self.redact(result.error))
         rows, cut = capped_rows(result.rows, self.max_reply_bytes)
@@ -451,16 +461,18 @@ class Server:
             reply["note"] = self.reply_cap_note(len(rows))
         return reply
 
-    def run_download(self, path: Path, sql: str, fmt: str, order_by: int | None, descending: bool) -> dict:
-        """The whole result as CSV or JSON text, within the executor's row cap and the reply cap."""
-        self._check(sql)
+    def run_download(self, path: Path, sql: str, fmt: str, order_by: int | None, descending: bool,
+                     spreadsheet: bool = True) -> dict:
+        """The whole result as CSV or JSON text, within the executor's row cap and the reply cap; CSV is
+        guarded against formulas unless `spreadsheet` is False, JSON keeps every value as it is."""
+        self._check(sql, path)
         query = sql if order_by is None else page_query(sql, order_by=order_by, descending=descending)
         result = self._execute(path, query)
         columns = list(result.columns) if order_by is None else restore_names(result.columns)
         rows, cut = capped_rows(result.rows, self.max_reply_bytes)
         rows = self.redact(rows)
         if fmt == "csv":
-            body = csv_text(columns, rows)
+            body = csv_text(columns, rows, spreadsheet=spreadsheet)
         else:
             body = json.dumps({"columns": columns, "rows": rows}, ensure_ascii=False)
         return {"body": body, "truncated": "rows" if result.truncated else "bytes" if cut else "",
