@@ -21,6 +21,7 @@ import shlex
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +202,13 @@ class Deadline:
     def passed(self) -> bool:
         return time.perf_counter() > self.at
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def timeout_result(self) -> ExecResult:
+        return ExecResult(error=f"query exceeded the {self.seconds:g}s deadline", timed_out=True,
+                          seconds=self.elapsed())
+
     def attach(self, conn: sqlite3.Connection) -> Deadline:
         conn.set_progress_handler(self._check, 1000)  # every 1000 VM steps: microseconds apart
         return self
@@ -355,6 +363,18 @@ def check_timeout(timeout_s: float) -> float:
     return value
 
 
+def precheck(sql: str, deadline: Deadline, check: Callable[[str], str | None]) -> ExecResult | None:
+    """What every engine's execute starts with: the statement check (`check`: the analyser in the engine's
+    dialect) and the deadline. An ExecResult to return at once, or None to run the statement."""
+    try:
+        problem = check(sql)
+    except Exception as exc:  # noqa: BLE001 - the analyser is a guard; its own failure must not escape
+        problem = f"the query could not be analysed: {type(exc).__name__}"
+    if problem:
+        return ExecResult(error=problem, seconds=deadline.elapsed())
+    return deadline.timeout_result() if deadline.passed() else None
+
+
 def execute(
     db_path: str | Path,
     sql: str,
@@ -367,24 +387,11 @@ def execute(
 
     The deadline counts from the call: parsing, opening and fetching all come out of `timeout_s`.
     """
-    start = time.perf_counter()
-    deadline = Deadline(timeout_s, start=start)
-
-    def elapsed() -> float:
-        return time.perf_counter() - start
-
-    def timeout() -> ExecResult:
-        return ExecResult(error=f"query exceeded the {deadline.seconds:g}s deadline", timed_out=True,
-                          seconds=elapsed())
-
-    try:
-        problem = statement_error(sql)
-    except Exception as exc:  # noqa: BLE001 - the analyser is a guard; its own failure must not escape
-        problem = f"the query could not be analysed: {type(exc).__name__}"
-    if problem:
-        return ExecResult(error=problem, seconds=elapsed())
-    if deadline.passed():
-        return timeout()
+    deadline = Deadline(timeout_s)
+    elapsed, timeout = deadline.elapsed, deadline.timeout_result
+    early = precheck(sql, deadline, statement_error)
+    if early is not None:
+        return early
     # a locked database waits for the lock no longer than the deadline allows
     conn = connect_readonly(db_path, busy_timeout_s=deadline.remaining())
     authorizer = guarded = None

@@ -155,7 +155,8 @@ def test_ask_help_sections_in_order_and_ablations_only_with_the_agents():
 @pytest.mark.parametrize("path,titles", [
     (("serve",), ["Server", "Model", AGENTS]),
     (("mcp",), ["Server", "Model", AGENTS]),
-    (("eval",), ["Benchmark", "Examples and descriptions", "Run", "Scoring and report", "Model", AGENTS]),
+    (("eval",), ["Benchmark", "Examples and descriptions", "Engine", "Run", "Scoring and report", "Model",
+                 AGENTS]),
     (("score",), ["Predictions", "Benchmark", "Scoring and report"]),
     (("judge",), ["Run", "Model"]),
     (("finetune",), ["Everyday", "Steps and validation", "Memory and speed", "LoRA", "GRPO and DPO", "Sweep"]),

@@ -257,6 +257,18 @@ def test_a_runaway_query_is_stopped_by_the_deadline(hostile_db):
     assert db.execute("SELECT count(*) FROM orders").rows == ((3,),)  # and the database still answers
 
 
+def test_formats_the_interrupt_cannot_stop_are_refused_before_they_run(duck_file):
+    """printf/format build their string in one call that interrupt() cannot stop (10^9 widths ran 15-41 s
+    past the deadline): huge or argument-given widths, and formats that are not literals, are refused."""
+    db = open_database(duck_file)
+    for sql in ("SELECT printf('%.1000000000f', 1.5)", "SELECT printf('%1000000000d', 1)",
+                "SELECT format('{:>1000000000}', 1)", "SELECT printf('%.*c', 9000000, 'x')",
+                "SELECT printf(name, 1) FROM customers"):
+        result = db.execute(sql, timeout_s=5)
+        assert result.error and not result.timed_out and "not allowed" in result.error, sql
+    assert db.execute("SELECT printf('%5.1f', 2.5)").rows == (("  2.5",),)  # ordinary formats still run
+
+
 # ------------------------------------------------------------------------------------------- pipeline
 def fenced(sql):
     return f"Final SQL:\n```sql\n{sql}\n```"

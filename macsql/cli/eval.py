@@ -12,6 +12,7 @@ import click
 from macsql.backends.base import AGENTS
 from macsql.cli import options
 from macsql.cli.groups import AGENTS_AND_ABLATIONS, MODEL, GroupedCommand
+from macsql.evaluate.copies import ENGINES
 from macsql.evaluate.datasets import FORMATS
 from macsql.evaluate.runner import VARIANTS
 from macsql.sqlexec import DEFAULT_TIMEOUT_S
@@ -54,6 +55,7 @@ def _headline(summary: dict) -> str:
 EVAL_SECTIONS = {"Benchmark": (*DATA_OPTIONS, "--suite", "--data-root"),
                  "Examples and descriptions": ("--examples", "--examples-from-split", "--half", "--descriptions",
                                                "--no-descriptions"),
+                 "Engine": ("--engine", "--engine-root", "--engine-url"),
                  "Run": ("--out", "--workers", "--overwrite", "--quiet"),
                  "Scoring and report": ("--ves", "--ves-repeats", "--score-workers", "--no-plots"),
                  MODEL: (), AGENTS_AND_ABLATIONS: ("--baseline", "--ablations", "--variants")}
@@ -93,13 +95,21 @@ EVAL_SECTIONS = {"Benchmark": (*DATA_OPTIONS, "--suite", "--data-root"),
                    "column_descriptions, or a knowledge file; nothing is stored.")
 @click.option("--no-descriptions", is_flag=True,
               help="Show no column descriptions at all (BIRD's database_description texts left out too).")
+@click.option("--engine", type=click.Choice(ENGINES), default="sqlite", show_default=True,
+              help="Answer on the databases' copies in this engine (made by benchmarks/load_engines.py); the "
+                   "gold SQL is scored on SQLite as always.")
+@click.option("--engine-root", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="With --engine duckdb: the folder holding <db_id>/<db_id>.duckdb.")
+@click.option("--engine-url", default=None, metavar="URL",
+              help="With --engine postgres: the database holding one schema per db_id "
+                   "(postgresql://USER:PASSWORD@HOST/DB).")
 @click.option("--overwrite", is_flag=True, help="Start over when --out holds a run with another config.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @options.model_options
 def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline, ablations, variants, ves,
              ves_repeats, score_workers, suite, data_root, examples_file, from_split, half, descriptions_file,
-             no_descriptions, overwrite, no_plots, quiet, **model_opts):
+             no_descriptions, engine, engine_root, engine_url, overwrite, no_plots, quiet, **model_opts):
     """Evaluate the pipeline on a benchmark (or a validation suite) and write a report.
 
     \b
@@ -109,16 +119,24 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
       macsql eval --data geography.json --out runs/geo --limit 50 --workers 4 --backend openai
       macsql eval --data geography.json --split test --examples-from-split train --out runs/geo-shots
       macsql eval --data dev.json --db-id superhero --half first --out runs/bird-half1
+      macsql eval --data dev.json --engine duckdb --engine-root runs/engines/duckdb --out runs/bird-duckdb
       macsql eval --suite                     # every category suite (demo and shared-data databases)
       macsql eval --suite error_correction --db-id demo
     """
     from macsql.errors import InputError
-    from macsql.evaluate import plan, teaching
+    from macsql.evaluate import copies, plan, teaching
     from macsql.evaluate.report import write_report
 
     if suite and (examples_file or from_split or half or descriptions_file or no_descriptions):
         raise InputError("--examples, --examples-from-split, --half and the description options are for a "
                          "benchmark run (--data), not --suite")
+    if engine != "sqlite" and (suite or ves):
+        raise InputError("--engine is for a benchmark run without --ves (VES times queries on SQLite); leave "
+                         f"out {'--suite' if suite else '--ves'}")
+    if engine == "postgres" and (examples_file or from_split or half or descriptions_file):
+        raise InputError("examples and descriptions given for the run go to each database by its db_id, and a "
+                         "PostgreSQL copy is a schema named so in a database of another name; run them on "
+                         "--engine sqlite or duckdb")
     if suite:
         from macsql.evaluate.suite import run_suites
 
@@ -130,16 +148,18 @@ def eval_cmd(data, db_root, fmt, limit, dbs, seed, split, out, workers, baseline
     names = plan.variant_names(ablations=ablations, variants=variants, baseline=baseline)
     fmt, examples = plan.choose_examples(data, db_root, fmt, limit, dbs, seed, split, half=half)
     plan.require_databases(examples, db_root)
+    examples = copies.on_engine(examples, engine, root=engine_root, url=engine_url)
     taught = teaching.plan_teaching(data=data, db_root=db_root, fmt=fmt, split=split, dbs=dbs, out=out,
                                     examples_file=examples_file, from_split=from_split, half=half,
                                     descriptions_file=descriptions_file, no_descriptions=no_descriptions)
     teaching.check_teaching(taught, examples)  # a file with nothing for these databases fails before a model loads
-    base = {**plan.base_config(data, fmt, db_root, limit, dbs, seed, split, examples), **taught.config()}
+    base = {**plan.base_config(data, fmt, db_root, limit, dbs, seed, split, examples), **taught.config(),
+            **copies.engine_config(engine, root=engine_root, url=engine_url)}
     model_args = {k: model_opts.get(k) for k in ("model", "backend", "max_rounds", "timeout_s", "output_format")}
     switches = {f"use_{agent}": not model_opts[f"no_{agent}"] for agent in AGENTS}
     runs = plan.plan_variants(names, out, ablations=ablations, switches=switches, model_args=model_args,
                               examples=examples, overwrite=overwrite, options=taught.options,
-                              sources={k: base[k] for k in ("examples_source", "descriptions_source")})
+                              sources={k: base.get(k) for k in ("examples_source", "descriptions_source", "engine")})
     # A rerun of finished runs (e.g. to rebuild the reports or the ablation table) needs no model.
     pipe = None if all(r.finished for r in runs) else options.build_pipeline(**model_opts)
     base.update(plan.model_config(pipe, model_args, workers) if pipe is not None else runs[-1].model_keys())

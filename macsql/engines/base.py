@@ -14,12 +14,14 @@ import datetime
 import decimal
 import json
 import re
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from macsql.schema import Schema
-from macsql.sqlexec import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, MAX_RESULT_BYTES, ExecResult
+from macsql.sqlexec import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, MAX_RESULT_BYTES, Deadline, ExecResult
 
 
 class Database(ABC):
@@ -83,3 +85,37 @@ def plain_value(value):
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, ensure_ascii=False, default=str)
     return str(value)
+
+
+class StopAtDeadline:
+    """Calls `stop` (the engine's interrupt or cancel) from a timer thread once the deadline plus `grace` has
+    passed, for engines that cannot check a deadline inside the query as SQLite's progress handler does.
+    Leaving the block disarms it, so a late stop never hits the connection's next query; `fired` tells a
+    timeout from the query's own error (and a pooled connection that was stopped should be dropped)."""
+
+    def __init__(self, stop: Callable[[], object], deadline: Deadline, *, grace: float = 0.0):
+        self._stop = stop
+        self.fired = False
+        self._armed = True
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline.remaining()) + grace, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> StopAtDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._armed = False
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            self.fired = True
+            try:
+                self._stop()
+            except Exception:  # noqa: BLE001 - a connection already closed or gone has nothing to stop
+                pass

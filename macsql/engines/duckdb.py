@@ -27,10 +27,9 @@ import glob
 import os
 import re
 import threading
-import time
 from pathlib import Path
 
-from macsql.engines.base import Database, plain_value
+from macsql.engines.base import Database, StopAtDeadline, plain_value
 from macsql.errors import DatabaseError
 from macsql.schema import SAMPLE_SCAN_ROWS, Column, ForeignKey, Schema, Table, _add_descriptions, quote_name
 from macsql.sqlexec import (
@@ -41,6 +40,7 @@ from macsql.sqlexec import (
     ExecResult,
     _row_bytes,
     check_timeout,
+    precheck,
 )
 
 DUCKDB_SUFFIXES = (".duckdb", ".ddb")
@@ -57,6 +57,33 @@ SETTINGS = {
     "python_enable_replacements": False,  # `FROM df` must not read a Python object of the calling frame
 }
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8-12 of a DuckDB database file
+# printf/format build their whole string inside one call that DuckDB's interrupt() cannot stop: a width of
+# 10^9 ran 15-41 s past a 0.5 s deadline (benchmarks/bench_hostile_engines.py). A format is refused when its
+# widths or precisions could be that large: one written with 7 or more digits, one taken from an argument
+# (`*`), or a format that is not a literal and so cannot be checked before it runs.
+_BIG_WIDTH = re.compile(r"\d{7,}|\*")
+
+
+def _unbounded_format(sql: str) -> str | None:
+    """Why a printf/format call in `sql` could run past the deadline, or None."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except Exception:  # noqa: BLE001 - DuckDB's own parser has the last word on what does not parse
+        return None
+    for node in tree.find_all(exp.Anonymous, exp.Format):
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else "format"
+        if name not in ("printf", "format", "sprintf"):
+            continue
+        fmt = node.this if isinstance(node, exp.Format) else (node.expressions or [None])[0]
+        if not isinstance(fmt, exp.Literal) or not fmt.is_string:
+            return f"{name}() with a format that is not a literal string is not allowed"
+        if _BIG_WIDTH.search(fmt.this):
+            return (f"{name}() with a width or precision of a million characters or more (or taken from an "
+                    "argument) is not allowed")
+    return None
 
 
 def _duckdb():
@@ -103,36 +130,9 @@ def _string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class _Interrupter:
-    """Interrupts whatever runs on `conn` once `deadline` has passed (DuckDB stops the query). Leaving the
-    block disarms it; `fired` tells a timeout from the query's own error."""
-
-    def __init__(self, conn, deadline: Deadline):
-        self.conn = conn
-        self.fired = False
-        self._armed = True
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, deadline.remaining()), self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Interrupter:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._armed = False
-        self._timer.cancel()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if not self._armed:
-                return
-            self.fired = True
-            try:
-                self.conn.interrupt()
-            except Exception:  # noqa: BLE001 - a connection already closed has nothing to stop
-                pass
+def _interrupter(conn, deadline: Deadline) -> StopAtDeadline:
+    """DuckDB stops a running query on `interrupt()`, from any thread."""
+    return StopAtDeadline(conn.interrupt, deadline)
 
 
 class DuckDBDatabase(Database):
@@ -289,33 +289,30 @@ class DuckDBDatabase(Database):
         from macsql.sql import statement_error, strip_statement
 
         duckdb = self._duckdb
-        start = time.perf_counter()
-        deadline = Deadline(timeout_s, start=start)
+        deadline = Deadline(timeout_s)
+        elapsed, timeout = deadline.elapsed, deadline.timeout_result
 
-        def elapsed() -> float:
-            return time.perf_counter() - start
+        command: list[str] = []  # sqlglot's refusal of a statement it reads as a COMMAND
 
-        def timeout() -> ExecResult:
-            return ExecResult(error=f"query exceeded the {deadline.seconds:g}s deadline", timed_out=True,
-                              seconds=elapsed())
+        def check(text: str) -> str | None:
+            problem = statement_error(text, dialect="duckdb")
+            # sqlglot reads a statement it does not model as a COMMAND: DuckDB's own parser (below, which
+            # refuses every statement but a SELECT) names it instead (VACUUM, DETACH, ...)
+            if problem and problem.endswith(" got COMMAND"):
+                command.append(problem)
+                return None
+            return problem or _unbounded_format(text)
 
-        try:
-            problem = statement_error(sql, dialect="duckdb")
-        except Exception as exc:  # noqa: BLE001 - the analyser is a guard; its own failure must not escape
-            problem = f"the query could not be analysed: {type(exc).__name__}"
-        # sqlglot reads a statement it does not model as a COMMAND: DuckDB's own parser (below, which refuses
-        # every statement but a SELECT) names it instead (VACUUM, DETACH, ...)
-        if problem and not problem.endswith(" got COMMAND"):
-            return ExecResult(error=problem, seconds=elapsed())
-        if deadline.passed():
-            return timeout()
+        early = precheck(sql, deadline, check)
+        if early is not None:
+            return early
         conn = self._connect()
-        guard = _Interrupter(conn, deadline)
+        guard = _interrupter(conn, deadline)
         try:
             try:
                 statements = conn.extract_statements(strip_statement(sql))
             except duckdb.Error as exc:  # a statement neither parser reads: sqlglot's refusal says more
-                return ExecResult(error=problem or _one_line(exc), seconds=elapsed())
+                return ExecResult(error=(command[0] if command else None) or _one_line(exc), seconds=elapsed())
             if len(statements) != 1:
                 return ExecResult(error=f"only one statement is allowed, got {len(statements)}", seconds=elapsed())
             kind = statements[0].type
@@ -360,7 +357,7 @@ class DuckDBDatabase(Database):
         duckdb = self._duckdb
         deadline = Deadline(check_timeout(timeout_s))
         conn = self._connect()
-        guard = _Interrupter(conn, deadline)
+        guard = _interrupter(conn, deadline)
         try:
             with guard:  # only macsql's own catalogue and sampling queries run here
                 schema = self._catalog(conn)
@@ -411,7 +408,7 @@ class DuckDBDatabase(Database):
         notes = [f"schemas other than the default one are left out: {', '.join(other)}"] if other else []
         return Schema(db_id=self.name, tables=list(tables.values()), notes=notes)
 
-    def _sample(self, conn, schema: Schema, deadline: Deadline, guard: _Interrupter) -> None:
+    def _sample(self, conn, schema: Schema, deadline: Deadline, guard: StopAtDeadline) -> None:
         from macsql.schema import _sample_table
 
         duckdb = self._duckdb
@@ -426,7 +423,7 @@ class DuckDBDatabase(Database):
                 schema.notes.append(f"{view.kind} {view.name!r}: no value examples (the {deadline.seconds:g}s "
                                     "deadline ran out before it was sampled)")
                 continue
-            with _Interrupter(conn, Deadline(share)) as own:
+            with _interrupter(conn, Deadline(share)) as own:
                 try:
                     _sample_table(conn, view, strict=True)
                 except duckdb.Error as exc:
@@ -449,7 +446,7 @@ class DuckDBDatabase(Database):
                f"BETWEEN 1 AND {int(max_chars)} LIMIT {int(limit)}")
         conn = self._connect()
         try:
-            with _Interrupter(conn, Deadline(check_timeout(timeout_s))):
+            with _interrupter(conn, Deadline(check_timeout(timeout_s))):
                 conn.execute("BEGIN TRANSACTION READ ONLY")
                 return [v for (v,) in conn.execute(sql).fetchall() if isinstance(v, str) and v.strip()]
         except duckdb.Error:

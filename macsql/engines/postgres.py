@@ -32,7 +32,7 @@ import threading
 import time
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from macsql.engines.base import Database, plain_value
+from macsql.engines.base import Database, StopAtDeadline, plain_value
 from macsql.errors import DatabaseError
 from macsql.schema import (
     MAX_EXAMPLE_CHARS,
@@ -53,6 +53,7 @@ from macsql.sqlexec import (
     Deadline,
     ExecResult,
     _row_bytes,
+    precheck,
 )
 
 FETCH_ROWS = 500  # the most rows one FETCH from the server-side cursor asks for (see execute)
@@ -173,44 +174,17 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _ours(exc, canceller: _Canceller, deadline: Deadline) -> bool:
+def _canceller(conn, deadline: Deadline) -> StopAtDeadline:
+    """A backstop to the server's statement_timeout: the client's cancel request, CANCEL_GRACE_S after the
+    deadline (a statement the server already stopped is never cancelled twice: leaving the block disarms it)."""
+    return StopAtDeadline(lambda: conn.cancel_safe(timeout=5.0), deadline, grace=CANCEL_GRACE_S)
+
+
+def _ours(exc, canceller: StopAtDeadline, deadline: Deadline) -> bool:
     """Whether a cancelled statement was stopped by our deadline (the server's statement_timeout, set to the
     time left, or the client's cancel), not by someone else's pg_cancel_backend. The server's timer and ours
     run on different clocks, so "the deadline has passed" alone can be a millisecond wrong."""
     return canceller.fired or deadline.remaining() < 0.05 or "statement timeout" in str(exc)
-
-
-class _Canceller:
-    """The client's backstop for the server's statement_timeout: cancels whatever runs on `conn` once the
-    deadline (plus CANCEL_GRACE_S) has passed. Leaving the block stops it; a cancel is never sent after
-    that, so it cannot hit the next query on a pooled connection (`fired` tells the caller to drop it)."""
-
-    def __init__(self, conn, deadline: Deadline):
-        self.conn = conn
-        self.fired = False
-        self._active = True
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, deadline.remaining()) + CANCEL_GRACE_S, self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Canceller:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._active = False
-        self._timer.cancel()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if not self._active:
-                return
-            self.fired = True
-            try:
-                self.conn.cancel_safe(timeout=5.0)
-            except Exception:  # noqa: BLE001 - a connection already gone needs no cancel
-                pass
 
 
 class PostgresDatabase(Database):
@@ -330,7 +304,7 @@ class PostgresDatabase(Database):
         ms = min(2**31 - 1, max(1, math.ceil(deadline.remaining() * 1000)))
         conn.execute(f"SET LOCAL statement_timeout = {ms}")
 
-    def _end(self, conn, canceller: _Canceller | None = None) -> None:
+    def _end(self, conn, canceller: StopAtDeadline | None = None) -> None:
         """Roll back (nothing is ever committed) and pool the connection, or drop it when it is broken or a
         cancel was sent on it."""
         reuse = canceller is None or not canceller.fired
@@ -345,26 +319,13 @@ class PostgresDatabase(Database):
     def execute(self, sql: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_rows: int = DEFAULT_MAX_ROWS,
                 max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
         psycopg = self._psycopg
-        start = time.perf_counter()
-        deadline = Deadline(timeout_s, start=start)
-
-        def elapsed() -> float:
-            return time.perf_counter() - start
-
-        def timeout() -> ExecResult:
-            return ExecResult(error=f"query exceeded the {deadline.seconds:g}s deadline", timed_out=True,
-                              seconds=elapsed())
-
-        try:
-            problem = statement_problem(sql)
-        except Exception as exc:  # noqa: BLE001 - the check is a guard; its own failure must not escape
-            problem = f"the query could not be analysed: {type(exc).__name__}"
-        if problem:
-            return ExecResult(error=problem, seconds=elapsed())
-        if deadline.passed():
-            return timeout()
+        deadline = Deadline(timeout_s)
+        elapsed, timeout = deadline.elapsed, deadline.timeout_result
+        early = precheck(sql, deadline, statement_problem)
+        if early is not None:
+            return early
         conn = self._begin(deadline)
-        canceller = _Canceller(conn, deadline)
+        canceller = _canceller(conn, deadline)
         with self._lock:
             self._cursors += 1
             cur = conn.cursor(name=f"macsql_{self._cursors}")
@@ -426,7 +387,7 @@ class PostgresDatabase(Database):
     def _catalog_query(self, sql: str, deadline: Deadline, params=None) -> list[tuple]:
         psycopg = self._psycopg
         conn = self._begin(deadline)
-        canceller = _Canceller(conn, deadline)
+        canceller = _canceller(conn, deadline)
         try:
             with canceller:
                 return conn.execute(sql, params).fetchall()
@@ -471,7 +432,7 @@ class PostgresDatabase(Database):
             schema.notes.append(f"no value examples: the {deadline.seconds:g}s deadline ran out first")
             return
         conn = self._begin(deadline)
-        canceller = _Canceller(conn, deadline)
+        canceller = _canceller(conn, deadline)
         try:
             with canceller:
                 plain = [t for t in schema.tables if t.kind == "table"]
@@ -545,7 +506,7 @@ class PostgresDatabase(Database):
 
         deadline = Deadline(timeout_s)
         conn = self._begin(deadline)
-        canceller = _Canceller(conn, deadline)
+        canceller = _canceller(conn, deadline)
         try:
             with canceller:
                 # character types (text, varchar, char, citext, domains over them) and enums: category S, E

@@ -24,6 +24,8 @@ class Example:
     db_path: Path
     evidence: str = ""
     difficulty: str = ""
+    # where the pipeline answers when not db_path: the database's copy in another engine (copies.py)
+    ask_db: str | None = None
 
 
 def detect_format(records: list) -> str:

@@ -21,7 +21,7 @@ from macsql.state import ablation_name, make_settings
 MODEL_KEYS = ("model", "model_arg", "model_path", "backend", "backend_arg", "workers", "max_rounds", "timeout_s")
 # Answers may not mix across these (the sample may grow: --limit 30, then 150, with nested seeds).
 SAME_RUN_KEYS = ("model", "backend", "variant", "pipeline_options", "data_sha256", "examples_source",
-                 "descriptions_source")
+                 "descriptions_source", "engine")
 # Options added to Settings after runs were recorded, at the value those runs had: a run started before
 # one existed can still be resumed.
 _OPTIONS_SINCE = {"use_descriptions": True}

@@ -115,7 +115,7 @@ def run_predictions(pipe, examples: Sequence[Example], out_file: str | Path | No
 
         def answer(e: Example, runner) -> dict | _ModelFailure:
             try:
-                ans = runner.ask(e.question, e.db_path, evidence=e.evidence)
+                ans = runner.ask(e.question, e.ask_db or e.db_path, evidence=e.evidence)
                 return record_for(e, ans, variant=variant)
             except ModelError as exc:
                 return _ModelFailure(e, exc)

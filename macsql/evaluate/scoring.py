@@ -69,6 +69,30 @@ class _Job:
     timeout_s: float
     ves_repeats: int
     keep_distinct: bool = False
+    pred_db: str | None = None  # the copy in another engine the prediction was written for (copies.py)
+
+
+def _engine_match(job: _Job):
+    """execution_match with the prediction run on its engine's copy and the gold SQL on SQLite, as
+    always: the copy holds the same rows, so the gold result stands (see copies.py)."""
+    from macsql.compare import compare_results, spider_form
+    from macsql.engines import open_database
+    from macsql.sqlexec import ExecResult, execute
+
+    engine = open_database(job.pred_db)  # opened once per worker process and kept
+
+    def gold_run(sql: str) -> ExecResult:
+        return execute(job.db_path, sql, timeout_s=job.timeout_s, max_rows=100_000)
+
+    def pred_run(sql: str) -> ExecResult:
+        return engine.execute(sql, timeout_s=job.timeout_s, max_rows=100_000) if sql else ExecResult(
+            error="no SQL")
+
+    gold, pred = gold_run(job.gold_sql), pred_run(job.pred_sql)
+    pred_form, gold_form = (spider_form(s, keep_distinct=job.keep_distinct) for s in (job.pred_sql, job.gold_sql))
+    return compare_results(pred, gold, job.gold_sql,
+                           pred_spider=pred_run(pred_form) if pred_form != job.pred_sql else pred,
+                           gold_spider=gold_run(gold_form) if gold_form != job.gold_sql else gold)
 
 
 def _score_one(job: _Job) -> dict:
@@ -77,15 +101,16 @@ def _score_one(job: _Job) -> dict:
     from macsql.errors import DatabaseError
 
     try:
-        match = execution_match(job.db_path, job.pred_sql, job.gold_sql, timeout_s=job.timeout_s,
-                                keep_distinct=job.keep_distinct)
+        match = _engine_match(job) if job.pred_db else execution_match(
+            job.db_path, job.pred_sql, job.gold_sql, timeout_s=job.timeout_s, keep_distinct=job.keep_distinct)
     except DatabaseError as exc:  # the database vanished or is unreadable: the question cannot be scored
         return {"index": job.index, "ex_spider": False, "ex_bird": False, "pred_error": str(exc),
                 "gold_error": str(exc), "executes": False, "timed_out": False, "ratio": None}
     out = {"index": job.index, "ex_spider": match.ex_spider, "ex_bird": match.ex_bird,
            "pred_error": match.pred.error, "gold_error": match.gold.error, "executes": match.pred.ok,
            "timed_out": match.pred.timed_out, "ratio": None}
-    if job.ves_repeats and match.ex_bird:  # VES is BIRD's metric: it rewards BIRD-correct answers
+    # VES is BIRD's metric: it rewards BIRD-correct answers (timed on SQLite, so not for another engine's SQL)
+    if job.ves_repeats and match.ex_bird and not job.pred_db:
         # both queries already ran once above (warm page cache), so every timed run sees the same state
         timed = metrics.timed_pair(job.db_path, job.gold_sql, job.pred_sql, repeats=job.ves_repeats,
                                    timeout_s=job.timeout_s)
@@ -119,7 +144,7 @@ def score_examples(examples: Sequence[Example], predictions: dict[str, dict], *,
 
     todo = [e for e in examples if e.question_id in predictions]
     jobs = [_Job(i, str(e.db_path), e.gold_sql, predictions[e.question_id].get("pred_sql") or "", timeout_s,
-                 ves_repeats, keep_distinct) for i, e in enumerate(todo)]
+                 ves_repeats, keep_distinct, e.ask_db) for i, e in enumerate(todo)]
     workers = workers or min(4, os.cpu_count() or 1)
     results: list[dict | None] = [None] * len(jobs)
     bar = tqdm(total=len(jobs), desc="scoring", unit="q", disable=not progress, leave=False)
