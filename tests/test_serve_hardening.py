@@ -219,7 +219,7 @@ SLOW_SQL = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELE
 
 def test_a_burst_of_slow_queries_gets_429_and_starves_nothing(pets_db):
     llm = ScriptedLLM(reply_with(PETS_SELECT))
-    app = create_app(Pipeline(llm, candidates=1, timeout_s=3), {"pets": pets_db}, run_workers=1)
+    app = create_app(Pipeline(llm, candidates=1, timeout_s=3), {"pets": pets_db}, run_workers=1, query_wait_s=0)
     with serving_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         slow = []
         worker = threading.Thread(target=lambda: slow.append(
@@ -239,6 +239,27 @@ def test_a_burst_of_slow_queries_gets_429_and_starves_nothing(pets_db):
         assert slow[0].status_code == 400 and "deadline" in one_line_json(slow[0])
         assert http.get("/health").json()["queries_running"] == 0
         assert http.post("/api/run", json={"db": "pets", "sql": "SELECT 1"}).json()["rows"] == [[1]]
+
+
+def test_a_query_waits_for_a_slot_before_429(pets_db):
+    """A page asked while every slot is taken waits for one (up to query_wait_s) instead of failing."""
+    llm = ScriptedLLM(reply_with(PETS_SELECT))
+    app = create_app(Pipeline(llm, candidates=1, timeout_s=1), {"pets": pets_db}, run_workers=1, query_wait_s=30)
+    with serving_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        slow = []
+        worker = threading.Thread(target=lambda: slow.append(
+            http.post("/api/run", json={"db": "pets", "sql": SLOW_SQL})))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while http.get("/health").json()["queries_running"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert http.get("/health").json()["queries_running"] == 1
+        r = http.post("/api/run", json={"db": "pets", "sql": "SELECT 1"})
+        worker.join(30)
+        # the second query ran once the slow one had hit its deadline and freed the only slot
+        assert slow[0].status_code == 400 and "deadline" in one_line_json(slow[0])
+        assert r.status_code == 200 and r.json()["rows"] == [[1]]
+        assert http.get("/health").json()["queries_running"] == 0
 
 
 # ------------------------------------------------------------------------- errors are JSON lines

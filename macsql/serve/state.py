@@ -22,6 +22,7 @@ import math
 import re
 import secrets
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -38,7 +39,11 @@ STEP_VALUE_CHARS = 4000  # a streamed step leaves out state values bigger than t
 # The executor caps a result at 64 MB of values, but JSON can be six times bigger than its values (a control
 # character is written \u0001): the rows of a reply stop at this many bytes of JSON, and it says so.
 MAX_REPLY_BYTES = 16 * 1024 * 1024
-RUN_WORKERS = 4  # edited queries running at once; one more gets 429 (each may hold a 64 MB result)
+RUN_WORKERS = 4  # edited queries running at once (each may hold a 64 MB result)
+# A query that finds every slot taken waits this long for one before its 429: a page's first rows arrive
+# right after the answer, so a burst of answers asks for pages together, and most slots free in milliseconds.
+QUERY_WAIT_S = 2.0
+QUERY_POLL_S = 0.02  # how often a waiting query looks for a free slot
 # Proxies drop a stream that sends nothing for a while (nginx: 60 s); a model call can take longer, so an
 # SSE comment line goes out when nothing else has for this many seconds.
 KEEPALIVE_S = 10.0
@@ -243,14 +248,15 @@ class Server:
 
     `token`: required on every API call when set. `workers`: questions in flight at once (the model itself is
     shared through `for_threads`, so a local model still runs one batch at a time). `run_workers`: edited
-    queries, pages and downloads running at once. `max_reply_bytes`: JSON bytes of rows in one reply (and the
+    queries, pages and downloads running at once; `query_wait_s`: how long one more waits for a free slot before
+    429. `max_reply_bytes`: JSON bytes of rows in one reply (and the
     bytes of one download). `store`: a ConversationStore, a SQLite file or a postgresql:// URL (default: the
     cache folder's file; `store.open_store`)."""
 
     def __init__(self, pipeline: Pipeline, databases: dict[str, str | Path], *, token: str | None = None,
                  workers: int = 8, examples: dict[str, list[str]] | None = None, run_workers: int = RUN_WORKERS,
                  max_reply_bytes: int = MAX_REPLY_BYTES, store: ConversationStore | str | Path | None = None,
-                 keepalive_s: float = KEEPALIVE_S):
+                 keepalive_s: float = KEEPALIVE_S, query_wait_s: float = QUERY_WAIT_S):
         from macsql.backends.batching import for_threads
         from macsql.engines import check_db
 
@@ -268,6 +274,7 @@ class Server:
         limits = self.served.context(next(iter(self.paths.values())))
         self.timeout_s, self.max_rows = limits.timeout_s, limits.max_rows
         self.run_workers, self.max_reply_bytes, self.keepalive_s = run_workers, max_reply_bytes, keepalive_s
+        self.query_wait_s = query_wait_s
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="macsql-ask")
         self.run_pool = ThreadPoolExecutor(max_workers=run_workers, thread_name_prefix="macsql-run")
         self.store = open_store(store)
@@ -387,17 +394,19 @@ class Server:
     # --------------------------------------------------------------------- queries (run, page, download)
     async def query(self, db: str, sql: str, work, *args):
         """Run `work(path, sql, *args)` in the query pool: 400 for a hidden function, 429 when `run_workers`
-        queries are running. The slot is freed when the query ends, not when the request does: a client
-        that leaves frees no slot early."""
+        queries are still running after `query_wait_s`. The slot is freed when the query ends, not when the
+        request does: a client that leaves frees no slot early."""
         path = self.db_path(db)
         if HIDDEN_FUNCTIONS.search(sql):
             raise HTTPException(400, "pragma_database_list is not served here: it shows where the database "
                                      "files are on the server; the other pragma_* functions are")
-        with self.lock:
-            if self.counts["queries"] >= self.run_workers:
+        deadline = time.monotonic() + self.query_wait_s
+        while not self._take_query_slot():
+            if time.monotonic() >= deadline:
                 raise HTTPException(429, f"{self.run_workers} queries are running; try again in a moment",
                                     headers={"Retry-After": "1"})
-            self.counts["queries"] += 1
+            # slots are freed by pool threads; polling keeps the event loop free without a cross-thread signal
+            await asyncio.sleep(QUERY_POLL_S)
         try:
             future = self.run_pool.submit(work, path, sql, *args)
         except RuntimeError:  # the pool has shut down: the server is stopping
@@ -405,6 +414,13 @@ class Server:
             raise HTTPException(503, "the server is shutting down") from None
         future.add_done_callback(self._query_done)
         return await asyncio.wrap_future(future)
+
+    def _take_query_slot(self) -> bool:
+        with self.lock:
+            if self.counts["queries"] >= self.run_workers:
+                return False
+            self.counts["queries"] += 1
+            return True
 
     def _query_done(self, _future=None) -> None:
         with self.lock:
