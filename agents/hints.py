@@ -114,7 +114,7 @@ def empty_result_hints(sql: str, schema: Schema, db_path: str | Path, *, timeout
     from macsql.values import normalize, value_index
 
     database = open_database(db_path)
-    index = value_index(db_path, schema)
+    index = value_index(db_path)
     hints = []
     for table, column, literal, is_like in _literal_filters(sql, schema, database.dialect):
         op = "LIKE" if is_like else "="

@@ -122,12 +122,13 @@ def select_schema(question: str, schema: Schema, *, llm: LLM, evidence: str = ""
     return SelectorOutput(selection, pruned=parsed is not None, trace=[entry])
 
 
-def link_values(question: str, db_path) -> list[dict]:
-    """The database values the question mentions: [{"table", "column", "value"}] (macsql.values)."""
+def link_values(question: str, db_path, *, meanings: bool = True) -> list[dict]:
+    """The database values the question mentions: [{"table", "column", "value"}] (macsql.values);
+    `meanings=False` (no descriptions shown): not through the codes' meanings in value descriptions."""
     from macsql.values import value_index
 
     return [{"table": m.table, "column": m.column, "value": m.value}
-            for m in value_index(db_path).match(question)]
+            for m in value_index(db_path).match(question, meanings=meanings)]
 
 
 def matches_map(matches: list[dict] | None) -> dict[tuple[str, str], list[str]]:
@@ -154,7 +155,7 @@ def node(state, runtime) -> dict:
     update: dict = {}
     if ctx.use_values:
         start = time.perf_counter()
-        update["matches"] = link_values(state["question"], ctx.db_path)
+        update["matches"] = link_values(state["question"], ctx.db_path, meanings=ctx.use_descriptions)
         update["trace"] = [{"agent": "values", "matches": update["matches"],
                             "seconds": round(time.perf_counter() - start, 4)}]
     if not ctx.use_selector:

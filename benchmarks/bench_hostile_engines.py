@@ -52,6 +52,13 @@ DUCKDB_RUNAWAY = [
     "SELECT string_agg(md5(range::VARCHAR), '') FROM range(100000000)",
     "SELECT * FROM range(1000000000)",
     "SELECT count(*) FROM customers a, customers b, customers c, range(100000000) d",
+    # one string built in a call the interrupt cannot stop, for every row of a chunk (refused before running)
+    "SELECT format('{:>{}}', 'x', 1000000000)",
+    "SELECT printf('%999999d%999999d%999999d%999999d', 1, 2, 3, 4) FROM range(2048)",
+    "SELECT printf('%999999d', range) FROM range(2048)",
+    "SELECT repeat('x', 10000000) FROM range(1000)",
+    "SELECT lpad('x', 1000000000, 'y')",
+    "SELECT * FROM query('SELECT printf(''%.1000000000f'', 1.5)')",
 ]
 
 

@@ -115,7 +115,7 @@ def measure(name: str, questions, modes: list[str], misses: int) -> None:
     kinds = Counter()
     for q, db_file in questions:
         schema = introspect(db_file)
-        index = value_index(db_file, schema)
+        index = value_index(db_file)
         sql = q.get("SQL") or q.get("query")
         literals = gold_literals(sql, schema)
         targets = [(t, c, stored) for t, c, v in literals

@@ -360,6 +360,8 @@ def describe(db_path: str | Path, target: str, text: str, *, approved_by: str, v
 
 def remove(db_path: str | Path, entry_id: str) -> str:
     """Remove an example (e3), a term (t1) or a description (its table or table.column); what was removed."""
+    from macsql.engines import open_database
+
     path, schema, known = _open(db_path)
     wanted = entry_id.strip()
     for kind, entries in (("example", known.examples), ("term", known.terms)):
@@ -374,7 +376,8 @@ def remove(db_path: str | Path, entry_id: str) -> str:
             save(known, path, schema)
             return f"the description of {key}"
     ids = [e["id"] for e in known.examples + known.terms] + list(known.descriptions)
-    raise InputError(f"nothing with id {wanted!r} in the knowledge of {str(path)!r}{did_you_mean(wanted, ids)}; "
+    shown = open_database(path).label  # a URL without its password
+    raise InputError(f"nothing with id {wanted!r} in the knowledge of {shown!r}{did_you_mean(wanted, ids)}; "
                      "`macsql teach list --db PATH` shows the ids")
 
 
@@ -582,14 +585,15 @@ def _stamp(path: str) -> tuple:
 
 
 def read_one_off(schema: Schema, *, examples_file: str = "", descriptions_file: str = "",
-                 strict: bool = True) -> Knowledge:
+                 strict: bool = True, dialect: str = "sqlite") -> Knowledge:
     """The examples and descriptions given for one run (`ask/eval --examples/--descriptions`), never stored:
     the person who passes them approves them, and each example's SQL must still parse as one read-only query
     (not run: that would cost every question a query per example). `strict=False`: a file with nothing for
     this database (pairs of other db_ids, another database's description folder) gives it nothing, as it
     must in a run over many databases; `strict` (`ask`, and eval's check before the model loads) refuses it.
-    The result is shared between calls: never change it."""
-    key = (_stamp(examples_file), _stamp(descriptions_file), schema.db_id, schema_sha256(schema), strict)
+    `dialect`: the engine's (`engine_of(db)`), which the SQL is read in. The result is shared between calls:
+    never change it."""
+    key = (_stamp(examples_file), _stamp(descriptions_file), schema.db_id, schema_sha256(schema), strict, dialect)
     if key in _ONE_OFF_CACHE:
         return _ONE_OFF_CACHE[key]
     out = Knowledge()
@@ -597,7 +601,7 @@ def read_one_off(schema: Schema, *, examples_file: str = "", descriptions_file: 
         out.descriptions = _read_for(descriptions_file, schema, strict).descriptions
     if examples_file:
         for i, ex in enumerate(_read_for(examples_file, schema, strict).examples, 1):
-            problem = sql_problem(ex["sql"]) or (None if ex["question"].strip() else "the question is empty")
+            problem = sql_problem(ex["sql"], dialect) or (None if ex["question"].strip() else "the question is empty")
             if problem:
                 raise InputError(f"{examples_file}: example {ex.get('id') or i} refused: {problem}")
             out.examples.append({**ex, "id": ex.get("id") or f"pair {i}",
@@ -714,10 +718,12 @@ def for_question(schema: Schema, db_path: str | Path, question: str, *, examples
     """What the agents use for one question: the schema with the descriptions merged, and what the
     Decomposer's prompt shows after the schema ({"examples", "terms", "tables"}: {} when nothing applies).
     `descriptions=False`: no descriptions at all, neither taught ones nor the schema's own (BIRD's)."""
+    from macsql.engines import engine_of
+
     known = load(db_path, schema)
     if examples_file or descriptions_file:
         known = known.merged(read_one_off(schema, examples_file=examples_file, descriptions_file=descriptions_file,
-                                          strict=False))
+                                          strict=False, dialect=engine_of(db_path)))
     if not descriptions:
         schema = without_descriptions(schema)
         known = Knowledge(terms=known.terms, examples=known.examples, database=known.database)

@@ -145,6 +145,29 @@ def cache_file(db_path, kind: str = "schema") -> Path:
     return _cache_dir() / f"{path.stem}-{digest}{suffix}.json"
 
 
+def _recall(key, disk: Path) -> Schema | None:
+    """The schema cached on disk under `disk` (then kept in memory under `key`), or None."""
+    if not disk.exists():
+        return None
+    try:
+        schema = Schema.from_dict(json.loads(disk.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None  # stale or corrupt cache file: rebuilt by the caller
+    _MEMORY_CACHE[key] = schema
+    return schema
+
+
+def _remember(key, disk: Path, schema: Schema) -> None:
+    _MEMORY_CACHE[key] = schema
+    try:
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        tmp = disk.with_suffix(".tmp")
+        tmp.write_text(json.dumps(schema.to_dict()))
+        tmp.replace(disk)
+    except OSError:
+        pass  # a read-only home still works, just without the disk cache
+
+
 def introspect(db_path, *, cache: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S) -> Schema:
     """The schema of a SQLite database, with sampled values and BIRD descriptions when present.
 
@@ -164,14 +187,10 @@ def introspect(db_path, *, cache: bool = True, timeout_s: float = DEFAULT_TIMEOU
         conn.close()
         return _MEMORY_CACHE[key]
     disk = cache_file(path)
-    if cache and disk.exists():
-        try:
-            schema = Schema.from_dict(json.loads(disk.read_text()))
-            conn.close()
-            _MEMORY_CACHE[key] = schema
-            return schema
-        except (ValueError, KeyError, TypeError):
-            pass  # stale or corrupt cache file: rebuild it
+    schema = _recall(key, disk) if cache else None
+    if schema is not None:
+        conn.close()
+        return schema
     import sqlite_utils  # noqa: F401 - imported before the clock starts: the deadline is for reading
 
     from macsql.errors import DatabaseError
@@ -190,14 +209,7 @@ def introspect(db_path, *, cache: bool = True, timeout_s: float = DEFAULT_TIMEOU
         conn.close()
     _add_descriptions(schema, path.parent / "database_description")
     if cache:
-        _MEMORY_CACHE[key] = schema
-        try:
-            disk.parent.mkdir(parents=True, exist_ok=True)
-            tmp = disk.with_suffix(".tmp")
-            tmp.write_text(json.dumps(schema.to_dict()))
-            tmp.replace(disk)
-        except OSError:
-            pass  # a read-only home still works, just without the disk cache
+        _remember(key, disk, schema)
     return schema
 
 
@@ -207,23 +219,12 @@ def _introspect_engine(database, *, cache: bool, timeout_s: float) -> Schema:
     if cache and key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
     disk = cache_file(database)
-    if cache and disk.exists():
-        try:
-            schema = Schema.from_dict(json.loads(disk.read_text()))
-            _MEMORY_CACHE[key] = schema
-            return schema
-        except (ValueError, KeyError, TypeError):
-            pass  # stale or corrupt cache file: rebuild it
+    schema = _recall(key, disk) if cache else None
+    if schema is not None:
+        return schema
     schema = database.introspect(timeout_s=timeout_s)
     if cache:
-        _MEMORY_CACHE[key] = schema
-        try:
-            disk.parent.mkdir(parents=True, exist_ok=True)
-            tmp = disk.with_suffix(".tmp")
-            tmp.write_text(json.dumps(schema.to_dict()))
-            tmp.replace(disk)
-        except OSError:
-            pass  # a read-only home still works, just without the disk cache
+        _remember(key, disk, schema)
     return schema
 
 
@@ -290,10 +291,13 @@ def _read_schema(conn, path: Path, deadline: Deadline | None = None) -> Schema:
     return Schema(db_id=path.stem, tables=tables, notes=notes)
 
 
-def _sample_table(conn, table: Table, *, strict: bool = False) -> None:
+def _sample_table(conn, table: Table, *, strict: bool = False,
+                  errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,), interrupted=None) -> None:
     """Value examples of every column but identifiers and blobs, from the table's first rows; `strict` (views):
     raise when the rows themselves fail or run out of time, instead of leaving the columns without examples
-    (one column whose values fail, e.g. json_extract over bad JSON, still only loses its examples)."""
+    (one column whose values fail, e.g. json_extract over bad JSON, still only loses its examples). Another
+    engine passes its own `errors` (the classes a failing column raises) and `interrupted` (whether one of them
+    is its deadline's stop, which must go on up); this module does not import the engines' drivers."""
     try:
         n_rows = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {quote_name(table.name)} "
                               f"LIMIT {SAMPLE_SCAN_ROWS})").fetchone()[0]
@@ -306,8 +310,8 @@ def _sample_table(conn, table: Table, *, strict: bool = False) -> None:
             continue
         try:
             col.examples, col.repeats = _sample_values(conn, table.name, col.name, n_rows, strict=strict)
-        except sqlite3.OperationalError as exc:
-            if _interrupted(exc):
+        except errors as exc:
+            if (interrupted or _interrupted)(exc):
                 raise  # the deadline: the view's rows take too long
             col.examples, col.repeats = [], True
 

@@ -98,15 +98,21 @@ class ExecResult:
 
 def check_database(db_path: str | Path) -> Path:
     """Return the path if it is an existing SQLite file, else raise DatabaseError with what to do."""
-    path = Path(db_path)
+    return check_file(Path(db_path), _SQLITE_MAGIC, 0, "SQLite")
+
+
+def check_file(path: Path, magic: bytes, offset: int, kind: str, *, label: str | None = None) -> Path:
+    """`path` if it is an existing file with `magic` at byte `offset` (a `kind` database: "SQLite", "DuckDB"),
+    else DatabaseError naming it as `label` (default: the path) and the `.kind` file to pass instead."""
+    name, suffix = label if label is not None else str(path), f".{kind.lower()}"
     if not path.exists():
-        raise DatabaseError(f"database {str(path)!r} does not exist; pass --db PATH to a .sqlite file")
+        raise DatabaseError(f"database {name!r} does not exist; pass --db PATH to a {suffix} file")
     if not path.is_file():
-        raise DatabaseError(f"database {str(path)!r} is not a file; pass --db PATH to a .sqlite file")
+        raise DatabaseError(f"database {name!r} is not a file; pass --db PATH to a {suffix} file")
     with path.open("rb") as fh:
-        head = fh.read(16)
-    if head != _SQLITE_MAGIC:
-        raise DatabaseError(f"{str(path)!r} is not a SQLite database (bad header); pass a .sqlite file")
+        head = fh.read(offset + len(magic))
+    if head[offset:] != magic:
+        raise DatabaseError(f"{name!r} is not a {kind} database (bad header); pass a {suffix} file")
     return path
 
 
@@ -404,25 +410,10 @@ def execute(
         guarded = _Guarded(conn)
         deadline.attach(conn)
         cur = conn.execute(strip_statement(sql))
-        rows: list[tuple] = []
-        size = 0
-        for row in cur:  # row by row: a chunk of big rows could already be far over the ceiling
-            size += _row_bytes(row)
-            if size > max_bytes:
-                return ExecResult(error=f"the result is larger than {max_bytes // (1024 * 1024)} MB; select "
-                                        "fewer or smaller values (e.g. add LIMIT, leave out blobs)",
-                                  seconds=elapsed())
-            rows.append(row)
-            if len(rows) > max_rows:
-                break
-        columns = tuple(d[0] for d in cur.description or ())
-        truncated = len(rows) > max_rows
-        return ExecResult(
-            rows=tuple(tuple(r) for r in rows[:max_rows]),
-            columns=columns,
-            seconds=elapsed(),
-            truncated=truncated,
-        )
+        # one row per fetch: SQLite steps row by row anyway, and a value can reach SQLITE_LIMIT_LENGTH, so the
+        # byte cap holds to within one row however the rows grow
+        return collect_rows(cur.fetchmany, deadline, max_rows, max_bytes,
+                            columns=tuple(d[0] for d in cur.description or ()), most=1)
     except (sqlite3.Error, sqlite3.Warning, OverflowError, ValueError, MemoryError, RecursionError) as exc:
         if deadline.timed_out:
             return timeout()
@@ -442,3 +433,37 @@ def execute(
 def _row_bytes(row: tuple) -> int:
     """A cheap estimate of a row's size in memory: the bytes of its strings and blobs, 16 per other value."""
     return sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in row)
+
+
+def byte_cap_message(max_bytes: int, big: str = "blobs") -> str:
+    """The one line for a result over `max_bytes`; `big` names the engine's large values (blobs, bytea columns)."""
+    return (f"the result is larger than {max_bytes // (1024 * 1024)} MB; select fewer or smaller values (e.g. add "
+            f"LIMIT, leave out {big})")
+
+
+def collect_rows(fetch_chunk: Callable[[int], list[tuple]], deadline: Deadline, max_rows: int, max_bytes: int, *,
+                 columns: tuple[str, ...] = (), big: str = "blobs", most: int = 1000) -> ExecResult:
+    """Fetch a result within the row cap (one row more tells it was truncated), the byte cap and the deadline:
+    the one fetch loop of every engine. `fetch_chunk(n)` returns up to n rows as they will be returned (values
+    already converted) and [] at the end. A chunk is held whole before its rows are counted, so chunks start at
+    one row and grow at most twofold (up to `most`), never past what the rest of the byte cap holds at the size
+    of the largest row seen: a result of big rows stops near the cap, not a whole chunk beyond it."""
+    rows: list[tuple] = []
+    size = largest = 0
+    want = 1
+    while len(rows) <= max_rows:
+        if deadline.passed():
+            return deadline.timeout_result()
+        chunk = fetch_chunk(min(want, max_rows + 1 - len(rows)))
+        if not chunk:
+            break
+        for row in chunk:
+            row_size = _row_bytes(row)
+            largest = max(largest, row_size)
+            size += row_size
+            if size > max_bytes:
+                return ExecResult(error=byte_cap_message(max_bytes, big), seconds=deadline.elapsed())
+            rows.append(row)
+        want = max(1, min(most, 2 * want, (max_bytes - size) // max(largest, 1)))
+    return ExecResult(rows=tuple(rows[:max_rows]), columns=columns, seconds=deadline.elapsed(),
+                      truncated=len(rows) > max_rows)

@@ -109,8 +109,8 @@ class Settings:
     # The same as a multiple of the question's first model call (the direct query, whose reply is what a
     # single prompt costs): no step starts that would take the question past it, counting a step's replies
     # at that call's seconds each. Machine-independent: on a slow CPU and on a GPU server alike a question
-    # costs at most about this many single prompts (twice as many while nothing has run with rows: see
-    # graph.out_of_time). Chosen by measurement (benchmarks/README.md, "BIRD").
+    # costs at most about this many single prompts once a candidate has run with rows (before that only the
+    # rounds bound it: see graph.out_of_time). Chosen by measurement (benchmarks/README.md, "BIRD").
     budget_x: float = _option(3.0, "Seconds a question may take as a multiple of its first model call's "
                                    "(0: none).", min=0)
     # What a person taught macsql about the database (macsql/knowledge.py, `macsql teach`): descriptions merged

@@ -247,6 +247,9 @@ class ValueIndex:
         self.descriptions = descriptions or {}
         self._lookup: dict[str, list[Place]] = {}
         self._near: dict[str, set[str]] | None = None  # built on the first spelling lookup
+        # The same values without the code meanings, for runs shown no descriptions (built when first asked):
+        # the meanings come from description text, so such a run must not link through them either.
+        self._plain: ValueIndex | None = None
         self._fuzzy_keys: set[str] = set()
         for table, cols in columns.items():
             for column, values in cols.items():
@@ -282,10 +285,15 @@ class ValueIndex:
                         return values
         return []
 
-    def match(self, question: str, *, limit: int = MAX_MATCHES) -> list[ValueMatch]:
+    def match(self, question: str, *, limit: int = MAX_MATCHES, meanings: bool = True) -> list[ValueMatch]:
         """Values the question mentions: quoted literals first, then phrases longest first (a phrase inside a
         longer match is skipped: 'York' once 'New York' matched), then single long words one spelling slip
-        away from a value. At most `limit` matches."""
+        away from a value. At most `limit` matches. `meanings=False`: not through the codes' meanings that
+        value descriptions give."""
+        if not meanings and self.descriptions:
+            if self._plain is None:
+                self._plain = ValueIndex(self.columns)  # two threads may both build it: the same index
+            return self._plain.match(question, limit=limit)
         text = _iso_dates(question)
         found: dict[Place, str] = {}
         rest = []  # the text outside the quoted literals that matched, for the phrases below
@@ -349,10 +357,11 @@ class ValueIndex:
         if not word.isalpha() or len(word) < FUZZY_MIN_CHARS:
             return []
         if self._near is None:
-            self._near = {}
+            near: dict[str, set[str]] = {}
             for key in self._fuzzy_keys:
                 for variant in {key, *_deletions(key)}:
-                    self._near.setdefault(variant, set()).add(key)
+                    near.setdefault(variant, set()).add(key)
+            self._near = near  # assigned whole: another thread never sees a half-built map
         keys = set()
         for variant in {word, *_deletions(word)}:
             for key in self._near.get(variant, ()):
@@ -396,9 +405,11 @@ def described_values(schema: Schema) -> dict[str, dict[str, str]]:
 _MEMORY: dict[str, ValueIndex] = {}
 
 
-def value_index(db_path: str | Path, schema: Schema | None = None) -> ValueIndex:
+def value_index(db_path: str | Path) -> ValueIndex:
     """The database's value index, built once per file version and cached on disk and in memory. `db_path`:
-    a SQLite file, or any database `macsql.engines.open_database` takes (cached by its identity)."""
+    a SQLite file, or any database `macsql.engines.open_database` takes (cached by its identity). The code meanings come
+    from the database's own descriptions (never a taught or stripped copy a caller holds), so the cached index
+    is the same whoever builds it first."""
     from macsql.engines import open_database
 
     database = open_database(db_path)
@@ -416,7 +427,7 @@ def value_index(db_path: str | Path, schema: Schema | None = None) -> ValueIndex
         except (ValueError, KeyError, TypeError, OSError):
             index = None  # stale or corrupt: rebuild
     if index is None:
-        schema = schema or introspect(path)
+        schema = introspect(path)
         index = ValueIndex(_read_values(path, schema), described_values(schema))
         try:
             disk.parent.mkdir(parents=True, exist_ok=True)
@@ -446,8 +457,9 @@ def _read_values(db, schema: Schema) -> dict[str, dict[str, list[str]]]:
                 continue
             if deadline.passed():
                 return out
+            # at least a millisecond: the deadline may pass between the check above and this call
             values = database.distinct_values(table.name, col.name, limit=MAX_VALUES, scan_rows=SCAN_ROWS,
-                                              max_chars=MAX_VALUE_CHARS, timeout_s=deadline.remaining())
+                                              max_chars=MAX_VALUE_CHARS, timeout_s=max(deadline.remaining(), 1e-3))
             if values:
                 out.setdefault(table.name, {})[col.name] = values
     return out

@@ -269,6 +269,86 @@ def test_formats_the_interrupt_cannot_stop_are_refused_before_they_run(duck_file
     assert db.execute("SELECT printf('%5.1f', 2.5)").rows == (("  2.5",),)  # ordinary formats still run
 
 
+# Each would build gigabytes or more with the sizes of an attack (benchmarks/bench_hostile_engines.py); here the
+# sizes are just over the bound, so that one which got through would still end at once and fail the assert.
+OVER_THE_BOUND = [
+    "SELECT printf('%999999d%999999d', 1, 2)",  # widths of one format add up
+    "SELECT printf('%999999d', x) FROM (VALUES (1), (2), (3)) t(x)",  # one big width, for every row
+    "SELECT format('{:>6000}{:>6000}', 'a', 'b')",
+    "SELECT printf('%6000d', 1) || printf('%6000d', 2)",  # and so do those of all the calls of a query
+    "SELECT format('{:>{}}', 'x', 20000)",  # fmt's width from an argument, as printf's `*`
+    "SELECT format('{:.{}f}', 1.5, 20000)",
+    "SELECT repeat('x', 20000)",
+    "SELECT repeat('ab', 6000)",
+    "SELECT lpad('x', 20000, 'y')",
+    "SELECT rpad(name, 20000) FROM customers",
+    "SELECT repeat('x', x) FROM (VALUES (1), (2)) t(x)",  # a count that is not a literal
+    "SELECT repeat(repeat('x', 100), 100)",
+    "SELECT 'x'.repeat(20000)",  # DuckDB's method-call syntax
+    "SELECT * FROM query('SELECT printf(''%999999d%999999d'', 1, 2)')",  # query() runs its text
+]
+
+
+def test_string_builders_are_bounded_per_query_before_they_run(duck_file):
+    db = open_database(duck_file)
+    for sql in OVER_THE_BOUND:
+        result = db.execute(sql, timeout_s=5)
+        assert result.error and not result.timed_out and "not allowed" in result.error, (sql, result.error)
+        assert "\n" not in result.error
+    ordinary = db.execute("SELECT printf('%.2f', 3.14159), printf('%05d', 7), format('{}-{}', 'a', 'b'), "
+                          "format('{:>4}', 'x'), lpad('7', 3, '0'), rpad('a', 3, '-'), repeat('ab', 2)")
+    assert ordinary.rows == (("3.14", "00007", "a-b", "   x", "007", "a--", "abab"),), ordinary.error
+
+
+def test_a_query_sqlglot_cannot_parse_is_refused_when_it_builds_strings(duck_file):
+    """The guard fails closed: the extra `)` stops sqlglot, so the call's arguments cannot be checked."""
+    db = open_database(duck_file)
+    for sql in ("SELECT printf('%d', 1))", "SELECT \"format\"('{}', 1))", "SELECT lpad('x', 2))"):
+        result = db.execute(sql, timeout_s=5)
+        assert result.error and "is not allowed in a query that sqlglot cannot parse" in result.error, sql
+    # a name inside a string or a comment is no call: DuckDB's own error comes back
+    for sql in ("SELECT 'printf(1)' )", "SELECT 1 /* format( */ )", "SELECT 1 -- repeat(\n)"):
+        result = db.execute(sql, timeout_s=5)
+        assert result.error and "not allowed" not in result.error, (sql, result.error)
+
+
+def test_fetches_are_sized_so_big_rows_stop_near_the_byte_cap():
+    """A chunk is held whole before its rows are counted: each is sized by the largest row so far, so 100 KB
+    rows under a 1 MB cap are fetched 1, 2, 4, then only as many as still fit, never a whole chunk beyond."""
+    from macsql.sqlexec import Deadline, byte_cap_message, collect_rows
+
+    conn = duckdb.connect(":memory:")
+    cur = conn.execute("SELECT repeat('x', 100000) FROM range(20)")
+    asked = []
+
+    def fetch(n):
+        asked.append(n)
+        return cur.fetchmany(n)
+
+    result = collect_rows(fetch, Deadline(30), 10_000, 1024 * 1024)
+    assert result.error == byte_cap_message(1024 * 1024) == (
+        "the result is larger than 1 MB; select fewer or smaller values (e.g. add LIMIT, leave out blobs)")
+    assert asked == [1, 2, 4, 3, 1]  # 11 rows: the cap holds 10 of them
+    conn.close()
+
+
+def test_a_query_still_reads_views_that_newer_files_replaced(data_folder):
+    """A changed data file rebuilds the views; a query still reading the old ones (another thread's) reads on,
+    and the old in-memory database is closed with its last cursor."""
+    db = DuckDBDatabase(data_folder)
+    old, reading = db._memory, db._connect()
+    reading.execute("SELECT name FROM customers ORDER BY name")
+    orders = data_folder / "orders.csv"
+    orders.write_text(orders.read_text() + "13,3,1.00,pending\n")
+    assert db.execute("SELECT count(*) FROM orders").rows == ((4,),)  # the views were rebuilt
+    assert db._memory is not old
+    assert reading.fetchall() == [("Ana",), ("Bo",), ("Cy",)]
+    db._disconnect(reading)
+    with pytest.raises(duckdb.Error):
+        old.execute("SELECT 1")
+    db.close()
+
+
 # ------------------------------------------------------------------------------------------- pipeline
 def fenced(sql):
     return f"Final SQL:\n```sql\n{sql}\n```"

@@ -5,6 +5,7 @@ shown its own answer, the single prompt shows examples too, and run.json says wh
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -178,7 +179,9 @@ def test_geoquery_examples_from_train_never_show_a_question_its_own_sql(geo_set,
             "--candidates", "1", "-q")
     assert r.exit_code == 0, r.output
     assert "Question: population of dayton" in examples_block(prompts(llm)[-1])
-    assert "their own gold SQL (another wording): 1" in (tmp_path / "dev" / "summary.md").read_text()
+    dev_summary = (tmp_path / "dev" / "summary.md").read_text()
+    assert "their own gold SQL (another wording): 1" in dev_summary
+    assert re.search(r"- EX on the other \d+ questions: [\d.]+ \(Spider\)", dev_summary)
 
 
 def test_without_examples_the_same_questions_see_none(geo_set, tmp_path, monkeypatch):

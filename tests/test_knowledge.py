@@ -299,6 +299,19 @@ def test_one_off_pairs_for_other_databases_and_a_changed_file(geo, tmp_path):
     assert found["question"] == MAJOR_Q
 
 
+def test_one_off_examples_are_read_in_the_engines_dialect(geo, tmp_path):
+    """`ask --examples` on DuckDB or PostgreSQL: the pairs' SQL is checked as that engine reads it."""
+    schema = introspect(geo)
+    pairs = tmp_path / "pairs.json"
+    sql = r"SELECT city_name FROM city WHERE city_name <> E'bob\'s'"  # an escape string: not SQLite's
+    pairs.write_text(json.dumps([{"db_id": "geo", "question": "Which cities are not Bob's?", "sql": sql}]))
+    with pytest.raises(InputError, match="refused: the SQL does not parse"):
+        knowledge.read_one_off(schema, examples_file=str(pairs))
+    for dialect in ("duckdb", "postgres"):
+        (found,) = knowledge.read_one_off(schema, examples_file=str(pairs), dialect=dialect).examples
+        assert found["sql"] == sql
+
+
 def test_ask_with_an_examples_file_shows_them_and_stores_nothing(geo, tmp_path, monkeypatch):
     import macsql.cli.options
 

@@ -13,7 +13,7 @@ from tests.pg_server import READER, READER_PASSWORD, READER_ROLE_SQL, Unavailabl
 
 psycopg = pytest.importorskip("psycopg", reason='psycopg is not installed: pip install -e ".[postgres]"')
 
-from macsql.engines.postgres import PostgresDatabase, split_url, statement_problem  # noqa: E402
+from macsql.engines.postgres import PostgresDatabase, redact_url, split_url, statement_problem  # noqa: E402
 
 DEADLINE_S = 0.5
 SHOP_SQL = """
@@ -98,6 +98,39 @@ def test_the_label_and_the_identity_leave_the_password_out(pg, db):
     assert (schema, label) == ("sales", "postgres://u@h1:5432,h2:5433/db?schema=sales&sslmode=disable")
     assert "schema" not in conninfo and "pw" in conninfo  # libpq gets the password, not macsql's parameter
     assert split_url("postgresql://h/db?password=pw&sslmode=require")[2] == "postgresql://h/db?sslmode=require"
+    assert split_url("postgresql://h/db?sslpassword=key")[2] == "postgresql://h/db"
+
+
+def test_redact_url_drops_every_password():
+    """The one scrubber: the user part's password and the `password`/`sslpassword` parameters, whatever the
+    URL's shape (no server needed)."""
+    assert redact_url("postgresql://me@db.example/x") == "postgresql://me@db.example/x"
+    assert redact_url("postgres://me:p%40ss@[::1]:5433/x?sslmode=require") == \
+        "postgres://me@[::1]:5433/x?sslmode=require"
+    assert redact_url("postgresql://h/db?password=pw&sslpassword=key&sslmode=require") == \
+        "postgresql://h/db?sslmode=require"
+    assert redact_url("postgresql://:pw@h/db?pass%77ord=pw") == "postgresql://h/db"  # escaped names too
+    assert redact_url("postgresql://u:pa?ss@h") == "postgresql://u@h"  # a '?' in the password
+    assert redact_url("postgresql://u:pw@[::1/db") == "postgresql://u@[::1/db"  # malformed: it never raises
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@[::1/db", "postgresql://u:hunter2@[::1]x/db"])
+def test_a_malformed_url_is_one_line_without_the_password(url):
+    from macsql.errors import DatabaseError
+
+    with pytest.raises(DatabaseError, match="is not a PostgreSQL URL libpq accepts .*pass postgresql://") as info:
+        PostgresDatabase(url)  # refused before connecting: no server needed
+    assert "hunter2" not in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith("'postgresql://u@[::1")
+
+
+def test_a_password_libpq_quotes_is_not_printed():
+    """libpq's reason for refusing a URL may quote a part of it: a badly percent-encoded password."""
+    from macsql.errors import DatabaseError
+
+    with pytest.raises(DatabaseError) as info:
+        PostgresDatabase("postgresql://u@127.0.0.1:1/db?password=hunter2%zz")
+    assert "hunter2" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_options_in_the_url_cannot_turn_read_only_off(pg):
@@ -229,6 +262,7 @@ COPY (SELECT * FROM customers) TO STDOUT
 SELECT pg_read_file('/etc/passwd')
 SELECT pg_catalog.pg_read_file('/etc/passwd', 0, 100)
 SELECT "pg_read_file"('/etc/passwd')
+SELECT U&"pg\\005fread\\005ffile"('/etc/passwd')
 SELECT pg_read_binary_file('/etc/passwd')
 SELECT * FROM pg_ls_dir('.')
 SELECT pg_stat_file('postgresql.conf')
@@ -398,6 +432,13 @@ def test_the_check_reads_postgres():
     assert statement_problem("SELECT pg_advisory_lock(1)").endswith("it takes a lock that outlives the query")
 
 
+def test_names_in_unicode_escapes_are_refused():
+    r"""sqlglot reads U&"pg\005fread\005ffile" as an unknown function; PostgreSQL as pg_read_file."""
+    for sql in [r"""SELECT U&"pg\005fread\005ffile"('/etc/passwd')""", 'select u&"name" FROM customers']:
+        assert statement_problem(sql).startswith('U&"..." (a name written with Unicode escapes) is not allowed')
+    assert statement_problem(r"SELECT U&'d\0061t\+000061' AS x") is None  # a string in Unicode escapes
+
+
 # ------------------------------------------------------------------------------------------ deadlines
 @pytest.mark.parametrize("sql", [
     "SELECT pg_sleep(60)",
@@ -449,3 +490,51 @@ def test_a_question_answered_end_to_end(pg):
     assert [tuple(row) for row in answer.rows] == [(2,)]
     prompts = " ".join(str(messages) for _agent, messages in llm.calls)
     assert "customers" in prompts and "Spain" in prompts  # the schema and its sampled values, read from the server
+
+
+def test_serve_pages_and_sorts_a_postgres_result(pg, tmp_path):
+    """serve's wrappers are subqueries with an alias (`AS q`), which PostgreSQL before 16 requires."""
+    import macsql.engines as engines
+    from macsql.backends.base import ScriptedLLM
+    from macsql.pipeline import Pipeline
+    from macsql.serve.app import create_app
+
+    testclient = pytest.importorskip("fastapi.testclient")
+    sql = "SELECT customer_id, name FROM customers"
+    llm = ScriptedLLM(lambda messages, agent: f"```sql\n{sql}\n```")
+    app = create_app(Pipeline(llm, candidates=1), {"shop": pg.url()}, store=tmp_path / "store.sqlite")
+    try:
+        with testclient.TestClient(app, base_url="http://127.0.0.1") as client:
+            r = client.post("/api/run", json={"db": "shop", "sql": sql, "page": 1, "page_size": 2, "order_by": 0,
+                                              "descending": True})
+            assert r.status_code == 200, r.text
+            assert (r.json()["rows"], r.json()["total_rows"]) == ([[1, "Ana"]], 3)
+            r = client.post("/api/download", json={"db": "shop", "sql": sql, "format": "json", "order_by": 1})
+            assert r.status_code == 200, r.text
+            assert r.json()["rows"] == [[1, "Ana"], [2, "Bo"], [3, "Cy"]]
+            assert READER_PASSWORD not in r.text
+    finally:
+        engines.close_all()
+
+
+def test_teach_names_the_database_without_its_password(pg):
+    """`teach list` and `teach remove` show the database's label: no password, from the user part or from
+    the `password`/`sslpassword` parameters."""
+    from click.testing import CliRunner
+
+    import macsql.engines as engines
+    from macsql.cli import main
+
+    label = f"postgresql://{READER}@127.0.0.1:{pg.port}/shop"
+    in_query = f"{label}?password={READER_PASSWORD}&sslpassword=key-secret&sslmode=disable"
+    try:
+        for url in (pg.url(), in_query):
+            listed = CliRunner().invoke(main, ["teach", "list", "--db", url])
+            assert listed.exit_code == 0, listed.output
+            assert listed.output.startswith(f"knowledge of {label}")
+            removed = CliRunner().invoke(main, ["teach", "remove", "--db", url, "e9"])
+            assert removed.exit_code == 1 and f"nothing with id 'e9' in the knowledge of '{label}" in removed.output
+            for output in (listed.output, removed.output):
+                assert READER_PASSWORD not in output and "key-secret" not in output
+    finally:
+        engines.close_all()

@@ -96,7 +96,7 @@ def test_paged_queries_keep_the_executors_rules(client, demo_db):
     r = client.post("/api/run", json={"db": "demo", "sql": "SELECT file FROM pragma_database_list", "page": 0})
     assert r.status_code == 400 and "pragma_database_list is not served" in r.json()["detail"]
     assert page_query("SELECT 1 -- note", order_by=2, descending=True) == \
-        "SELECT * FROM (\nSELECT 1\n) ORDER BY 3 DESC"
+        "SELECT * FROM (\nSELECT 1\n) AS q ORDER BY 3 DESC"
     assert restore_names(["id", "id:1", "n:2", "a:b"]) == ["id", "id", "n:2", "a:b"]
 
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from macsql.backends.base import ScriptedLLM
 from macsql.demo import DEMO_SQL, build
+from macsql.engines.postgres import redact_url
 from macsql.errors import InputError
 from macsql.pipeline import Pipeline
 from macsql.serve.app import create_app
@@ -22,7 +23,6 @@ from macsql.serve.store import (
     SQLiteStore,
     UnknownConversation,
     open_store,
-    shown_url,
 )
 from tests.conftest import demo_reply
 
@@ -188,7 +188,7 @@ def test_a_store_out_of_reach_is_503_in_one_line(pg, demo_db):
                               (STATE_USER,))
             r = client.post("/api/ask", json={"question": SPAIN, "db": "demo"})
             assert r.status_code == 503 and list(r.json()) == ["detail"]
-            assert r.json()["detail"].startswith("the conversation store postgresql://macsql_state:***@")
+            assert r.json()["detail"].startswith("the conversation store postgresql://macsql_state@")
             assert "try again" in r.json()["detail"] and STATE_PASSWORD not in r.text
     finally:
         pg.script(f"ALTER ROLE {STATE_USER} LOGIN", dbname="postgres")
@@ -201,15 +201,27 @@ def closed_port() -> int:
         return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
-def test_an_unreachable_store_is_one_line_without_the_password():
-    url = f"postgresql://u:hunter2@127.0.0.1:{closed_port()}/state"
+@pytest.mark.parametrize("secret", ["u:hunter2@", "u@"])
+def test_an_unreachable_store_is_one_line_without_the_password(secret):
+    """Neither form of password is printed: in the user part, or as `password`/`sslpassword` parameters."""
+    url = (f"postgresql://{secret}127.0.0.1:{closed_port()}/state"
+           "?password=hunter3&sslpassword=hunter4&sslmode=disable")
     with pytest.raises(InputError) as caught:
         open_store(url)
     message = str(caught.value)
+    assert not any(word in message for word in ("hunter2", "hunter3", "hunter4")) and "\n" not in message
+    assert message.startswith("the conversation store postgresql://u@127.0.0.1:") and "--store" in message
+    assert "/state?sslmode=disable " in message
+    assert redact_url("postgresql://me@db.example/x") == "postgresql://me@db.example/x"
+    assert redact_url("postgres://me:p%40ss@[::1]:5433/x?sslmode=require") == "postgres://me@[::1]:5433/x?sslmode=require"
+
+
+def test_a_malformed_store_url_is_one_line_without_the_password():
+    with pytest.raises(InputError) as caught:
+        open_store("postgresql://u:hunter2@[::1/state")  # libpq quotes the URL in its reason
+    message = str(caught.value)
+    assert message.startswith("--store postgresql://u@[::1/state: not a PostgreSQL URL")
     assert "hunter2" not in message and "\n" not in message
-    assert message.startswith("the conversation store postgresql://u:***@127.0.0.1:") and "--store" in message
-    assert shown_url("postgresql://me@db.example/x") == "postgresql://me@db.example/x"
-    assert shown_url("postgres://me:p%40ss@[::1]:5433/x?sslmode=require") == "postgres://me:***@[::1]:5433/x?sslmode=require"
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])
@@ -226,4 +238,4 @@ def test_serve_checks_its_store_before_loading_a_model(how, tmp_path, monkeypatc
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 1, r.output
     assert r.output.strip().splitlines() == [r.output.strip()]  # one line
-    assert "conversation store postgresql://u:***@127.0.0.1" in r.output and "hunter2" not in r.output
+    assert "conversation store postgresql://u@127.0.0.1" in r.output and "hunter2" not in r.output

@@ -137,6 +137,30 @@ def test_code_meanings_from_bird_value_descriptions(tmp_path):
     assert ("atom", "element", "sn") in found(db, "Which atoms are tin?")
     values._MEMORY.clear()  # the meanings survive the disk cache
     assert found(db, question) == {("atom", "element", "cl"), ("bond", "bond_type", "=")}
+    # a run shown no descriptions does not link through them either; stored values still match
+    assert found(db, question, meanings=False) == set()
+    assert found(db, "Which atoms are 'sn'?", meanings=False) == {("atom", "element", "sn")}
+
+
+def test_the_index_is_the_same_whoever_builds_it_first(tmp_path):
+    """A caller holding a copy of the schema without its descriptions (a --no-descriptions run) builds
+    the same cached index as one holding the database's own: the meanings are never lost to the cache."""
+    from macsql import knowledge
+    from macsql.agents.hints import empty_result_hints
+    from macsql.schema import introspect
+
+    folder = tmp_path / "tox"
+    (folder / "database_description").mkdir(parents=True)
+    db = make_db(folder / "tox.sqlite", "CREATE TABLE atom (atom_id TEXT PRIMARY KEY, element TEXT);"
+                                        "INSERT INTO atom VALUES ('a1', 'cl'), ('a2', 'c');")
+    (folder / "database_description" / "atom.csv").write_text(
+        'original_column_name,column_name,column_description,data_format,value_description\n'
+        'element,,the element,text," cl: chlorine\n c: carbon"\n')
+    stripped = knowledge.without_descriptions(introspect(db))
+    assert not any(c.value_description for t in stripped.tables for c in t.columns)
+    empty_result_hints("SELECT * FROM atom WHERE element = 'chlorine'", stripped, db)  # builds the index first
+    values._MEMORY.clear()
+    assert found(db, "Which atoms are chlorine?") == {("atom", "element", "cl")}
 
 
 def test_code_meanings_parsing():

@@ -162,7 +162,10 @@ def ask(ctx, question, db, evidence, follow_up, examples_file, descriptions_file
 
         one_off = {"examples_file": str(Path(examples_file).resolve()) if examples_file else "",
                    "descriptions_file": str(Path(descriptions_file).resolve()) if descriptions_file else ""}
-        knowledge.read_one_off(introspect(open_database(db_path)), **one_off)  # a bad file fails here, before a model loads
+        from macsql.engines import engine_of
+
+        # a bad file fails here, before a model loads
+        knowledge.read_one_off(introspect(open_database(db_path)), dialect=engine_of(db_path), **one_off)
     pipe = options.build_pipeline(**model_opts)
     if one_off:
         pipe = pipe.replace(**one_off)

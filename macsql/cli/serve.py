@@ -55,11 +55,17 @@ def serve(dbs, host, port, token, allowed, store, **model_opts):
     hosts = server.allowed_hosts(host, allowed, token)
     databases = named_databases(dbs)
     sock = server.bind_port(host, port)  # a busy port is one line now, not after a model load
+    conversations = None
     try:
         conversations = open_store(store)  # so is a store out of reach
         pipeline = options.build_pipeline(**model_opts)
     except BaseException:
         sock.close()
+        if conversations is not None:
+            conversations.close()
         raise
-    server.serve(pipeline, databases, host=host, port=port, token=token, hosts=hosts, sock=sock,
-                 store=conversations)
+    try:
+        server.serve(pipeline, databases, host=host, port=port, token=token, hosts=hosts, sock=sock,
+                     store=conversations)
+    finally:
+        conversations.close()  # the server got it open, so leaves it open (Server.owns_store)

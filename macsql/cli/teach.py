@@ -135,7 +135,9 @@ def list_cmd(db, as_json):
     from macsql.schema import introspect
 
     path = _database(db)
-    schema = introspect(open_database(path))
+    database = open_database(path)
+    shown = database.label  # a URL without its password
+    schema = introspect(database)
     known = knowledge.load(path, schema)
     where = knowledge.knowledge_file(path, schema)
     earlier = knowledge.earlier_files(path, schema)
@@ -143,7 +145,7 @@ def list_cmd(db, as_json):
         click.echo(json.dumps({"file": str(where), **known.to_dict(), "earlier_files": [str(p) for p in earlier]},
                               indent=2, ensure_ascii=False))
         return
-    lines = [f"knowledge of {path} ({where if where.is_file() else 'nothing taught yet'})"]
+    lines = [f"knowledge of {shown} ({where if where.is_file() else 'nothing taught yet'})"]
     if known.descriptions:
         lines.append(f"descriptions ({len(known.descriptions)}):")
         for key, entry in known.descriptions.items():
@@ -159,7 +161,7 @@ def list_cmd(db, as_json):
             lines.append(f"      {' '.join(e['sql'].split())}")
     for old in earlier:
         lines.append(f"note: {old} holds knowledge of an earlier schema at this path; carry it over with "
-                     f"`macsql teach import --db {path} {old} --by NAME` (every example is checked again)")
+                     f"`macsql teach import --db {shown} {old} --by NAME` (every example is checked again)")
     click.echo("\n".join(terminal_safe(line, keep="") for line in lines))
 
 

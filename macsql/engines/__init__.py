@@ -13,6 +13,7 @@ something (PostgreSQL's pooled connections, the views over CSV files) is opened 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -25,6 +26,22 @@ _GLOB = re.compile(r"[*?\[]")
 
 _OPEN: dict[str, Database] = {}
 _LOCK = threading.Lock()
+# A forked child's copies of the parent's open databases (eval's scoring workers): never used, never closed.
+_INHERITED: list[Database] = []
+
+
+def _forget_inherited() -> None:
+    """In a forked child: the parent's pooled connections share its sockets, so using them would interleave
+    two processes' messages, and closing them (or letting them be collected) would end the parent's
+    sessions. The child keeps them, untouched, and opens its own."""
+    global _LOCK
+    _INHERITED.extend(_OPEN.values())
+    _OPEN.clear()
+    _LOCK = threading.Lock()  # the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def engine_of(db) -> str:

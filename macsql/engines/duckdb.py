@@ -13,7 +13,9 @@ The same guarantees as SQLite's executor, each enforced by DuckDB itself:
 - one statement: the analyser's check in dialect "duckdb" (exactly one SELECT/WITH), then DuckDB's own
   parser (`extract_statements`) must find exactly one statement of type SELECT, which is the one run;
 - a deadline from the start of `execute()`: a timer interrupts the connection (`interrupt()`, DuckDB stops
-  the running query) and fetching stops once it has passed;
+  the running query) and fetching stops once it has passed; the calls that build a whole string in one step
+  the interrupt cannot stop (printf/format, repeat, lpad/rpad) are bounded before the query runs
+  (MAX_BUILT_CHARS);
 - caps on rows and bytes while fetching (results stream, `fetchmany`), a memory ceiling for the working
   data of sorts and joins, and no spilling to temp files (`temp_directory=''`): no file is created beside
   the database.
@@ -38,14 +40,15 @@ from macsql.sqlexec import (
     MAX_RESULT_BYTES,
     Deadline,
     ExecResult,
-    _row_bytes,
+    check_file,
     check_timeout,
+    collect_rows,
     precheck,
 )
 
 DUCKDB_SUFFIXES = (".duckdb", ".ddb")
 DATA_SUFFIXES = (".csv", ".tsv", ".parquet")  # files read as tables, one view each
-FETCH_ROWS = 1000  # rows per fetchmany: the byte cap is checked row by row within each chunk
+FETCH_ROWS = 1000  # the most rows one fetchmany asks for (sqlexec.collect_rows sizes each by the byte cap)
 MEMORY_LIMIT = "1GB"  # DuckDB's working memory (sorts, joins, DISTINCT), as SQLite's heap ceiling
 # Set when a database is opened; `lock_configuration` comes last, after which no statement changes any.
 SETTINGS = {
@@ -57,33 +60,174 @@ SETTINGS = {
     "python_enable_replacements": False,  # `FROM df` must not read a Python object of the calling frame
 }
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8-12 of a DuckDB database file
-# printf/format build their whole string inside one call that DuckDB's interrupt() cannot stop: a width of
-# 10^9 ran 15-41 s past a 0.5 s deadline (benchmarks/bench_hostile_engines.py). A format is refused when its
-# widths or precisions could be that large: one written with 7 or more digits, one taken from an argument
-# (`*`), or a format that is not a literal and so cannot be checked before it runs.
-_BIG_WIDTH = re.compile(r"\d{7,}|\*")
+# printf/format, repeat and lpad/rpad build their whole string inside one call that DuckDB's interrupt() cannot
+# stop (it is checked between chunks of rows), in memory that memory_limit does not count as DuckDB's source reads
+# (a vector's string heap): a printf width of 10^9 ran 15-41 s past a 0.5 s deadline
+# (benchmarks/bench_hostile_engines.py), and one call runs for every row of a chunk (up to 2048), so a million
+# characters a call is already gigabytes. So what such calls ask for is bounded before the query runs, from
+# literals, at MAX_BUILT_CHARS for all the calls of a query together: a format's widths and precisions (7 digits
+# in a row anywhere in it is refused outright), a repeat count (times a literal string's length), a pad length.
+# What cannot be checked is refused: a width taken from an argument (`*`, fmt's nested `{}`), a format, count or
+# length that is not a literal, repeat() of a built string, a method call (`'x'.repeat(n)`), and any such call
+# in a query sqlglot cannot parse. query('...') runs its text as a query: that text is checked the same way.
+MAX_BUILT_CHARS = 10_000
+_BUILDERS = ("printf", "format", "sprintf", "repeat", "lpad", "rpad")
+_BIG_WIDTH = re.compile(r"\d{7,}")
+_PRINTF_SPEC = re.compile(r"%([^a-zA-Z%]*)[a-zA-Z%]?")  # `%` up to the conversion letter: flags, width, precision
+_FMT_FIELD = re.compile(r"\{\{|\{([^{}]*)([{}]?)")  # fmt's `{{` escape, or a field up to the next brace
+_DIGITS = re.compile(r"\d+")
+# a call of a builder, or of query(), which runs the SQL text it is given, in the code of a query
+_BUILDER_CALL = re.compile(r"\b(" + "|".join(_BUILDERS) + r"|query)\s*\(", re.IGNORECASE)
 
 
-def _unbounded_format(sql: str) -> str | None:
-    """Why a printf/format call in `sql` could run past the deadline, or None."""
+def _unbounded_call(sql: str) -> str | None:
+    """Why a string-building call in `sql` (see MAX_BUILT_CHARS) could run past the deadline, or None."""
     import sqlglot
     from sqlglot import exp
 
+    from macsql.sql import strip_statement
+
+    text = strip_statement(sql)
     try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
-    except Exception:  # noqa: BLE001 - DuckDB's own parser has the last word on what does not parse
+        tree = sqlglot.parse_one(text, read="duckdb")
+    except Exception:  # noqa: BLE001 - whatever sqlglot fails on, the calls are looked for in the text below
+        tree = None
+    if tree is None or next(tree.find_all(exp.Command), None) is not None:
+        # not parsed (or only as an opaque command): the calls' arguments cannot be checked
+        match = _BUILDER_CALL.search(_code(text))
+        if match:
+            name = match.group(1).lower()
+            return (f"{name}() is not allowed in a query that sqlglot cannot parse (its arguments cannot be "
+                    f"checked before it runs); write the query without {name}() or in plainer SQL")
         return None
-    for node in tree.find_all(exp.Anonymous, exp.Format):
-        name = node.name.lower() if isinstance(node, exp.Anonymous) else "format"
-        if name not in ("printf", "format", "sprintf"):
-            continue
-        fmt = node.this if isinstance(node, exp.Format) else (node.expressions or [None])[0]
-        if not isinstance(fmt, exp.Literal) or not fmt.is_string:
-            return f"{name}() with a format that is not a literal string is not allowed"
-        if _BIG_WIDTH.search(fmt.this):
-            return (f"{name}() with a width or precision of a million characters or more (or taken from an "
-                    "argument) is not allowed")
+    total = 0
+    for node in tree.find_all(exp.Anonymous, exp.Format, exp.Repeat, exp.Pad):
+        problem, chars = _call_problem(node)
+        if problem:
+            return problem
+        total += chars
+        if total > MAX_BUILT_CHARS:  # many calls in one row add up (`repeat('x', 9000) || repeat('x', 9000)`)
+            return (f"printf/format/repeat/lpad/rpad calls asking for {total:,} characters together are not "
+                    f"allowed (at most {MAX_BUILT_CHARS:,}); use smaller widths, counts or lengths")
     return None
+
+
+def _builder(node) -> tuple[str, list]:
+    """The DuckDB function name of a call (a sqlglot node) and its arguments in DuckDB's order."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Format):
+        return "format", [node.this, *node.expressions]
+    if isinstance(node, exp.Repeat):
+        return "repeat", [node.this, node.args.get("times")]
+    if isinstance(node, exp.Pad):
+        return ("lpad" if node.args.get("is_left") else "rpad"), [node.this, node.expression]
+    return node.name.lower(), list(node.expressions)
+
+
+def _call_problem(node) -> tuple[str | None, int]:
+    """(why one call could build a string too big to stop, or None; the characters it asks for)."""
+    from sqlglot import exp
+
+    name, args = _builder(node)
+    if name not in (*_BUILDERS, "query"):
+        return None, 0
+    if isinstance(node.parent, exp.Dot) and node.arg_key == "expression":
+        # DuckDB's `x.f(args)` is f(x, args): the argument sqlglot shows first is not the first one
+        return f"{name}() written as a method call (x.{name}(...)) is not allowed; write {name}(x, ...)", 0
+    first = args[0] if args else None
+    literal = isinstance(first, exp.Literal) and first.is_string
+    if name == "query":  # the statement it runs is checked as the query itself is
+        if not literal:
+            return "query() with a statement that is not a literal string is not allowed", 0
+        return _unbounded_call(first.this), 0
+    if name in ("printf", "format", "sprintf"):
+        if not literal:
+            return f"{name}() with a format that is not a literal string is not allowed", 0
+        return _format_problem(name, first.this)
+    what = "count" if name == "repeat" else "length"
+    length = _literal_int(args[1] if len(args) > 1 else None)
+    if length is None:
+        return f"{name}() with a {what} that is not a literal number is not allowed", 0
+    if name == "repeat" and first is not None and any(
+            _builder(inner)[0] in _BUILDERS for inner in first.find_all(exp.Anonymous, exp.Format, exp.Repeat,
+                                                                        exp.Pad)):
+        return "repeat() of a string that printf/format/repeat/lpad/rpad builds is not allowed", 0
+    if name == "repeat" and literal:
+        length *= len(first.this)
+    if length > MAX_BUILT_CHARS:
+        return (f"{name}() building {length:,} characters is not allowed (at most {MAX_BUILT_CHARS:,}); use a "
+                f"smaller {what}"), 0
+    return None, max(length, 0)
+
+
+def _format_problem(name: str, fmt: str) -> tuple[str | None, int]:
+    """(why the format string `fmt` of printf (`%5d`) or format (fmt's `{:>5}`) could build a string too big to
+    stop, or None; its widths and precisions added up)."""
+    if _BIG_WIDTH.search(fmt):
+        return f"{name}() with a width or precision of a million characters or more is not allowed", 0
+    if name == "format":
+        fields = [m for m in _FMT_FIELD.finditer(fmt) if m.group(1) is not None]
+        dynamic = any(m.group(2) == "{" for m in fields)  # `{:>{}}`: the width is the next argument
+        specs = [m.group(1) for m in fields]
+    else:
+        specs = [m.group(1) for m in _PRINTF_SPEC.finditer(fmt)]
+        dynamic = any("*" in s for s in specs)  # `%*d`: the width is the next argument
+    if dynamic:
+        return (f"{name}() with a width or precision taken from an argument is not allowed; write it in the "
+                "format"), 0
+    total = sum(int(d) for spec in specs for d in _DIGITS.findall(spec))
+    if total > MAX_BUILT_CHARS:
+        return (f"{name}() with widths and precisions adding up to {total:,} characters is not allowed (at most "
+                f"{MAX_BUILT_CHARS:,}); use smaller ones"), 0
+    return None, total
+
+
+def _literal_int(node) -> int | None:
+    """The value of a literal number (in brackets, cast, negated), or None for anything else."""
+    from sqlglot import exp
+
+    sign = 1
+    while isinstance(node, (exp.Paren, exp.Cast, exp.Neg)):
+        sign = -sign if isinstance(node, exp.Neg) else sign
+        node = node.this
+    if not isinstance(node, exp.Literal) or node.is_string:
+        return None
+    try:
+        return sign * int(float(node.this.replace("_", "")))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _code(sql: str) -> str:
+    """`sql` with its string literals and comments blanked out and the quotes of its names dropped (a call
+    written `"printf"(...)` is still a call). Where a backslash or a dollar sign could start a string that this
+    scanner would read otherwise than DuckDB (E'\\'', $$...$$), the whole text is searched instead."""
+    if "\\" in sql or "$" in sql:
+        return sql
+    out, i, n = [], 0, len(sql)
+    while i < n:
+        if sql[i] == "'":
+            end = i + 1
+            while True:  # to the closing quote; '' inside is a quote, not the end
+                end = sql.find("'", end)
+                if end == -1 or not sql.startswith("''", end):
+                    break
+                end += 2
+            i = n if end == -1 else end + 1
+            out.append(" ")
+        elif sql.startswith("--", i):
+            ends = [k for k in (sql.find("\n", i), sql.find("\r", i)) if k != -1]
+            i = min(ends) if ends else n
+            out.append(" ")
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+            out.append(" ")
+        else:
+            out.append(" " if sql[i] == '"' else sql[i])
+            i += 1
+    return "".join(out)
 
 
 def _duckdb():
@@ -147,6 +291,10 @@ class DuckDBDatabase(Database):
         self.file: Path | None = None
         self._memory = None  # the in-memory database holding the views over data files
         self._built: tuple = ()  # the files' (path, mtime, size) the views were built over
+        # Cursors open on each in-memory database (by id), and the database of each open cursor: one replaced by
+        # newer views (a data file changed) is closed with its last cursor, not under other threads' queries.
+        self._users: dict[int, int] = {}
+        self._parent: dict[int, object] = {}
         self._lock = threading.Lock()
         if path.suffix.lower() in DUCKDB_SUFFIXES:
             self.file = self._check_file(path)
@@ -157,19 +305,11 @@ class DuckDBDatabase(Database):
             if not data_files(self.label):
                 self._no_files(path)
             self._duckdb = _duckdb()
-            self._views()
+            self._disconnect(self._views())  # views that cannot be built fail here, in one line
 
     # ---------------------------------------------------------------------------------------- opening
     def _check_file(self, path: Path) -> Path:
-        if not path.exists():
-            raise DatabaseError(f"database {self.label!r} does not exist; pass --db PATH to a .duckdb file")
-        if not path.is_file():
-            raise DatabaseError(f"database {self.label!r} is not a file; pass --db PATH to a .duckdb file")
-        with path.open("rb") as fh:
-            head = fh.read(16)
-        if head[8:12] != _DUCKDB_MAGIC:
-            raise DatabaseError(f"{self.label!r} is not a DuckDB database (bad header); pass a .duckdb file")
-        return path.resolve()
+        return check_file(path, _DUCKDB_MAGIC, 8, "DuckDB", label=self.label).resolve()
 
     def _no_files(self, path: Path) -> None:
         if path.is_dir():
@@ -197,57 +337,88 @@ class DuckDBDatabase(Database):
         return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
 
     def _views(self):
-        """The in-memory database of views over the data files, rebuilt when the files changed (one added,
-        removed or rewritten). Locked down once built; see the module docstring."""
+        """A cursor on the in-memory database of views over the data files (its own connection to it, so that
+        interrupting it stops only this query); the database is rebuilt first when the files changed (one
+        added, removed or rewritten). Give the cursor back with `_disconnect`."""
         stamp = self._stamp()
+        old = None
         with self._lock:
-            if self._memory is not None and stamp == self._built:
-                return self._memory
-            if not stamp:
-                self._no_files(Path(os.path.expanduser(self.label)))
-            duckdb = self._duckdb
-            names = view_names([Path(p) for p, _m, _s in stamp])
-            conn = duckdb.connect(":memory:", config=dict(SETTINGS))
-            try:
-                for name, path in names.items():
-                    reader = "read_parquet" if path.suffix.lower() == ".parquet" else "read_csv_auto"
-                    try:
-                        conn.execute(f"CREATE VIEW {quote_name(name)} AS SELECT * FROM {reader}({_string(str(path))})")
-                    except duckdb.Error as exc:
-                        raise DatabaseError(f"cannot read {str(path)!r} as a table: {_one_line(exc)}") from exc
-                paths = ", ".join(_string(str(p)) for p in names.values())
-                try:
-                    conn.execute(f"SET allowed_paths = [{paths}]")
-                except duckdb.Error as exc:
-                    raise DatabaseError(f"DuckDB {duckdb.__version__} cannot limit file access to the data "
-                                        f"files ({_one_line(exc)}); upgrade it: pip install -U 'duckdb>=1.2'"
-                                        ) from exc
-                conn.execute("SET enable_external_access = false")
-                for name, path in names.items():  # the views must still read their files, and only those
-                    try:
-                        conn.execute(f"SELECT * FROM {quote_name(name)} LIMIT 1").fetchall()
-                    except duckdb.Error as exc:
-                        raise DatabaseError(f"{str(path)!r} cannot be read with external access off "
-                                            f"({_one_line(exc)}); macsql reads data files only that way") from exc
-                conn.execute("SET lock_configuration = true")
-            except BaseException:
-                conn.close()
-                raise
-            old, self._memory, self._built = self._memory, conn, stamp
+            if self._memory is None or stamp != self._built:
+                old, self._memory, self._built = self._memory, self._build(stamp), stamp
+                if old is not None and self._users.get(id(old), 0) > 0:
+                    old = None  # other threads' queries still read it: closed with their last cursor
+                elif old is not None:
+                    self._users.pop(id(old), None)
+            cursor = self._memory.cursor()
+            self._users[id(self._memory)] = self._users.get(id(self._memory), 0) + 1
+            self._parent[id(cursor)] = self._memory
         if old is not None:
             old.close()
+        return cursor
+
+    def _build(self, stamp: tuple):
+        """A new in-memory database of views over the files in `stamp`, locked down (see the module docstring)."""
+        if not stamp:
+            self._no_files(Path(os.path.expanduser(self.label)))
+        duckdb = self._duckdb
+        names = view_names([Path(p) for p, _m, _s in stamp])
+        conn = duckdb.connect(":memory:", config=dict(SETTINGS))
+        try:
+            for name, path in names.items():
+                reader = "read_parquet" if path.suffix.lower() == ".parquet" else "read_csv_auto"
+                try:
+                    conn.execute(f"CREATE VIEW {quote_name(name)} AS SELECT * FROM {reader}({_string(str(path))})")
+                except duckdb.Error as exc:
+                    raise DatabaseError(f"cannot read {str(path)!r} as a table: {_one_line(exc)}") from exc
+            paths = ", ".join(_string(str(p)) for p in names.values())
+            try:
+                conn.execute(f"SET allowed_paths = [{paths}]")
+            except duckdb.Error as exc:
+                raise DatabaseError(f"DuckDB {duckdb.__version__} cannot limit file access to the data "
+                                    f"files ({_one_line(exc)}); upgrade it: pip install -U 'duckdb>=1.2'"
+                                    ) from exc
+            conn.execute("SET enable_external_access = false")
+            for name, path in names.items():  # the views must still read their files, and only those
+                try:
+                    conn.execute(f"SELECT * FROM {quote_name(name)} LIMIT 1").fetchall()
+                except duckdb.Error as exc:
+                    raise DatabaseError(f"{str(path)!r} cannot be read with external access off "
+                                        f"({_one_line(exc)}); macsql reads data files only that way") from exc
+            conn.execute("SET lock_configuration = true")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _connect(self):
-        """A fresh connection: to the file (read-only), or a cursor on the views' database (its own
-        connection to it, so that interrupting it stops only this query)."""
+        """A fresh connection: to the file (read-only), or a cursor on the views' database. Give it back with
+        `_disconnect`."""
         if self.file is not None:
             return self._connect_file()
-        return self._views().cursor()
+        return self._views()
+
+    def _disconnect(self, conn) -> None:
+        """Close a connection from `_connect`; the views' database it read is closed with it when it was the
+        last cursor on a database that newer views replaced."""
+        conn.close()
+        with self._lock:
+            parent = self._parent.pop(id(conn), None)
+            if parent is None:  # a connection to the file: its own
+                return
+            left = self._users.get(id(parent), 1) - 1
+            if left > 0 or parent is self._memory:
+                self._users[id(parent)] = left
+                return
+            self._users.pop(id(parent), None)
+        parent.close()
 
     def close(self) -> None:
         with self._lock:
             memory, self._memory, self._built = self._memory, None, ()
+            if memory is not None and self._users.get(id(memory), 0) > 0:
+                memory = None  # queries still read it: closed with their last cursor (_disconnect)
+            elif memory is not None:
+                self._users.pop(id(memory), None)
         if memory is not None:
             memory.close()
 
@@ -297,11 +468,12 @@ class DuckDBDatabase(Database):
         def check(text: str) -> str | None:
             problem = statement_error(text, dialect="duckdb")
             # sqlglot reads a statement it does not model as a COMMAND: DuckDB's own parser (below, which
-            # refuses every statement but a SELECT) names it instead (VACUUM, DETACH, ...)
+            # refuses every statement but a SELECT) names it instead (VACUUM, DETACH, ...); one that DuckDB
+            # reads as a SELECT (PIVOT, ...) still has its string-building calls looked for
             if problem and problem.endswith(" got COMMAND"):
                 command.append(problem)
-                return None
-            return problem or _unbounded_format(text)
+                return _unbounded_call(text)
+            return problem or _unbounded_call(text)
 
         early = precheck(sql, deadline, check)
         if early is not None:
@@ -322,31 +494,15 @@ class DuckDBDatabase(Database):
             with guard:
                 conn.execute("BEGIN TRANSACTION READ ONLY")
                 cur = conn.execute(statements[0])
-                columns = tuple(d[0] for d in cur.description or ())
-                rows: list[tuple] = []
-                size = 0
-                while len(rows) <= max_rows:
-                    if deadline.passed():
-                        return timeout()
-                    chunk = cur.fetchmany(min(FETCH_ROWS, max_rows + 1 - len(rows)))
-                    if not chunk:
-                        break
-                    for raw in chunk:
-                        row = tuple(plain_value(v) for v in raw)
-                        size += _row_bytes(row)
-                        if size > max_bytes:
-                            return ExecResult(error=f"the result is larger than {max_bytes // (1024 * 1024)} "
-                                                    "MB; select fewer or smaller values (e.g. add LIMIT, leave "
-                                                    "out blobs)", seconds=elapsed())
-                        rows.append(row)
-            return ExecResult(rows=tuple(rows[:max_rows]), columns=columns, seconds=elapsed(),
-                              truncated=len(rows) > max_rows)
+                return collect_rows(lambda n: [tuple(plain_value(v) for v in raw) for raw in cur.fetchmany(n)],
+                                    deadline, max_rows, max_bytes, most=FETCH_ROWS,
+                                    columns=tuple(d[0] for d in cur.description or ()))
         except (duckdb.Error, ValueError, OverflowError, MemoryError, RecursionError) as exc:
             if guard.fired or isinstance(exc, duckdb.InterruptException):
                 return timeout()
             return ExecResult(error=_explained(duckdb, exc), seconds=elapsed())
         finally:
-            conn.close()
+            self._disconnect(conn)
 
     # -------------------------------------------------------------------------------- introspection
     def introspect(self, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Schema:
@@ -368,7 +524,7 @@ class DuckDBDatabase(Database):
                                     f"{deadline.seconds:g}s deadline") from exc
             raise DatabaseError(f"cannot read the schema of {self.label!r}: {_one_line(exc)}") from exc
         finally:
-            conn.close()
+            self._disconnect(conn)
         folder = self.file.parent if self.file is not None else Path(self.location)
         _add_descriptions(schema, (folder if folder.is_dir() else folder.parent) / "database_description")
         return schema
@@ -425,7 +581,10 @@ class DuckDBDatabase(Database):
                 continue
             with _interrupter(conn, Deadline(share)) as own:
                 try:
-                    _sample_table(conn, view, strict=True)
+                    # a column whose values fail loses only its examples; a stop at a deadline goes on up
+                    _sample_table(conn, view, strict=True, errors=(duckdb.Error,),
+                                  interrupted=lambda exc, own=own: (own.fired or guard.fired
+                                                                    or isinstance(exc, duckdb.InterruptException)))
                 except duckdb.Error as exc:
                     if guard.fired:
                         raise
@@ -452,7 +611,7 @@ class DuckDBDatabase(Database):
         except duckdb.Error:
             return []  # a view whose file went bad, an odd type: no values, linking goes on without them
         finally:
-            conn.close()
+            self._disconnect(conn)
 
 
 def _explained(duckdb, exc: BaseException) -> str:

@@ -15,7 +15,8 @@ A query gets the same guarantees as on SQLite, each enforced by the server rathe
   rows, or of big values, is not held by the client past the byte cap (one row is: libpq reads a row whole);
 - functions a read-only transaction still allows that reach outside the database's rows (the server's files,
   other sessions, settings, session-level locks, SQL run from text) are refused by name before the query
-  is sent (`DENIED_FUNCTIONS`). The main defence is the role: a least-privilege role (README, "PostgreSQL")
+  is sent (`DENIED_FUNCTIONS`), and so is any name written with Unicode escapes (U&"..."), which would
+  hide one from the list. The main defence is the role: a least-privilege role (README, "PostgreSQL")
   has no `pg_read_server_files`, no superuser and only SELECT on the schema, so the server itself refuses
   pg_read_file & co.; the list is defence in depth for a URL that logs in with more rights than it needs.
 
@@ -30,7 +31,7 @@ import math
 import re
 import threading
 import time
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from macsql.engines.base import Database, StopAtDeadline, plain_value
 from macsql.errors import DatabaseError
@@ -52,7 +53,7 @@ from macsql.sqlexec import (
     MAX_RESULT_BYTES,
     Deadline,
     ExecResult,
-    _row_bytes,
+    collect_rows,
     precheck,
 )
 
@@ -120,6 +121,11 @@ def statement_problem(sql: str) -> str | None:
     analyser's check in dialect "postgres"), SELECT ... INTO (creates a table) or a denied function."""
     from sqlglot import exp
 
+    # U&"pg\005fread\005ffile"(...) is pg_read_file to the server, an unknown function to sqlglot: no name
+    # written with Unicode escapes is allowed. Looked for in the whole text, strings too: telling PostgreSQL's
+    # strings from its code takes its lexer ($$...$$, E'\'', nested comments), and a string holding U&" is rare.
+    if re.search(r'(?i)u&"', sql or ""):
+        return 'U&"..." (a name written with Unicode escapes) is not allowed; write the name as it is'
     problem = statement_error(sql, dialect="postgres")
     if problem:
         return problem
@@ -147,25 +153,75 @@ def _denied_in_text(text: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------- the URL
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+URL_HINT = "pass postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?schema=NAME]"
+
+
+def _url_parts(url: str) -> tuple[str, str, str, list[str]] | None:
+    """(scheme://, `user:password@` or '', the hosts and path, the query's parameters as written), split as
+    text the way libpq reads a URI (no '#' fragment; parameters after the first '?', '&'-separated), so that
+    no URL makes the split raise (a '[' left open, several hosts). The user part runs to the last '@' before
+    the first '/': that covers libpq's password (up to its first '@'), and one holding '?' or '#'. None for
+    text that is not scheme://..."""
+    found = _SCHEME.match(url)
+    if found is None:
+        return None
+    rest = url[found.end():]
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    where, _, query = rest[len(userinfo + at):].partition("?")
+    return found.group(), userinfo + at, where, [p for p in query.split("&") if p]
+
+
+def _param_key(param: str) -> str:
+    return unquote(param.partition("=")[0])
+
+
+def redact_url(url: str) -> str:
+    """The URL safe to print: without the password of its user part and without its `password` and
+    `sslpassword` parameters. The one scrubber of PostgreSQL URLs (database labels, the conversation store's
+    messages); never raises."""
+    parts = _url_parts(url)
+    if parts is None:
+        return url
+    scheme, userinfo, where, params = parts
+    user = userinfo.partition(":")[0].rstrip("@")
+    kept = [p for p in params if _param_key(p).lower() not in _SECRET_PARAMS]
+    return scheme + (f"{user}@" if user else "") + where + ("?" + "&".join(kept) if kept else "")
+
+
+def redact_message(text: str, url: str, *given: str) -> str:
+    """libpq's message about a URL it refuses, safe to print: it quotes the URL (`url`, or the form of it
+    libpq was `given`), or a part of it such as a badly percent-encoded password. Each becomes
+    `redact_url(url)`, and any password left becomes ***."""
+    shown = redact_url(url)
+    for form in sorted({url, *given}, key=len, reverse=True):
+        text = text.replace(form, shown)
+    parts = _url_parts(url)
+    if parts is None:
+        return text
+    _, userinfo, _, params = parts
+    written = [userinfo[:-1].partition(":")[2]]
+    written += [p.partition("=")[2] for p in params if _param_key(p).lower() in _SECRET_PARAMS]
+    for secret in sorted({s for w in written for s in (w, unquote(w)) if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def split_url(url: str) -> tuple[str, str | None, str]:
     """(the URL libpq connects with, the `?schema=` asked for or None, the URL without its password).
 
     `schema` is macsql's parameter, not libpq's, so it is taken out before connecting. The query is split as
-    libpq reads it (percent-escapes only: a '+' stays a '+'), and the other parameters pass through as written."""
-    parts = urlsplit(url)
-    params = [p for p in parts.query.split("&") if p]
-
-    def key(param: str) -> str:
-        return unquote(param.partition("=")[0])
-
-    schema = next((unquote(p.partition("=")[2]) for p in params if key(p) == "schema"), None)
-    conninfo = urlunsplit(parts._replace(query="&".join(p for p in params if key(p) != "schema")))
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    netloc = f"{user}@{hosts}" if at and user else hosts
-    shown = "&".join(p for p in params if key(p) != "password")
-    label = urlunsplit(parts._replace(netloc=netloc, query=shown))
-    return conninfo, schema or None, label
+    libpq reads it (percent-escapes only: a '+' stays a '+'); the rest passes through as written, for libpq
+    to accept or refuse (PostgresDatabase turns a refusal into one line)."""
+    parts = _url_parts(url)
+    if parts is None:
+        raise DatabaseError(f"the database is not a postgresql:// URL; {URL_HINT}")
+    scheme, userinfo, where, params = parts
+    schema = next((unquote(p.partition("=")[2]) for p in params if _param_key(p) == "schema"), None)
+    kept = [p for p in params if _param_key(p) != "schema"]
+    conninfo = scheme + userinfo + where + ("?" + "&".join(kept) if kept else "")
+    return conninfo, schema or None, redact_url(url)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -208,8 +264,9 @@ class PostgresDatabase(Database):
         try:
             params = conninfo_to_dict(conninfo)
         except self._psycopg.Error as exc:
-            raise DatabaseError(f"{self.label!r} is not a PostgreSQL URL libpq accepts ({_one_line(exc)}); "
-                                "pass postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?schema=NAME]") from exc
+            why = redact_message(_one_line(exc), url, conninfo)
+            raise DatabaseError(f"{self.label!r} is not a PostgreSQL URL libpq accepts ({why}); {URL_HINT}, "
+                                "an IPv6 host in brackets ([::1])") from None
         params["options"] = f"{params.get('options', '')} {SESSION_OPTIONS}".strip()
         params.setdefault("application_name", "macsql")
         self._params = params
@@ -304,15 +361,23 @@ class PostgresDatabase(Database):
         ms = min(2**31 - 1, max(1, math.ceil(deadline.remaining() * 1000)))
         conn.execute(f"SET LOCAL statement_timeout = {ms}")
 
-    def _end(self, conn, canceller: StopAtDeadline | None = None) -> None:
-        """Roll back (nothing is ever committed) and pool the connection, or drop it when it is broken or a
-        cancel was sent on it."""
+    def _end(self, conn, canceller: StopAtDeadline | None = None, cursor=None) -> None:
+        """Roll back (nothing is ever committed), close `cursor` (a server-side cursor of `conn`) and pool the
+        connection, or drop it when it is broken or a cancel was sent on it."""
         reuse = canceller is None or not canceller.fired
         try:
             if not conn.closed:
                 conn.rollback()
         except self._psycopg.Error:
             reuse = False
+        if cursor is not None:
+            # closed before the connection goes back to the pool: after the rollback this only marks it closed
+            # (the server dropped it with the transaction), but once another thread holds the connection it
+            # would send CLOSE into that thread's transaction and abort it
+            try:
+                cursor.close()
+            except self._psycopg.Error:
+                reuse = False
         self._give(conn, reuse=reuse)
 
     # -------------------------------------------------------------------------------------- queries
@@ -332,43 +397,23 @@ class PostgresDatabase(Database):
         try:
             with canceller:
                 cur.execute(strip_statement(sql))  # DECLARE name CURSOR FOR <sql>: one SELECT/VALUES only
-                columns = tuple(d.name for d in cur.description or ())
-                rows: list[tuple] = []
-                size = largest = 0
-                timeout_set = time.perf_counter()
-                want = 1  # the first row alone: its size sets how many rows the next FETCH asks for
-                while len(rows) <= max_rows:
-                    if deadline.passed():
-                        return timeout()
-                    if time.perf_counter() - timeout_set > TIMEOUT_SLACK_S:
+                timeout_set = [time.perf_counter()]
+
+                def fetch(n: int) -> list[tuple]:
+                    # a long fetch renews the server's statement_timeout to the time the deadline has left
+                    if time.perf_counter() - timeout_set[0] > TIMEOUT_SLACK_S:
                         self._set_timeout(conn, deadline)
-                        timeout_set = time.perf_counter()
-                    chunk = cur.fetchmany(min(want, max_rows + 1 - len(rows)))
-                    if not chunk:
-                        break
-                    for raw in chunk:
-                        row = tuple(plain_value(v) for v in raw)
-                        row_size = _row_bytes(row)
-                        largest = max(largest, row_size)
-                        size += row_size
-                        if size > max_bytes:
-                            return ExecResult(error=f"the result is larger than {max_bytes // (1024 * 1024)} MB; "
-                                                    "select fewer or smaller values (e.g. add LIMIT, leave out "
-                                                    "bytea columns)", seconds=elapsed())
-                        rows.append(row)
-                    # a FETCH is held in memory whole before its rows are counted: ask for as many as fit in
-                    # an eighth of the cap at the largest row's size, at most twice as many as last time
-                    want = max(1, min(FETCH_ROWS, 2 * want, (max_bytes // 8) // max(largest, 1)))
-            truncated = len(rows) > max_rows
-            return ExecResult(rows=tuple(rows[:max_rows]), columns=columns, seconds=elapsed(),
-                              truncated=truncated)
+                        timeout_set[0] = time.perf_counter()
+                    return [tuple(plain_value(v) for v in raw) for raw in cur.fetchmany(n)]
+
+                return collect_rows(fetch, deadline, max_rows, max_bytes, big="bytea columns", most=FETCH_ROWS,
+                                    columns=tuple(d.name for d in cur.description or ()))
         except (psycopg.Error, ValueError, OverflowError, MemoryError, RecursionError) as exc:
             if isinstance(exc, psycopg.errors.QueryCanceled) and _ours(exc, canceller, deadline):
                 return timeout()
             return ExecResult(error=_one_line(exc), seconds=elapsed())
         finally:
-            self._end(conn, canceller)
-            cur.close()  # after the rollback the cursor is gone on the server: this only marks it closed
+            self._end(conn, canceller, cur)
 
     # -------------------------------------------------------------------------------- introspection
     def identity(self) -> str:

@@ -224,8 +224,14 @@ def run_variant(run: VariantRun, pipe, examples: Sequence[Example], base: dict, 
     records, summary, scores = evaluate(pipe, examples, run.folder.predictions_file, variant=run.name,
                                         workers=workers, progress=progress, **scoring)
     if teaching is not None:
-        same = teaching.same_sql_count({e.question_id: records[e.question_id] for e in examples
-                                        if e.question_id in records})
+        same = teaching.same_sql_ids({e.question_id: records[e.question_id] for e in examples
+                                      if e.question_id in records})
         if same is not None:
-            summary["examples_same_sql"] = same
+            summary["examples_same_sql"] = len(same)
+            # the split's own leak set aside: what the examples are worth on questions they do not answer
+            rest = [s for s in scores if s.question_id not in same]
+            if rest:
+                summary["ex_without_own_sql"] = {
+                    "n": len(rest), "ex_spider": round(100 * sum(s.ex_spider for s in rest) / len(rest), 2),
+                    "ex_bird": round(100 * sum(s.ex_bird for s in rest) / len(rest), 2)}
     return config, summary, scores

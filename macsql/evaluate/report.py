@@ -101,6 +101,10 @@ def _taught_lines(summary: dict, config: dict) -> list[str]:
         if summary.get("examples_same_sql") is not None:
             lines.append(f"- questions shown an example with their own gold SQL (another wording): "
                          f"{summary['examples_same_sql']}")
+            rest = summary.get("ex_without_own_sql")
+            if summary["examples_same_sql"] and rest:
+                lines.append(f"- EX on the other {rest['n']} questions: {rest['ex_spider']:.1f} (Spider), "
+                             f"{rest['ex_bird']:.1f} (BIRD)")
     desc = config.get("descriptions_source")
     if desc and desc.get("kind") == "none":
         lines.append("- descriptions: none (--no-descriptions: BIRD's database_description texts left out)")

@@ -72,37 +72,15 @@ class _Job:
     pred_db: str | None = None  # the copy in another engine the prediction was written for (copies.py)
 
 
-def _engine_match(job: _Job):
-    """execution_match with the prediction run on its engine's copy and the gold SQL on SQLite, as
-    always: the copy holds the same rows, so the gold result stands (see copies.py)."""
-    from macsql.compare import compare_results, spider_form
-    from macsql.engines import open_database
-    from macsql.sqlexec import ExecResult, execute
-
-    engine = open_database(job.pred_db)  # opened once per worker process and kept
-
-    def gold_run(sql: str) -> ExecResult:
-        return execute(job.db_path, sql, timeout_s=job.timeout_s, max_rows=100_000)
-
-    def pred_run(sql: str) -> ExecResult:
-        return engine.execute(sql, timeout_s=job.timeout_s, max_rows=100_000) if sql else ExecResult(
-            error="no SQL")
-
-    gold, pred = gold_run(job.gold_sql), pred_run(job.pred_sql)
-    pred_form, gold_form = (spider_form(s, keep_distinct=job.keep_distinct) for s in (job.pred_sql, job.gold_sql))
-    return compare_results(pred, gold, job.gold_sql,
-                           pred_spider=pred_run(pred_form) if pred_form != job.pred_sql else pred,
-                           gold_spider=gold_run(gold_form) if gold_form != job.gold_sql else gold)
-
-
 def _score_one(job: _Job) -> dict:
     """Run in a worker process: execute, compare, time. Returns plain data (cheap to pickle)."""
     from macsql.compare import execution_match
     from macsql.errors import DatabaseError
 
     try:
-        match = _engine_match(job) if job.pred_db else execution_match(
-            job.db_path, job.pred_sql, job.gold_sql, timeout_s=job.timeout_s, keep_distinct=job.keep_distinct)
+        # another engine's copy is opened once per worker process and kept (macsql.engines)
+        match = execution_match(job.db_path, job.pred_sql, job.gold_sql, timeout_s=job.timeout_s,
+                                keep_distinct=job.keep_distinct, pred_db=job.pred_db)
     except DatabaseError as exc:  # the database vanished or is unreadable: the question cannot be scored
         return {"index": job.index, "ex_spider": False, "ex_bird": False, "pred_error": str(exc),
                 "gold_error": str(exc), "executes": False, "timed_out": False, "ratio": None}

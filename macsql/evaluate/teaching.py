@@ -129,18 +129,19 @@ class Teaching:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, self.pairs_text)
 
-    def same_sql_count(self, records: dict[str, dict]) -> int | None:
-        """How many answered questions were shown an example whose SQL is their own gold SQL (None when the
+    def same_sql_ids(self, records: dict[str, dict]) -> set[str] | None:
+        """The answered questions that were shown an example whose SQL is their own gold SQL (None when the
         pairs are a user's file, whose ids do not say which pair was shown)."""
         if not self.pairs:
             return None
         sql = {(p["db_id"], p["id"]): p["sql"] for p in self.pairs}
-        count = 0
-        for rec in records.values():
+        same = set()
+        for qid, rec in records.items():
             shown = [i for t in rec.get("trace") or [] if t.get("agent") == "knowledge" for i in t.get("examples") or []]
             gold = _folded_sql(rec.get("gold_sql") or "")
-            count += any(_folded_sql(sql.get((rec.get("db_id"), i), "")) == gold for i in shown)
-        return count
+            if any(_folded_sql(sql.get((rec.get("db_id"), i), "")) == gold for i in shown):
+                same.add(qid)
+        return same
 
 
 def plan_teaching(*, data, db_root, fmt: str, split, dbs: Sequence[str], out, examples_file=None,

@@ -195,7 +195,7 @@ def page_query(sql: str, *, order_by: int | None = None, descending: bool = Fals
     """The user's query as a subquery, sorted by a column position. Only the position (an int) and the
     direction (a keyword) are written into the wrapper, never user text; the newlines end a trailing `--`
     comment in the user's query. The executor checks the whole as one read-only SELECT as always."""
-    wrapped = f"SELECT * FROM (\n{strip_sql(sql)}\n)"
+    wrapped = f"SELECT * FROM (\n{strip_sql(sql)}\n) AS q"  # PostgreSQL before 16 needs the alias
     if order_by is not None:
         wrapped += f" ORDER BY {int(order_by) + 1} {'DESC' if descending else 'ASC'}"
     return wrapped
@@ -461,7 +461,7 @@ class Server:
 
         self._check(sql, path)
         wrapped = page_query(sql, order_by=order_by, descending=descending)
-        counted = self._execute(path, f"SELECT COUNT(*) FROM (\n{strip_sql(sql)}\n)")
+        counted = self._execute(path, f"SELECT COUNT(*) FROM (\n{strip_sql(sql)}\n) AS q")
         total = counted.rows[0][0]
         result = open_database(path).execute(f"{wrapped} LIMIT {int(page_size)} OFFSET {int(page) * int(page_size)}",
                                              timeout_s=self.timeout_s, max_rows=page_size)

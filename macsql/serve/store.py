@@ -12,7 +12,6 @@ SQL, the one-line summary); its rows are not stored: opening an old answer runs 
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
@@ -277,9 +276,11 @@ class PostgresStore(ConversationStore):
         except ModuleNotFoundError:
             raise InputError('--store postgresql://... needs psycopg 3; install it with '
                              'pip install -e ".[postgres]"') from None
+        from macsql.engines.postgres import redact_url
+
         self._psycopg = psycopg
         self.url = url
-        self.shown = shown_url(url)
+        self.shown = redact_url(url)  # for messages and the start-up line
         self._lock = threading.Lock()
         self._conn = None
         try:
@@ -309,10 +310,13 @@ class PostgresStore(ConversationStore):
     def _connect(self):
         from psycopg.conninfo import conninfo_to_dict
 
+        from macsql.engines.postgres import redact_message
+
         try:
             given = conninfo_to_dict(self.url)
         except self._psycopg.ProgrammingError as exc:
-            raise InputError(f"--store {self.shown}: not a PostgreSQL URL ({one_line(exc)})") from None
+            why = redact_message(" ".join(str(exc).split()), self.url)[:300]  # libpq quotes the URL
+            raise InputError(f"--store {self.shown}: not a PostgreSQL URL ({why})") from None
         extra = {key: value for key, value in (("connect_timeout", POSTGRES_CONNECT_TIMEOUT_S),
                                                ("application_name", "macsql serve")) if key not in given}
         # autocommit: each `transaction()` block is the whole transaction, none is left open between them
@@ -362,18 +366,3 @@ class PostgresStore(ConversationStore):
 
 def one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:300]
-
-
-def shown_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    with contextlib.suppress(ValueError):
-        parts = urlsplit(url)
-        if parts.password is not None:
-            host = parts.hostname or ""
-            host = f"[{host}]" if ":" in host else host
-            netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-            return urlunsplit(parts._replace(netloc=netloc))
-        return url
-    return "postgresql://..."
