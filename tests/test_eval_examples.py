@@ -5,7 +5,6 @@ shown its own answer, the single prompt shows examples too, and run.json says wh
 import hashlib
 import json
 import random
-import re
 from pathlib import Path
 
 import pytest
@@ -181,7 +180,19 @@ def test_geoquery_examples_from_train_never_show_a_question_its_own_sql(geo_set,
     assert "Question: population of dayton" in examples_block(prompts(llm)[-1])
     dev_summary = (tmp_path / "dev" / "summary.md").read_text()
     assert "their own gold SQL (another wording): 1" in dev_summary
-    assert re.search(r"- EX on the other \d+ questions: [\d.]+ \(Spider\)", dev_summary)
+    assert "EX on the other" not in dev_summary  # its one question was shown its own SQL: nothing else to score
+
+
+def test_the_summary_sets_apart_questions_shown_their_own_sql():
+    from macsql.evaluate.report import _taught_lines
+
+    config = {"examples_source": {"kind": "split", "split": "train", "path": "ex.json", "sha256": "ab" * 32,
+                                  "pairs": 549}}
+    lines = _taught_lines({"examples_same_sql": 14, "ex_without_own_sql": {"n": 35, "ex_spider": 71.43,
+                                                                          "ex_bird": 71.43}}, config)
+    assert "- questions shown an example with their own gold SQL (another wording): 14" in lines
+    assert "- EX on the other 35 questions: 71.4 (Spider), 71.4 (BIRD)" in lines
+    assert not any("EX on the other" in line for line in _taught_lines({"examples_same_sql": 0}, config))
 
 
 def test_without_examples_the_same_questions_see_none(geo_set, tmp_path, monkeypatch):
