@@ -217,18 +217,24 @@ def test_the_server_keeps_its_file_paths_to_itself(pets_db):
 SLOW_SQL = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 
 
+def start_slow_query(http) -> tuple[threading.Thread, list]:
+    """A runaway query holding the server's only query slot (until its deadline): its thread and the list
+    its response lands in."""
+    slow: list = []
+    worker = threading.Thread(target=lambda: slow.append(http.post("/api/run", json={"db": "pets", "sql": SLOW_SQL})))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while http.get("/health").json()["queries_running"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert http.get("/health").json()["queries_running"] == 1
+    return worker, slow
+
+
 def test_a_burst_of_slow_queries_gets_429_and_starves_nothing(pets_db):
     llm = ScriptedLLM(reply_with(PETS_SELECT))
     app = create_app(Pipeline(llm, candidates=1, timeout_s=3), {"pets": pets_db}, run_workers=1, query_wait_s=0)
     with serving_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
-        slow = []
-        worker = threading.Thread(target=lambda: slow.append(
-            http.post("/api/run", json={"db": "pets", "sql": SLOW_SQL})))
-        worker.start()
-        deadline = time.monotonic() + 10
-        while http.get("/health").json()["queries_running"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert http.get("/health").json()["queries_running"] == 1
+        worker, slow = start_slow_query(http)
         r = http.post("/api/run", json={"db": "pets", "sql": "SELECT 1"})
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
         assert one_line_json(r) == "1 queries are running; try again in a moment"
@@ -246,14 +252,7 @@ def test_a_query_waits_for_a_slot_before_429(pets_db):
     llm = ScriptedLLM(reply_with(PETS_SELECT))
     app = create_app(Pipeline(llm, candidates=1, timeout_s=1), {"pets": pets_db}, run_workers=1, query_wait_s=30)
     with serving_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as http:
-        slow = []
-        worker = threading.Thread(target=lambda: slow.append(
-            http.post("/api/run", json={"db": "pets", "sql": SLOW_SQL})))
-        worker.start()
-        deadline = time.monotonic() + 10
-        while http.get("/health").json()["queries_running"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert http.get("/health").json()["queries_running"] == 1
+        worker, slow = start_slow_query(http)
         r = http.post("/api/run", json={"db": "pets", "sql": "SELECT 1"})
         worker.join(30)
         # the second query ran once the slow one had hit its deadline and freed the only slot
