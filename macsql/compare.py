@@ -159,23 +159,21 @@ def execution_match(db_path: str | Path, pred_sql: str, gold_sql: str, *, timeou
     differs from its text (it has DISTINCT) runs a second time in that form for the Spider verdict.
     `pred_db`: the prediction runs there instead (a copy of the database in another engine, which holds the
     same rows, so the gold result from SQLite stands; evaluate/copies.py)."""
-    from macsql.engines import open_database
 
-    def runner(where):
-        database = None if where is None else open_database(where)
+    def run(sql: str, database=None) -> ExecResult:
+        if not sql:
+            return ExecResult(error="no SQL")
+        if database is None:
+            return execute(db_path, sql, timeout_s=timeout_s, max_rows=max_rows)
+        return database.execute(sql, timeout_s=timeout_s, max_rows=max_rows)
 
-        def run(sql: str) -> ExecResult:
-            if not sql:
-                return ExecResult(error="no SQL")
-            if database is None:
-                return execute(db_path, sql, timeout_s=timeout_s, max_rows=max_rows)
-            return database.execute(sql, timeout_s=timeout_s, max_rows=max_rows)
-        return run
+    if pred_db is not None:
+        from macsql.engines import open_database
 
-    run, run_pred = runner(None), runner(pred_db)
+        pred_db = open_database(pred_db)
     gold = gold if gold is not None else run(gold_sql)
-    pred = run_pred(pred_sql)
+    pred = run(pred_sql, pred_db)
     pred_form, gold_form = (spider_form(s, keep_distinct=keep_distinct) for s in (pred_sql, gold_sql))
-    pred_spider = run_pred(pred_form) if pred_form != pred_sql else pred
+    pred_spider = run(pred_form, pred_db) if pred_form != pred_sql else pred
     gold_spider = run(gold_form) if gold_form != gold_sql else gold
     return compare_results(pred, gold, gold_sql, pred_spider=pred_spider, gold_spider=gold_spider)
