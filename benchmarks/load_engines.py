@@ -75,6 +75,7 @@ class ForeignKey:
     columns: list[str]
     ref_table: str
     ref_columns: list[str]
+    unchecked: bool = False  # PostgreSQL: added NOT VALID, rows that reference no row left as SQLite has them
 
 
 @dataclass
@@ -253,6 +254,8 @@ def _convert(col: Column, engine: str):
         return lambda v: None if v is None else decimal.Decimal(repr(v) if isinstance(v, float) else v)
     if kind == "double":
         return lambda v: None if v is None else float(v)
+    if kind == "bigint":  # text of integers in a column typed as the key it references (_take_key_type)
+        return lambda v: None if v is None else int(v)
     if kind == "boolean":
         return lambda v: None if v is None else bool(v)
     if kind in ("date", "timestamp", "time"):
@@ -356,12 +359,36 @@ def _fk_problem(conn, table: Table, fk: ForeignKey, by_name: dict, engine: str) 
     if any(c is None for c in mine):
         return "a column it names does not exist"
     if any((a.kind, a.size) != (b.kind, b.size) for a, b in zip(mine, theirs, strict=True)):
-        return "the two sides' columns have different types in the copy"
+        if not all(_take_key_type(conn, table, a, b) for a, b in zip(mine, theirs, strict=True)):
+            return "the two sides' columns have different types in the copy"
     match = " AND ".join(f"p.{_q(r)} = c.{_q(c)}" for c, r in zip(fk.columns, fk.ref_columns, strict=True))
     present = " AND ".join(f"c.{_q(c)} IS NOT NULL" for c in fk.columns)
     orphans = _count(conn, f"SELECT count(*) FROM {_q(table.name)} c WHERE {present} AND NOT EXISTS "
                            f"(SELECT 1 FROM {_q(parent.name)} p WHERE {match})")
+    if orphans and engine == "postgres":  # declared as in SQLite, without checking the rows already there
+        fk.unchecked = True
+        return None
     return f"{orphans} row(s) reference no row" if orphans else None
+
+
+def _take_key_type(conn, table: Table, col: Column, ref: Column) -> bool:
+    """Give a text column holding only integers (as written: `'7'`, not `'07'`) the integer type of the key it
+    references, so that the copy keeps the foreign key, which the engines only accept between columns of one
+    type: Spider declares several such columns TEXT (concert.Stadium_ID -> stadium.Stadium_ID), and a schema
+    without that reference shows the model one join fewer than SQLite's does."""
+    if (col.kind, col.size) == (ref.kind, ref.size):
+        return True
+    if col.kind != "text" or ref.kind != "bigint":
+        return False
+    c = _q(col.name)
+    odd = _count(conn, f"SELECT count(*) FROM {_q(table.name)} WHERE {c} IS NOT NULL AND NOT (typeof({c}) = "
+                       f"'integer' OR (typeof({c}) = 'text' AND {c} GLOB '[0-9]*' AND {c} NOT GLOB '*[^0-9]*' "
+                       f"AND CAST(CAST({c} AS INTEGER) AS TEXT) = {c}))")
+    if odd:
+        return False
+    col.kind, col.size, col.cast_text = "bigint", (), False
+    col.fallback = f"integers in a {col.declared or 'untyped'} column: bigint, the type of the key it references"
+    return True
 
 
 def creation_order(tables: list[Table]) -> list[Table]:
@@ -482,7 +509,8 @@ class PostgresTarget:
                 with self.conn.transaction():
                     self.conn.execute(
                         f"ALTER TABLE {self.name(table.name)} ADD FOREIGN KEY ({', '.join(self.col(c) for c in fk.columns)}) "
-                        f"REFERENCES {self.name(fk.ref_table)} ({', '.join(self.col(c) for c in fk.ref_columns)})")
+                        f"REFERENCES {self.name(fk.ref_table)} ({', '.join(self.col(c) for c in fk.ref_columns)})"
+                        + (" NOT VALID" if fk.unchecked else ""))
             except self.psycopg.Error as exc:
                 table.foreign_keys.remove(fk)
                 table.left_out.append(f"foreign key ({', '.join(fk.columns)}) -> {fk.ref_table}: "
@@ -525,7 +553,9 @@ def load_database(sqlite_path: Path, target) -> dict:
     try:
         tables, notes = read_tables(conn, target.engine)
         check_keys(conn, tables, target.engine)
-        ordered = creation_order(tables)
+        # PostgreSQL adds the foreign keys once every table exists, so its tables are made in SQLite's order,
+        # the order its catalogue then lists them in (and the model reads them in); DuckDB needs parents first
+        ordered = creation_order(tables) if target.engine == "duckdb" else tables
         created: dict[str, bool] = {}  # table -> created with its primary key
         for t in ordered:
             if target.engine == "duckdb":  # a parent that lost its primary key cannot be referenced

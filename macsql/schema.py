@@ -31,7 +31,7 @@ SMALL_TABLE_ROWS = 10  # all values of a table this small count as categories (l
 MAX_EXAMPLES = 3
 MAX_EXAMPLE_CHARS = 40
 INTROSPECT_BUSY_S = 2.0  # how long to wait for a writer's lock before saying the database is locked
-CACHE_VERSION = 7  # 7: compound/implicit foreign keys, views, generated columns, no FTS shadow tables
+CACHE_VERSION = 8  # 8: PostgreSQL tables in creation order; 7: compound/implicit foreign keys, views, generated columns, no FTS shadow tables
 # Column names whose values carry no meaning for a prompt (identifiers, links, blobs).
 _NO_EXAMPLE_NAME = re.compile(r"(^id$|_id$|^id_|uuid|guid|url|uri|link|href|image|photo|blob|hash|token)", re.I)
 

@@ -158,6 +158,14 @@ def test_rows_come_back_as_the_sqlite_executor_gives_them(duck_file):
     assert db.execute("SELECT [1, 2] AS l, {'a': 1} AS s").rows == (('[1, 2]', '{"a": 1}'),)
 
 
+def test_numbers_compare_with_text_as_on_sqlite(duck_file):
+    """Model-written SQL rarely casts: a key compared with text binds instead of failing (old_implicit_casting)."""
+    db = open_database(duck_file)
+    result = db.execute("SELECT name FROM customers WHERE customer_id IN (SELECT '2') OR customer_id = '3' "
+                        "ORDER BY name")
+    assert result.ok and result.rows == (("Bo",), ("Cy",))
+
+
 def test_row_and_byte_caps(data_folder):
     db = open_database(data_folder)
     capped = db.execute("SELECT * FROM range(5000)", max_rows=100)

@@ -25,11 +25,13 @@ CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country VARC
                         vip BOOL, score INTEGER);
 CREATE TABLE orders (order_id INT PRIMARY KEY, customer_id INTEGER REFERENCES customers (customer_id),
                      amount DECIMAL(10, 2), placed DATE, note);
+CREATE TABLE returns (order_id TEXT REFERENCES orders (order_id), reason TEXT);
 INSERT INTO customers VALUES (1, 'Ana', 'Spain', '2024-01-05 10:00:00', 1, 10),
                              (2, 'Bo', 'Sweden', '2024-02-01 00:00:00', 0, 'n/a'),
                              (3, 'cy', 'Spain', '2024-03-09 08:30:00', 1, 7);
 INSERT INTO orders VALUES (10, 1, 12.5, '2024-01-05', 'gift'), (11, 1, 3, 'not a date', 4),
                           (12, 2, 99.99, '2024-03-09', NULL), (13, 9, 1, '2024-04-01', 'x');
+INSERT INTO returns VALUES ('10', 'broken'), ('12', 'late');
 """
 # (question, gold SQL as SQLite reads it, what the scripted model answers on the copy: text, or per engine)
 QUESTIONS = [
@@ -107,14 +109,16 @@ def test_a_sqlite_database_is_copied_into_duckdb_with_its_types(bird, tmp_path):
         "customers": {"customer_id": "BIGINT", "name": "VARCHAR", "country": "VARCHAR", "joined": "TIMESTAMP",
                       "vip": "BOOLEAN", "score": "VARCHAR"},
         "orders": {"order_id": "BIGINT", "customer_id": "BIGINT", "amount": "DECIMAL(10,2)", "placed": "VARCHAR",
-                   "note": "VARCHAR"}}
+                   "note": "VARCHAR"},
+        "returns": {"order_id": "BIGINT", "reason": "VARCHAR"}}  # text of integers: the type of the key it names
     fallbacks = {(f["table"], f["column"]): f["why"] for f in load["fallbacks"]}
     assert fallbacks == {("customers", "score"): "text or blob values in an integer column (e.g. 'n/a')",
                          ("orders", "placed"): "values that are not dates as written (e.g. 'not a date')",
-                         ("orders", "note"): "mixed values (int, str) in a column without a type (e.g. 'gift')"}
+                         ("orders", "note"): "mixed values (int, str) in a column without a type (e.g. 'gift')",
+                         ("returns", "order_id"): "integers in a TEXT column: bigint, the type of the key it references"}
     assert load["keys_left_out"] == [{"table": "orders",
                                       "what": "foreign key (customer_id) -> customers: 1 row(s) reference no row"}]
-    assert (load["tables"], load["rows"], load["primary_keys"], load["foreign_keys"]) == (2, 7, 2, 0)
+    assert (load["tables"], load["rows"], load["primary_keys"], load["foreign_keys"]) == (3, 9, 2, 1)
 
     copy = out / "shop" / "shop.duckdb"
     assert (out / "shop" / "database_description" / "customers.csv").is_file()  # beside it, as on SQLite
@@ -224,12 +228,21 @@ def test_postgres_copy_agreement_and_eval(bird, tmp_path, monkeypatch):
         assert load["types"]["customers"] == {"customer_id": "bigint", "name": "text", "country": "varchar(10)",
                                               "joined": "timestamp", "vip": "boolean", "score": "text"}
         assert load["types"]["orders"]["amount"] == "numeric(10,2)"
+        assert load["types"]["returns"] == {"order_id": "bigint", "reason": "text"}
+        # the order that references no customer stays, and so does the key: added NOT VALID, as SQLite has it
+        assert load["keys_left_out"] == [] and load["foreign_keys"] == 2
         _check_agreement(report, "postgres")
         with server.superuser() as conn:  # one schema per db_id, names in lower case, owned by the loader
             assert conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'shop' "
-                                "ORDER BY 1").fetchall() == [("customers",), ("orders",)]
+                                "ORDER BY 1").fetchall() == [("customers",), ("orders",), ("returns",)]
         close_all()
         reader = server.url("shop", user=READER, password=READER_PASSWORD)
+        # in SQLite's order, the keys as SQLite has them
+        schema = open_database(server.url("shop", user=READER, password=READER_PASSWORD, schema="shop")).introspect()
+        assert [t.name for t in schema.tables] == ["customers", "orders", "returns"]
+        assert [(f.column, f.ref_table) for t in schema.tables for f in t.foreign_keys] == [
+            ("customer_id", "customers"), ("order_id", "orders")]
+        close_all()
         _eval_on_copies(bird, tmp_path, monkeypatch, "postgres", ["--engine-url", reader])
     finally:
         close_all()

@@ -58,6 +58,9 @@ SETTINGS = {
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "python_enable_replacements": False,  # `FROM df` must not read a Python object of the calling frame
+    # compare and join numbers with text as SQLite and DuckDB before 0.10 did (`id IN (SELECT text_id ...)`)
+    # instead of refusing to bind: model-written SQL rarely casts, and keys stored as text are common
+    "old_implicit_casting": True,
 }
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8-12 of a DuckDB database file
 # printf/format, repeat and lpad/rpad build their whole string inside one call that DuckDB's interrupt() cannot
@@ -531,6 +534,8 @@ class DuckDBDatabase(Database):
 
     def _catalog(self, conn) -> Schema:
         data_views = self.file is None  # the views over data files are the user's tables
+        # by name: a DuckDB file keeps no creation order (its table oids are handed out again when it is
+        # opened), unlike SQLite's and PostgreSQL's catalogues
         relations = conn.execute(
             "SELECT table_name, table_type FROM information_schema.tables "
             "WHERE table_catalog = current_database() AND table_schema = current_schema() "

@@ -458,7 +458,7 @@ class PostgresDatabase(Database):
             if table is None:
                 kind = "view" if relkind in ("v", "m") else "table"
                 table = tables[relname] = Table(name=relname, columns=[], kind=kind)
-            table.columns.append(Column(name=attname, type=(typname or "").upper(), generated=generated == "s"))
+            table.columns.append(Column(name=attname, type=short_type(typname), generated=generated == "s"))
         for contype, relname, attname, ref_table, ref_column in keys:
             table = tables.get(relname)
             if table is None or table.column(attname) is None:
@@ -575,6 +575,22 @@ class PostgresDatabase(Database):
             self._end(conn, canceller)
 
 
+# format_type's standard spellings, written as the DDL people (and models) write them: the same as the SQLite
+# and DuckDB renderings of the same column, and fewer prompt tokens
+_SHORT_TYPES = (("CHARACTER VARYING", "VARCHAR"), ("TIMESTAMP WITHOUT TIME ZONE", "TIMESTAMP"),
+                ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"), ("TIME WITHOUT TIME ZONE", "TIME"),
+                ("TIME WITH TIME ZONE", "TIMETZ"), ("CHARACTER", "CHAR"))
+
+
+def short_type(typname: str | None) -> str:
+    """A PostgreSQL type name (format_type) as DDL usually spells it: `character varying(10)` -> VARCHAR(10)."""
+    text = (typname or "").upper()
+    for long, short in _SHORT_TYPES:
+        if text.startswith(long):
+            return short + text[len(long):]
+    return text
+
+
 # What this role may read in the current schema: tables (r), partitioned tables (p, not their partitions),
 # foreign tables (f), views (v) and materialised views (m), with the columns it may SELECT.
 _RELATIONS = """
@@ -584,10 +600,12 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.
 WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') AND NOT c.relispartition
   AND has_column_privilege(c.oid, a.attnum, 'SELECT')
 """
+# Relations in the order they were created (their oids grow with it), as SQLite lists them: the order the
+# schema's author wrote, and the one the model sees for the same database on SQLite.
 _COLUMNS_SQL = f"""
 SELECT c.relname, c.relkind::text, a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated::text
 {_RELATIONS}
-ORDER BY c.relkind IN ('v', 'm'), c.relname, a.attnum
+ORDER BY c.relkind IN ('v', 'm'), c.oid, a.attnum
 """
 _CATALOG_HASH_SQL = f"""
 SELECT md5(coalesce(string_agg(c.relname || '/' || c.relkind::text || '/' || a.attname || '/'
@@ -605,5 +623,5 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.att
 LEFT JOIN pg_catalog.pg_class rc ON rc.oid = con.confrelid AND rc.relnamespace = cl.relnamespace
 LEFT JOIN pg_catalog.pg_attribute ra ON ra.attrelid = con.confrelid AND ra.attnum = con.confkey[k.ord]
 WHERE con.contype IN ('p', 'f')
-ORDER BY cl.relname, con.contype DESC, con.conname, k.ord
+ORDER BY cl.relname, con.contype DESC, con.oid, k.ord
 """
