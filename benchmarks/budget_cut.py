@@ -9,6 +9,16 @@ answers into the run's report to give the whole set's figures under the new rule
 
 A question with a candidate that ran with rows takes the same steps whatever the budget does to questions
 without one (graph.out_of_time), so only the selected questions can change.
+
+`replay` reads the unbudgeted answers (`--budget-x 0`: every step the question would take is in its trace)
+and cuts each trace where `graph.out_of_time` would have: before a step of r replies once the calls so far
+plus r first calls cost more than `--budget-x` first calls (`graph.call_cost`) while a candidate has run with
+rows, or more than CAP first calls while none has; the vote then picks among the candidates run before the
+cut (each run again and compared with the gold result: the one executor, the one comparator, the one vote).
+CAP `inf` is the default rule (no cut while nothing ran), 6 the rule it replaced (twice the budget):
+
+    python benchmarks/budget_cut.py replay runs/cut --data /tmp/cut.json --caps 6,9,12,inf \
+        --run runs/sp480/full --ids /tmp/cut.ids.json
 """
 
 from __future__ import annotations
@@ -62,6 +72,98 @@ def merge(run: Path, again: Path, ids: Path, baseline: Path | None) -> None:
         print(_line("baseline", list(_report(baseline).values())))
 
 
+def _steps(trace: list[dict]) -> list[tuple[list[dict], list[dict]]]:
+    """The trace as (model calls, executions) steps: a step is the calls made between two executions (one
+    reply, the samples of one draw, or one repair round's replies) and the executions that follow them."""
+    from macsql.backends.base import AGENTS
+
+    steps: list[tuple[list[dict], list[dict]]] = []
+    for t in trace:
+        if t.get("agent") in AGENTS:
+            if not steps or steps[-1][1]:
+                steps.append(([], []))
+            steps[-1][0].append(t)
+        elif t.get("agent") == "execute" and steps:
+            steps[-1][1].append(t)
+    return steps
+
+
+def cut(trace: list[dict], budget_x: float, cap: float) -> tuple[set[int], int, float]:
+    """The candidates (ids) run before graph.out_of_time would stop the question, with the model calls and
+    seconds spent by then."""
+    from macsql.graph import call_cost
+
+    steps = _steps(trace)
+    if not steps:
+        return set(), 0, 0.0
+    first = call_cost(steps[0][0][0])
+    kept: set[int] = set()
+    ran, calls, cost, seconds = False, 0, 0.0, 0.0
+    for i, (replies, runs) in enumerate(steps):
+        limit = budget_x if ran else cap
+        if i and budget_x > 0 and first > 0 and cost + len(replies) * first > limit * first:
+            break
+        calls += len(replies)
+        cost += sum(call_cost(t) for t in replies)
+        seconds += sum(t.get("seconds", 0.0) for t in replies) + sum(t.get("seconds", 0.0) for t in runs)
+        for t in runs:
+            kept.add(t["candidate"])
+            ran = ran or (not t.get("error") and t.get("rows", 0) > 0)
+    return kept, calls, seconds
+
+
+def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budget_x: float,
+           run: Path | None, ids: Path | None) -> None:
+    from macsql.compare import execution_match
+    from macsql.evaluate.datasets import load_examples
+    from macsql.graph import score
+    from macsql.vote import vote
+
+    examples = {e.question_id: e for e in load_examples(str(data), db_root=db_root)}
+    table = []
+    for line in (again / "predictions.jsonl").open(encoding="utf-8"):
+        rec = json.loads(line)
+        ex = examples[rec["question_id"]]
+        cands = []
+        for c in rec.get("candidates") or []:
+            m = execution_match(ex.db_path, c["sql"] or "", ex.gold_sql)
+            cands.append({"id": c["id"], "result": m.pred, "score": score(c["sql"], m.pred),
+                          "bird": m.ex_bird, "spider": m.ex_spider})
+        table.append((rec, cands))
+    old = _report(run) if run else {}
+    id_of = {str(k): v for k, v in json.loads(ids.read_text()).items()} if ids else {}
+    print(f"{len(table)} questions answered again without a budget ({again}); budget x{budget_x:g} once a "
+          "candidate ran with rows\n")
+    print("| cap while nothing ran | EX (Spider) | EX (BIRD) | calls (mean) | s/q (median) | s/q (mean) |"
+          + (" whole set EX (Spider) | whole set EX (BIRD) |" if old else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if old else ""))
+    for cap in caps:
+        right = {"spider": 0, "bird": 0}
+        calls, secs, verdicts = [], [], {}
+        for rec, cands in table:
+            kept, n, seconds = cut(rec.get("trace") or [], budget_x, cap)
+            chosen = [c for c in cands if c["id"] in kept]
+            calls.append(n)
+            secs.append(seconds)
+            if chosen:
+                win = chosen[vote(chosen).winner]
+                verdicts[rec["question_id"]] = (win["spider"], win["bird"])
+                right["spider"] += win["spider"]
+                right["bird"] += win["bird"]
+        n = len(table)
+        line = (f"| {cap:g} | {100 * right['spider'] / n:.1f} ({right['spider']}) | "
+                f"{100 * right['bird'] / n:.1f} ({right['bird']}) | {statistics.mean(calls):.2f} | "
+                f"{statistics.median(secs):.1f} | {statistics.mean(secs):.1f} |")
+        if old:
+            whole = {key: sum(r[f"ex_{key}"] == "True" for r in old.values()) for key in ("spider", "bird")}
+            for qid, (sp, bd) in verdicts.items():
+                prev = old[id_of[qid]]
+                whole["spider"] += sp - (prev["ex_spider"] == "True")
+                whole["bird"] += bd - (prev["ex_bird"] == "True")
+            line += f" {100 * whole['spider'] / len(old):.2f} | {100 * whole['bird'] / len(old):.2f} |"
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -74,11 +176,22 @@ def main() -> None:
     m.add_argument("again", type=Path)
     m.add_argument("--ids", type=Path, required=True)
     m.add_argument("--baseline", type=Path, default=None)
+    r = sub.add_parser("replay")
+    r.add_argument("again", type=Path, help="the selected questions answered with --budget-x 0")
+    r.add_argument("--data", type=Path, required=True, help="the data file they were answered from")
+    r.add_argument("--db-root", default=None)
+    r.add_argument("--caps", default="6,9,12,inf", help="caps (in first calls) while nothing ran")
+    r.add_argument("--budget-x", type=float, default=3.0, help="the budget once a candidate ran with rows")
+    r.add_argument("--run", type=Path, default=None, help="the whole run, for whole-set figures")
+    r.add_argument("--ids", type=Path, default=None, help="select's ids file (with --run)")
     args = ap.parse_args()
     if args.cmd == "select":
         select(args.run, args.data, args.to)
-    else:
+    elif args.cmd == "merge":
         merge(args.run, args.again, args.ids, args.baseline)
+    else:
+        replay(args.again, args.data, args.db_root, [float(c) for c in args.caps.split(",")], args.budget_x,
+               args.run, args.ids)
 
 
 if __name__ == "__main__":
