@@ -31,7 +31,7 @@ SMALL_TABLE_ROWS = 10  # all values of a table this small count as categories (l
 MAX_EXAMPLES = 3
 MAX_EXAMPLE_CHARS = 40
 INTROSPECT_BUSY_S = 2.0  # how long to wait for a writer's lock before saying the database is locked
-CACHE_VERSION = 8  # 8: PostgreSQL tables in creation order; 7: compound/implicit foreign keys, views, generated columns, no FTS shadow tables
+CACHE_VERSION = 8  # 8: PostgreSQL tables in creation order, the schema's dialect; 7: compound/implicit foreign keys, views, generated columns, no FTS shadow tables
 # Column names whose values carry no meaning for a prompt (identifiers, links, blobs).
 _NO_EXAMPLE_NAME = re.compile(r"(^id$|_id$|^id_|uuid|guid|url|uri|link|href|image|photo|blob|hash|token)", re.I)
 
@@ -83,6 +83,7 @@ class Schema:
     db_id: str
     tables: list[Table]
     notes: list[str] = field(default_factory=list)  # what introspection left out, and why (one line each)
+    dialect: str = "sqlite"  # the engine that read it (sqlglot's name): which names the rendering must quote
 
     def table(self, name: str) -> Table | None:
         low = name.lower().strip('`"[]')
@@ -110,7 +111,8 @@ class Schema:
             )
             for t in data["tables"]
         ]
-        return cls(db_id=data["db_id"], tables=tables, notes=list(data.get("notes", [])))
+        return cls(db_id=data["db_id"], tables=tables, notes=list(data.get("notes", [])),
+                   dialect=data.get("dialect", "sqlite"))
 
 
 _MEMORY_CACHE: dict[tuple, Schema] = {}
@@ -449,15 +451,30 @@ OTHERS OUTER OVER PARTITION PLAN PRAGMA PRECEDING PRIMARY QUERY RAISE RANGE RECU
 RELEASE RENAME REPLACE RESTRICT RETURNING RIGHT ROLLBACK ROW ROWS SAVEPOINT SELECT SET TABLE TEMP TEMPORARY THEN
 TIES TO TRANSACTION TRIGGER UNBOUNDED UNION UNIQUE UPDATE USING VACUUM VALUES VIEW VIRTUAL WHEN WHERE WINDOW
 WITH WITHOUT""".split())
+# The other engines' reserved words beyond SQLite's (DuckDB's duckdb_keywords() 'reserved'; PostgreSQL's
+# pg_get_keywords() categories R and T): `show` is a table name to SQLite and PostgreSQL and a syntax error
+# to DuckDB unless quoted.
+_RESERVED = {
+    "sqlite": _SQLITE_KEYWORDS,
+    "duckdb": _SQLITE_KEYWORDS | frozenset("""
+ANALYSE ANY ARRAY ASYMMETRIC BOTH DESCRIBE FALSE FETCH LAMBDA LATERAL LEADING ONLY PIVOT PIVOT_LONGER PIVOT_WIDER
+PLACING QUALIFY SHOW SOME SUMMARIZE SYMMETRIC TRAILING TRUE UNPIVOT VARIADIC""".split()),
+    "postgres": _SQLITE_KEYWORDS | frozenset("""
+ANALYSE ANY ARRAY ASYMMETRIC AUTHORIZATION BINARY BOTH COLLATION CONCURRENTLY CURRENT_CATALOG CURRENT_ROLE
+CURRENT_SCHEMA CURRENT_USER FALSE FETCH FREEZE GRANT ILIKE LATERAL LEADING LOCALTIME LOCALTIMESTAMP ONLY OVERLAPS
+PLACING SESSION_USER SIMILAR SOME SYMMETRIC TABLESAMPLE TRAILING TRUE USER VARIADIC VERBOSE""".split()),
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
-def _render_identifier(name: str | None) -> str:
-    """A name as SQLite reads it: bare when it is a plain word that is no keyword, else in double quotes with
+def _render_identifier(name: str | None, dialect: str = "sqlite") -> str:
+    """A name as the engine reads it: bare when it is a plain word that is none of its reserved words (and,
+    on PostgreSQL, which folds bare names to lower case, has no capital letter), else in double quotes with
     inner quotes doubled. Control characters (a newline in a column name) become a space: the rendered
     schema keeps one column per line, and a model could not type them anyway."""
     name = _CONTROL.sub(" ", str(name or ""))
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.upper() not in _SQLITE_KEYWORDS:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.upper() not in _RESERVED.get(dialect, _SQLITE_KEYWORDS) \
+            and not (dialect == "postgres" and name != name.lower()):
         return name
     return '"' + name.replace('"', '""') + '"'
 
@@ -480,6 +497,9 @@ def render_schema(
     the KV cache of a prompt prefix (llama.cpp) then reads the schema once per database, not once per
     question. The same text is used for inference and for training.
     """
+    def ident(name):
+        return _render_identifier(name, schema.dialect)
+
     blocks = []
     for table in schema.tables:
         if selection is not None and table.name not in selection:
@@ -489,7 +509,7 @@ def render_schema(
         for col in table.columns:
             if keep is not None and col.name not in keep:
                 continue
-            line = f"  {_render_identifier(col.name)} {col.type or 'TEXT'}".rstrip()
+            line = f"  {ident(col.name)} {col.type or 'TEXT'}".rstrip()
             if table.primary_key == [col.name]:
                 line += " PRIMARY KEY"
             notes = ["generated from other columns"] if col.generated else []
@@ -503,7 +523,7 @@ def render_schema(
             # a newline inside a value or description would end the `--` comment and break the DDL
             lines.append((line, _CONTROL.sub(" ", "; ".join(notes))))
         if len(table.primary_key) > 1 and (keep is None or set(table.primary_key) <= keep):
-            lines.append((f"  PRIMARY KEY ({', '.join(map(_render_identifier, table.primary_key))})", ""))
+            lines.append((f"  PRIMARY KEY ({', '.join(map(ident, table.primary_key))})", ""))
         seen_fks = set()  # some databases (Spider's dog_kennels) declare the same key twice
         for fk in table.foreign_keys:
             if keep is not None and fk.column not in keep:
@@ -514,8 +534,8 @@ def render_schema(
                 continue
             seen_fks.add((fk.column, fk.ref_table, fk.ref_column))
             lines.append((
-                f"  FOREIGN KEY ({_render_identifier(fk.column)}) REFERENCES "
-                f"{_render_identifier(fk.ref_table)}({_render_identifier(fk.ref_column)})",
+                f"  FOREIGN KEY ({ident(fk.column)}) REFERENCES "
+                f"{ident(fk.ref_table)}({ident(fk.ref_column)})",
                 "",
             ))
         body = []
@@ -523,7 +543,7 @@ def render_schema(
             comma = "," if i < len(lines) - 1 else ""
             body.append(f"{text}{comma} -- {note}" if note else f"{text}{comma}")
         kind = "VIEW" if table.kind == "view" else "TABLE"
-        blocks.append(f"CREATE {kind} {_render_identifier(table.name)} (\n" + "\n".join(body) + "\n);")
+        blocks.append(f"CREATE {kind} {ident(table.name)} (\n" + "\n".join(body) + "\n);")
     matched = render_matches(schema, selection, matches)
     return "\n".join(blocks + ([matched] if matched else []))
 
@@ -538,7 +558,8 @@ def render_matches(schema: Schema, selection: Selection | None,
         if column is None or (selection is not None and column.name not in selection.get(table.name, ())):
             continue
         shown = ", ".join(_literal(v) for v in values)
-        line = f"-- {_render_identifier(table.name)}.{_render_identifier(column.name)} = {shown}"
+        line = (f"-- {_render_identifier(table.name, schema.dialect)}."
+                f"{_render_identifier(column.name, schema.dialect)} = {shown}")
         lines.append(_CONTROL.sub(" ", line))
     if not lines:
         return ""

@@ -19,6 +19,8 @@ from macsql.engines.duckdb import DuckDBDatabase  # noqa: E402
 from macsql.engines.sqlite import SQLiteDatabase  # noqa: E402
 from macsql.errors import DatabaseError  # noqa: E402
 from macsql.pipeline import Pipeline  # noqa: E402
+from macsql.schema import introspect, render_schema  # noqa: E402
+from tests.conftest import make_db  # noqa: E402
 from tests.test_hostile_sql import CORPUS, WRITE_WORDS  # noqa: E402
 
 SHOP_DUCKDB = """
@@ -408,3 +410,16 @@ def test_serve_names_and_knowledge_work_on_duckdb(duck_file, data_folder):
     known = knowledge.load(str(data_folder))
     assert [e["id"] for e in known.examples] == ["e1"]
     assert known.database["path"] == str(data_folder.resolve())
+
+
+def test_names_duckdb_reserves_are_quoted_as_rendered(tmp_path):
+    """`show` is a table name to SQLite and a syntax error to DuckDB unless quoted: the prompt quotes it."""
+    path = tmp_path / "names.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute('CREATE TABLE "show" ("pivot" INTEGER, attendance INTEGER); INSERT INTO "show" VALUES (1, 2)')
+    db = open_database(path)
+    text = render_schema(db.introspect(), examples=False)
+    assert 'CREATE TABLE "show" (' in text and '"pivot" INTEGER' in text and "  attendance INTEGER" in text
+    assert db.execute('SELECT "pivot", attendance FROM "show"').rows == ((1, 2),)
+    assert 'CREATE TABLE show (' in render_schema(introspect(make_db(tmp_path / "names.sqlite",
+                                                  "CREATE TABLE show (attendance INTEGER);")), examples=False)

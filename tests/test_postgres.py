@@ -14,6 +14,7 @@ from tests.pg_server import READER, READER_PASSWORD, READER_ROLE_SQL, Unavailabl
 psycopg = pytest.importorskip("psycopg", reason='psycopg is not installed: pip install -e ".[postgres]"')
 
 from macsql.engines.postgres import PostgresDatabase, redact_url, split_url, statement_problem  # noqa: E402
+from macsql.schema import render_schema  # noqa: E402
 
 DEADLINE_S = 0.5
 SHOP_SQL = """
@@ -220,6 +221,22 @@ def test_identity_changes_with_the_catalog(pg, monkeypatch):
         assert scratch.identity() != first
     finally:
         scratch.close()
+
+
+def test_names_run_as_rendered(pg):
+    """A name PostgreSQL reserves (`user`) or would fold to lower case (`Stadium_ID`) is quoted in the prompt,
+    so a model copying it writes SQL that runs; plain lower-case names stay bare."""
+    pg.script(f'CREATE SCHEMA names; GRANT USAGE ON SCHEMA names TO {READER}; '
+              f'CREATE TABLE names."user" ("Stadium_ID" integer, "order" integer, plain integer); '
+              f'INSERT INTO names."user" VALUES (1, 2, 3); GRANT SELECT ON names."user" TO {READER}')
+    database = PostgresDatabase(pg.url(schema="names"))
+    try:
+        text = render_schema(database.introspect(), examples=False)
+        assert 'CREATE TABLE "user" (' in text and '"Stadium_ID" INTEGER' in text and '"order" INTEGER' in text
+        assert "  plain INTEGER" in text
+        assert database.execute('SELECT "Stadium_ID", "order", plain FROM "user"').rows == ((1, 2, 3),)
+    finally:
+        database.close()
 
 
 # ---------------------------------------------------------------------------------------- execute

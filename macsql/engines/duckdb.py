@@ -567,7 +567,7 @@ class DuckDBDatabase(Database):
             "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_catalog = current_database() "
             "AND table_schema <> current_schema() ORDER BY 1").fetchall()]
         notes = [f"schemas other than the default one are left out: {', '.join(other)}"] if other else []
-        return Schema(db_id=self.name, tables=list(tables.values()), notes=notes)
+        return Schema(db_id=self.name, tables=list(tables.values()), notes=notes, dialect="duckdb")
 
     def _sample(self, conn, schema: Schema, deadline: Deadline, guard: StopAtDeadline) -> None:
         from macsql.schema import _sample_table

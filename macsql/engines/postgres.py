@@ -467,7 +467,7 @@ class PostgresDatabase(Database):
                 table.primary_key.append(attname)
             elif ref_table in tables and ref_column is not None:
                 table.foreign_keys.append(ForeignKey(attname, ref_table, ref_column))
-        schema = Schema(db_id=self.name, tables=list(tables.values()))
+        schema = Schema(db_id=self.name, tables=list(tables.values()), dialect="postgres")
         self._sample(schema, deadline)
         return schema
 
