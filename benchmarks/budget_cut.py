@@ -135,16 +135,17 @@ def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budg
     print(f"{len(table)} questions answered again without a budget ({again}); budget x{budget_x:g} once a "
           "candidate ran with rows\n")
     print("| cap while nothing ran | EX (Spider) | EX (BIRD) | calls (mean) | s/q (median) | s/q (mean) |"
-          + (" whole set EX (Spider) | whole set EX (BIRD) |" if old else ""))
-    print("|---|---|---|---|---|---|" + ("---|---|" if old else ""))
+          + (" whole set EX (Spider) | whole set EX (BIRD) | whole set s/q median | p90 |" if old else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|---|---|" if old else ""))
     for cap in caps:
         right = {"spider": 0, "bird": 0}
-        calls, secs, verdicts = [], [], {}
+        calls, secs, verdicts, spent = [], [], {}, {}
         for rec, cands in table:
             kept, n, seconds = cut(rec.get("trace") or [], budget_x, cap)
             chosen = [c for c in cands if c["id"] in kept]
             calls.append(n)
             secs.append(seconds)
+            spent[rec["question_id"]] = seconds
             if chosen:
                 win = chosen[vote(chosen).winner]
                 verdicts[rec["question_id"]] = (win["spider"], win["bird"])
@@ -160,7 +161,12 @@ def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budg
                 prev = old[id_of[qid]]
                 whole["spider"] += sp - (prev["ex_spider"] == "True")
                 whole["bird"] += bd - (prev["ex_bird"] == "True")
-            line += f" {100 * whole['spider'] / len(old):.2f} | {100 * whole['bird'] / len(old):.2f} |"
+            # the replayed questions' seconds are their steps' (model calls and executions), the others' as run
+            times = {i: float(r["seconds"]) for i, r in old.items()}
+            times.update({id_of[qid]: t for qid, t in spent.items()})
+            ordered = sorted(times.values())
+            line += (f" {100 * whole['spider'] / len(old):.2f} | {100 * whole['bird'] / len(old):.2f} |"
+                     f" {statistics.median(ordered):.2f} | {ordered[int(0.9 * len(ordered))]:.2f} |")
         print(line)
 
 
