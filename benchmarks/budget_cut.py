@@ -88,28 +88,29 @@ def _steps(trace: list[dict]) -> list[tuple[list[dict], list[dict]]]:
     return steps
 
 
-def cut(trace: list[dict], budget_x: float, cap: float) -> tuple[set[int], int, float]:
-    """The candidates (ids) run before graph.out_of_time would stop the question, with the model calls and
-    seconds spent by then."""
+def cut(trace: list[dict], budget_x: float, cap: float) -> tuple[set[int], int, float, int]:
+    """The candidates (ids) run before graph.out_of_time would stop the question, with the model calls,
+    seconds and prompt tokens spent by then."""
     from macsql.graph import call_cost
 
     steps = _steps(trace)
     if not steps:
-        return set(), 0, 0.0
+        return set(), 0, 0.0, 0
     first = call_cost(steps[0][0][0])
     kept: set[int] = set()
-    ran, calls, cost, seconds = False, 0, 0.0, 0.0
+    ran, calls, cost, seconds, prompt = False, 0, 0.0, 0.0, 0
     for i, (replies, runs) in enumerate(steps):
         limit = budget_x if ran else cap
         if i and budget_x > 0 and first > 0 and cost + len(replies) * first > limit * first:
             break
         calls += len(replies)
+        prompt += sum(t.get("prompt_tokens", 0) for t in replies)
         cost += sum(call_cost(t) for t in replies)
         seconds += sum(t.get("seconds", 0.0) for t in replies) + sum(t.get("seconds", 0.0) for t in runs)
         for t in runs:
             kept.add(t["candidate"])
             ran = ran or (not t.get("error") and t.get("rows", 0) > 0)
-    return kept, calls, seconds
+    return kept, calls, seconds, prompt
 
 
 def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budget_x: float,
@@ -135,17 +136,19 @@ def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budg
     print(f"{len(table)} questions answered again without a budget ({again}); budget x{budget_x:g} once a "
           "candidate ran with rows\n")
     print("| cap while nothing ran | EX (Spider) | EX (BIRD) | calls (mean) | s/q (median) | s/q (mean) |"
-          + (" whole set EX (Spider) | whole set EX (BIRD) | whole set s/q median | p90 |" if old else ""))
-    print("|---|---|---|---|---|---|" + ("---|---|---|---|" if old else ""))
+          + (" whole set EX (Spider) | whole set EX (BIRD) | whole set s/q median | p90 | prompt tokens median |"
+             if old else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|---|---|---|" if old else ""))
     for cap in caps:
         right = {"spider": 0, "bird": 0}
-        calls, secs, verdicts, spent = [], [], {}, {}
+        calls, secs, verdicts, spent, read = [], [], {}, {}, {}
         for rec, cands in table:
-            kept, n, seconds = cut(rec.get("trace") or [], budget_x, cap)
+            kept, n, seconds, prompt = cut(rec.get("trace") or [], budget_x, cap)
             chosen = [c for c in cands if c["id"] in kept]
             calls.append(n)
             secs.append(seconds)
             spent[rec["question_id"]] = seconds
+            read[rec["question_id"]] = prompt
             if chosen:
                 win = chosen[vote(chosen).winner]
                 verdicts[rec["question_id"]] = (win["spider"], win["bird"])
@@ -165,8 +168,11 @@ def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budg
             times = {i: float(r["seconds"]) for i, r in old.items()}
             times.update({id_of[qid]: t for qid, t in spent.items()})
             ordered = sorted(times.values())
+            tokens = {i: int(r["prompt_tokens"]) for i, r in old.items()}
+            tokens.update({id_of[qid]: t for qid, t in read.items()})
             line += (f" {100 * whole['spider'] / len(old):.2f} | {100 * whole['bird'] / len(old):.2f} |"
-                     f" {statistics.median(ordered):.2f} | {ordered[int(0.9 * len(ordered))]:.2f} |")
+                     f" {statistics.median(ordered):.2f} | {ordered[int(0.9 * len(ordered))]:.2f} |"
+                     f" {statistics.median(tokens.values()):.0f} |")
         print(line)
 
 

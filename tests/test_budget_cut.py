@@ -34,8 +34,8 @@ TRACE = [call("decomposer", "direct"), run(0),
     (0, 2, {0, 1, 2, 3, 4, 5, 6}, 7),  # no budget: the whole trace
 ])
 def test_the_trace_is_cut_before_the_step_that_would_pass_the_budget(budget_x, cap, kept, calls):
-    got, n, seconds = cut(TRACE, budget_x, cap)
-    assert (got, n) == (kept, calls) and seconds == pytest.approx(n * 1.0 + 0.01 * len(kept))
+    got, n, seconds, prompt = cut(TRACE, budget_x, cap)
+    assert (got, n, prompt) == (kept, calls, 100 * calls) and seconds == pytest.approx(n * 1.0 + 0.01 * len(kept))
 
 
 @pytest.mark.parametrize("budget_x", [1.5, 3.0, 6.0, 100.0])
@@ -44,7 +44,7 @@ def test_without_a_cap_it_stops_where_the_graph_does(budget_x):
     (its candidates' scores and its model calls) and the next step's replies, says stop is where the replay
     stopped; where it never says stop, the replay keeps the whole trace."""
     ctx = SimpleNamespace(budget_s=0.0, budget_x=budget_x)
-    kept, _n, _s = cut(TRACE, budget_x, float("inf"))
+    kept, _n, _s, _p = cut(TRACE, budget_x, float("inf"))
     starts = [i for i, t in enumerate(TRACE) if i and t["agent"] != "execute" and TRACE[i - 1]["agent"] == "execute"]
     stopped_at = None
     for i in starts:
