@@ -58,9 +58,18 @@ def _line(name: str, rows: list[dict]) -> str:
             f"{secs[int(0.9 * len(secs))]:.2f}s calls {statistics.mean(int(r['llm_calls']) for r in rows):.2f}")
 
 
+def _id_map(ids: Path, asked: list[str]) -> dict[str, str]:
+    """The run's question id of each question answered again. A data file whose entries carry their own
+    `question_id` (BIRD's) keeps those ids; otherwise the new run numbers them 0.. in the ids file's order."""
+    id_of = {str(k): str(v) for k, v in json.loads(ids.read_text()).items()}
+    if set(asked) <= set(id_of.values()):
+        return {v: v for v in id_of.values()}
+    return id_of
+
+
 def merge(run: Path, again: Path, ids: Path, baseline: Path | None) -> None:
     old, new = _report(run), _report(again)
-    id_of = {str(k): v for k, v in json.loads(ids.read_text()).items()}
+    id_of = _id_map(ids, list(new))
     merged = {**old, **{id_of[k]: r for k, r in new.items()}}
     changed = [id_of[k] for k in new]
     fixed = sum(merged[i]["ex_spider"] == "True" and old[i]["ex_spider"] != "True" for i in changed)
@@ -132,7 +141,7 @@ def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budg
                           "bird": m.ex_bird, "spider": m.ex_spider})
         table.append((rec, cands))
     old = _report(run) if run else {}
-    id_of = {str(k): v for k, v in json.loads(ids.read_text()).items()} if ids else {}
+    id_of = _id_map(ids, [rec["question_id"] for rec, _ in table]) if ids else {}
     print(f"{len(table)} questions answered again without a budget ({again}); budget x{budget_x:g} once a "
           "candidate ran with rows\n")
     print("| cap while nothing ran | EX (Spider) | EX (BIRD) | calls (mean) | s/q (median) | s/q (mean) |"

@@ -54,3 +54,12 @@ def test_without_a_cap_it_stops_where_the_graph_does(budget_x):
             stopped_at = len(cands)
             break
     assert len(kept) == (stopped_at if stopped_at is not None else 7)
+
+
+def test_answers_map_back_to_the_run_by_their_own_ids_or_by_position(tmp_path):
+    from benchmarks.budget_cut import _id_map
+
+    ids = tmp_path / "cut.ids.json"
+    ids.write_text('{"0": "730", "1": "12"}')
+    assert _id_map(ids, ["730", "12"]) == {"730": "730", "12": "12"}  # BIRD entries keep their question_id
+    assert _id_map(ids, ["0", "1"]) == {"0": "730", "1": "12"}  # Spider's are numbered in the file's order
