@@ -7,7 +7,9 @@ act. Every hint here is computed, never guessed by a model:
 - no such table X: the closest table names;
 - ambiguous column X: the tables in the query that have X, to qualify it with;
 - an empty result: each WHERE literal that does not occur in its column, with the closest real values (and
-  the columns where it does occur).
+  the columns where it does occur);
+- the stricter engines' refusals of what SQLite lets pass (DuckDB, PostgreSQL): a selected column neither
+  grouped nor aggregated, a number function given a text column, an alias no table in FROM carries.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ _NO_TABLE = re.compile(r'no such table:\s*(\S+)|Table with name "?([^"\s!]+)"? d
                        r'|relation "?([^"\s]+)"? does not exist', re.I)
 _AMBIGUOUS = re.compile(r'ambiguous column name:\s*(\S+)|Ambiguous reference to column name "?([^"\s]+)"?'
                         r'|column reference "?([^"\s]+)"? is ambiguous', re.I)
+# SQLite lets these pass; DuckDB and PostgreSQL refuse them, and a model trained on SQLite writes them
+_NOT_GROUPED = re.compile(r'column "?([^"\s]+?)"? must appear in the GROUP BY clause', re.I)
+_TEXT_ARGUMENT = re.compile(r"argument types '(\w+)\((?:VARCHAR|TEXT)\b"
+                            r"|function (\w+)\((?:text|character varying)\) does not exist", re.I)
+_NO_ALIAS = re.compile(r'Referenced table "?([^"\s]+?)"? not found|missing FROM-clause entry for table "?([^"\s]+)"?',
+                       re.I)
+_TEXT_TYPES = ("VARCHAR", "TEXT", "CHAR", "CHARACTER", "STRING", "BPCHAR", "NVARCHAR", "NCHAR", "CLOB")
 MAX_LITERALS = 3
 MAX_SUGGESTIONS = 3
 
@@ -75,6 +84,62 @@ def ambiguous_hint(name: str, schema: Schema, sql: str, dialect: str = "sqlite")
     if not owners:
         owners = [t.name for t in schema.tables if t.column(column) is not None]
     return f"qualify {column!r} with its table: " + " or ".join(f"{t}.{column}" for t in owners)
+
+
+def not_grouped_hint(name: str, sql: str, dialect: str = "sqlite") -> str:
+    """The selected column the engine wants grouped: the GROUP BY to write, or an aggregate."""
+    from sqlglot import exp
+
+    tree = parse_query(sql, dialect)
+    qualifier, _, bare = _bare(name).lower().rpartition(".")  # PostgreSQL folds it: "t1.name"
+    written = next((c.sql(dialect=dialect) for c in (tree.find_all(exp.Column) if tree is not None else ())
+                    if c.name.lower() == bare and (not qualifier or c.table.lower() == qualifier)), None)
+    column = written or _bare(name)
+    group = tree.find(exp.Group) if tree is not None else None
+    items = [e.sql(dialect=dialect) for e in group.expressions] if group is not None else []
+    return (f"{column} is selected but neither grouped nor aggregated: write GROUP BY "
+            f"{', '.join([*items, column])}, or select MIN({column})")
+
+
+def text_argument_hint(function: str, sql: str, schema: Schema, dialect: str = "sqlite") -> str:
+    """The text columns a number function was given, with the cast that makes them numbers."""
+    from sqlglot import exp
+
+    tree = parse_query(sql, dialect)
+    aliases = names_used(sql, schema, columns=False, dialect=dialect).aliases
+    in_query = [schema.table(t) for t in dict.fromkeys(aliases.values())]
+    found = []
+    for call in tree.find_all(exp.Func) if tree is not None else ():
+        name = call.sql_name() if not isinstance(call, exp.Anonymous) else call.name
+        if name.lower() != function.lower():
+            continue
+        for col in call.find_all(exp.Column):
+            owners = ([schema.table(aliases[col.table.lower()])] if col.table and col.table.lower() in aliases
+                      else [t for t in in_query if t.column(col.name) is not None])
+            column = owners[0].column(col.name) if len(owners) == 1 and owners[0] else None
+            if column is not None and column.type.upper().startswith(_TEXT_TYPES):
+                found.append((owners[0].name, column, col.sql(dialect=dialect)))
+    if not found:
+        return f"{function}() was given text: CAST the column AS NUMERIC inside it"
+    return "; ".join(f"{table}.{column.name} is stored as text ({column.type}): write "
+                     f"{function.upper()}(CAST({written} AS NUMERIC))" for table, column, written in found[:MAX_SUGGESTIONS])
+
+
+def missing_alias_hint(name: str, sql: str, schema: Schema, dialect: str = "sqlite") -> str:
+    """What the query's FROM does name, when it uses a qualifier that no table there carries."""
+    from sqlglot import exp
+
+    tree = parse_query(sql, dialect)
+    named = []
+    for node in tree.find_all(exp.Table) if tree is not None else ():
+        entry = f"{node.alias} ({node.name})" if node.alias else node.name
+        if entry not in named:
+            named.append(entry)
+    hint = f"{_bare(name)!r} is not a table or alias in the query's FROM"
+    table = schema.table(_bare(name))
+    if table is not None:
+        hint += f"; join {table.name} to use its columns"
+    return hint + (f"; FROM has: {', '.join(named)}" if named else "")
 
 
 def _literal_filters(sql: str, schema: Schema, dialect: str = "sqlite") -> list[tuple[str, str, str, bool]]:
@@ -151,9 +216,14 @@ def repair_hint(sql: str, result: ExecResult | None, schema: Schema, db_path: st
         m = _NO_QUALIFIED.search(result.error)
         if m:
             return missing_column_hint(f"{m.group(1)}.{m.group(2)}", schema, sql, dialect)
+        m = _TEXT_ARGUMENT.search(result.error)
+        if m:
+            return text_argument_hint(next(g for g in m.groups() if g), sql, schema, dialect)
         for pattern, make in ((_NO_COLUMN, lambda n: missing_column_hint(n, schema, sql, dialect)),
                               (_NO_TABLE, lambda n: missing_table_hint(n, schema)),
-                              (_AMBIGUOUS, lambda n: ambiguous_hint(n, schema, sql, dialect))):
+                              (_AMBIGUOUS, lambda n: ambiguous_hint(n, schema, sql, dialect)),
+                              (_NOT_GROUPED, lambda n: not_grouped_hint(n, sql, dialect)),
+                              (_NO_ALIAS, lambda n: missing_alias_hint(n, sql, schema, dialect))):
             m = pattern.search(result.error)
             if m:
                 return make(next(g for g in m.groups() if g))

@@ -379,6 +379,24 @@ def test_pipeline_answers_on_duckdb(kind, duck_file, data_folder):
     assert "Hint: no table 'customer'; closest: customers" in refiner  # DuckDB's words reach the hints
 
 
+# SQLite runs these; DuckDB refuses them, and the Refiner is told what to write instead
+@pytest.mark.parametrize("sql, hint", [
+    ("SELECT c.name, count(*) FROM customers AS c JOIN orders AS o ON c.customer_id = o.customer_id "
+     "GROUP BY c.customer_id", "c.name is selected but neither grouped nor aggregated: write GROUP BY "
+     "c.customer_id, c.name"),
+    ("SELECT sum(status) FROM orders", "orders.status is stored as text (VARCHAR): write SUM(CAST(status AS NUMERIC))"),
+    ("SELECT o2.amount FROM orders AS o", "'o2' is not a table or alias in the query's FROM; FROM has: o (orders)"),
+    ("SELECT orders.amount FROM customers", "join orders to use its columns; FROM has: customers"),
+])
+def test_hints_for_what_duckdb_refuses_and_sqlite_runs(duck_file, sql, hint):
+    from macsql.agents.hints import repair_hint
+
+    db = open_database(str(duck_file))
+    result = db.execute(sql)
+    assert not result.ok and "Candidate functions" not in result.error  # not a dozen overloads for the prompt
+    assert hint in repair_hint(sql, result, introspect(db, cache=False), db)
+
+
 def test_sqlite_prompts_still_say_sqlite(shop_db):
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM customers")])
     Pipeline(llm, candidates=1).ask("How many customers?", shop_db)

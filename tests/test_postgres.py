@@ -269,6 +269,23 @@ def test_bad_sql_is_one_line_of_data(db):
     assert db.execute("SELECT 1").rows == ((1,),)  # the pooled connection still works after errors
 
 
+# SQLite runs these; PostgreSQL refuses them, and the Refiner is told what to write instead
+@pytest.mark.parametrize("sql, hint", [
+    ("SELECT c.name, count(*) FROM customers AS c JOIN orders AS o ON c.customer_id = o.customer_id "
+     "GROUP BY o.status", "c.name is selected but neither grouped nor aggregated: write GROUP BY o.status, c.name"),
+    ("SELECT avg(status) FROM orders", "orders.status is stored as text (TEXT): write AVG(CAST(status AS NUMERIC))"),
+    ("SELECT o2.amount FROM orders AS o", "'o2' is not a table or alias in the query's FROM; FROM has: o (orders)"),
+    ("SELECT orders.amount FROM customers", "join orders to use its columns; FROM has: customers"),
+])
+def test_hints_for_what_postgres_refuses_and_sqlite_runs(db, sql, hint):
+    from macsql.agents.hints import repair_hint
+    from macsql.schema import introspect
+
+    result = db.execute(sql)
+    assert not result.ok
+    assert hint in repair_hint(sql, result, introspect(db, cache=False), db)
+
+
 # ---------------------------------------------------------------------------------- the hostile corpus
 CORPUS = Path(__file__).parent / "data" / "hostile_sql.txt"
 # SQLite's refusals that are valid, read-only PostgreSQL

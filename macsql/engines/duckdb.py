@@ -621,7 +621,9 @@ class DuckDBDatabase(Database):
 
 def _explained(duckdb, exc: BaseException) -> str:
     """DuckDB's message, with why a refusal happened where DuckDB does not say it."""
-    message = _one_line(exc)
+    # DuckDB lists every overload of a function it could not match (a dozen lines of signatures): the
+    # Refiner's prompt pays for each token, and the hint says what to cast
+    message = _one_line(exc).split(" Candidate functions:")[0]
     if isinstance(exc, duckdb.PermissionException):
         return f"{message} (a query may read only this database's own tables: no other files, extensions or settings)"
     if isinstance(exc, duckdb.TransactionException) and "read-only" in message:
