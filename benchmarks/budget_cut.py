@@ -123,7 +123,7 @@ def cut(trace: list[dict], budget_x: float, cap: float) -> tuple[set[int], int, 
 
 
 def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budget_x: float,
-           run: Path | None, ids: Path | None) -> None:
+           run: Path | None, ids: Path | None, verdicts_to: Path | None = None) -> None:
     from macsql.compare import execution_match
     from macsql.evaluate.datasets import load_examples
     from macsql.graph import score
@@ -179,6 +179,12 @@ def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budg
             ordered = sorted(times.values())
             tokens = {i: int(r["prompt_tokens"]) for i, r in old.items()}
             tokens.update({id_of[qid]: t for qid, t in read.items()})
+            if verdicts_to is not None:  # the last cap's answers, per question, to compare on any subset
+                per = {i: {"ex_spider": r["ex_spider"] == "True", "ex_bird": r["ex_bird"] == "True",
+                           "seconds": times[i], "prompt_tokens": tokens[i]} for i, r in old.items()}
+                for qid, (sp, bd) in verdicts.items():
+                    per[id_of[qid]].update(ex_spider=bool(sp), ex_bird=bool(bd))
+                verdicts_to.write_text(json.dumps({"cap": cap, "budget_x": budget_x, "questions": per}, indent=1))
             line += (f" {100 * whole['spider'] / len(old):.2f} | {100 * whole['bird'] / len(old):.2f} |"
                      f" {statistics.median(ordered):.2f} | {ordered[int(0.9 * len(ordered))]:.2f} |"
                      f" {statistics.median(tokens.values()):.0f} |")
@@ -205,6 +211,8 @@ def main() -> None:
     r.add_argument("--budget-x", type=float, default=3.0, help="the budget once a candidate ran with rows")
     r.add_argument("--run", type=Path, default=None, help="the whole run, for whole-set figures")
     r.add_argument("--ids", type=Path, default=None, help="select's ids file (with --run)")
+    r.add_argument("--verdicts", type=Path, default=None,
+                   help="write the whole set's answers per question at the last cap (with --run) to this JSON")
     args = ap.parse_args()
     if args.cmd == "select":
         select(args.run, args.data, args.to)
@@ -212,7 +220,7 @@ def main() -> None:
         merge(args.run, args.again, args.ids, args.baseline)
     else:
         replay(args.again, args.data, args.db_root, [float(c) for c in args.caps.split(",")], args.budget_x,
-               args.run, args.ids)
+               args.run, args.ids, args.verdicts)
 
 
 if __name__ == "__main__":
