@@ -151,7 +151,7 @@ def _quiet_stdout() -> None:
 @click.version_option(package_name="macsql", allow_from_autoenv=False)
 @click.pass_context
 def main(ctx, config_file):
-    """MAC-SQL: multi-agent text-to-SQL on SQLite.
+    """MAC-SQL: multi-agent text-to-SQL on SQLite, DuckDB and PostgreSQL.
 
     \b
     Quick start (the bundled demo database, the default model):
