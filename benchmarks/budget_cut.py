@@ -18,7 +18,14 @@ cut (each run again and compared with the gold result: the one executor, the one
 CAP `inf` is the default rule (no cut while nothing ran), 6 the rule it replaced (twice the budget):
 
     python benchmarks/budget_cut.py replay runs/cut --data /tmp/cut.json --caps 6,9,12,inf \
-        --run runs/sp480/full --ids /tmp/cut.ids.json
+        --run runs/sp480/full --ids /tmp/cut.ids.json --verdicts /tmp/verdicts.json
+
+`sample` counts those answers (and a run's, `--run`) per database on a seeded sample drawn as `macsql eval`
+draws it, over databases that need not be here (only their questions are read): another run's questions,
+such as the BIRD issue's 100 over three databases of which two are in ../shared:
+
+    python benchmarks/budget_cut.py sample /tmp/verdicts.json --data ../shared/data/bird/dev.json \
+        --db-id student_club --db-id superhero --db-id toxicology --limit 100 --seed 0 --run runs/bird274/baseline
 """
 
 from __future__ import annotations
@@ -191,6 +198,24 @@ def replay(again: Path, data: Path, db_root: str | None, caps: list[float], budg
         print(line)
 
 
+def sample(verdicts: Path, data: Path, dbs: list[str], limit: int, seed: int, run: Path | None) -> None:
+    from macsql.evaluate.datasets import load_examples, select
+
+    chosen = select(load_examples(str(data)), limit=limit, dbs=dbs or None, seed=seed, nested=True)
+    answers = json.loads(verdicts.read_text())["questions"]
+    other = _report(run) if run else {}
+    print(f"{len(chosen)} questions sampled (seed {seed}); right by EX (BIRD), of those with answers here\n")
+    print("| database | sampled | answered here | right (verdicts) |" + (" right (run) |" if run else ""))
+    print("|---|---|---|---|" + ("---|" if run else ""))
+    for db in dict.fromkeys(e.db_id for e in chosen):
+        ids = [e.question_id for e in chosen if e.db_id == db]
+        here = [i for i in ids if i in answers]
+        line = f"| {db} | {len(ids)} | {len(here)} | {sum(answers[i]['ex_bird'] for i in here)} |"
+        if run:
+            line += f" {sum(other[i]['ex_bird'] == 'True' for i in here if i in other)} |"
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -213,8 +238,17 @@ def main() -> None:
     r.add_argument("--ids", type=Path, default=None, help="select's ids file (with --run)")
     r.add_argument("--verdicts", type=Path, default=None,
                    help="write the whole set's answers per question at the last cap (with --run) to this JSON")
+    p = sub.add_parser("sample")
+    p.add_argument("verdicts", type=Path, help="replay --verdicts output")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--db-id", action="append", default=[])
+    p.add_argument("--limit", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--run", type=Path, default=None, help="another run's report, counted on the same questions")
     args = ap.parse_args()
-    if args.cmd == "select":
+    if args.cmd == "sample":
+        sample(args.verdicts, args.data, args.db_id, args.limit, args.seed, args.run)
+    elif args.cmd == "select":
         select(args.run, args.data, args.to)
     elif args.cmd == "merge":
         merge(args.run, args.again, args.ids, args.baseline)
