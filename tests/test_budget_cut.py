@@ -63,3 +63,26 @@ def test_answers_map_back_to_the_run_by_their_own_ids_or_by_position(tmp_path):
     ids.write_text('{"0": "730", "1": "12"}')
     assert _id_map(ids, ["730", "12"]) == {"730": "730", "12": "12"}  # BIRD entries keep their question_id
     assert _id_map(ids, ["0", "1"]) == {"0": "730", "1": "12"}  # Spider's are numbered in the file's order
+
+
+def test_a_sample_is_drawn_as_eval_draws_it_over_databases_that_are_absent(tmp_path, capsys):
+    """The BIRD issue's 100 were drawn over three databases, one held out: their questions alone give the
+    sample, and the answers here are counted on the part of it they cover."""
+    import json
+
+    from benchmarks.budget_cut import sample
+    from macsql.evaluate.datasets import load_examples, select
+
+    data = tmp_path / "dev.json"
+    data.write_text(json.dumps([{"question_id": i, "db_id": db, "question": f"q{i}", "evidence": "",
+                                 "SQL": "SELECT 1", "difficulty": "simple"}
+                                for i, db in enumerate(["absent", "here", "here", "absent", "here", "other"] * 5)]))
+    chosen = select(load_examples(str(data)), limit=12, dbs=["absent", "here"], seed=0, nested=True)
+    here = [e.question_id for e in chosen if e.db_id == "here"]
+    verdicts = tmp_path / "verdicts.json"
+    verdicts.write_text(json.dumps({"questions": {i: {"ex_bird": n % 2 == 0} for n, i in enumerate(here)}}))
+    sample(verdicts, data, ["absent", "here"], 12, 0, None)
+    out = capsys.readouterr().out
+    absent = 12 - len(here)
+    assert f"| here | {len(here)} | {len(here)} | {(len(here) + 1) // 2} |" in out
+    assert f"| absent | {absent} | 0 | 0 |" in out and "| other |" not in out
