@@ -9,7 +9,8 @@ act. Every hint here is computed, never guessed by a model:
 - an empty result: each WHERE literal that does not occur in its column, with the closest real values (and
   the columns where it does occur);
 - the stricter engines' refusals of what SQLite lets pass (DuckDB, PostgreSQL): a selected column neither
-  grouped nor aggregated, a number function given a text column, an alias no table in FROM carries.
+  grouped nor aggregated, a number function given a text column, an alias no table in FROM carries, a
+  table or column whose name the engine reserves written bare.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _TEXT_ARGUMENT = re.compile(r"argument types '(\w+)\((?:VARCHAR|TEXT)\b"
                             r"|function (\w+)\((?:text|character varying)\) does not exist", re.I)
 _NO_ALIAS = re.compile(r'Referenced table "?([^"\s]+?)"? not found|missing FROM-clause entry for table "?([^"\s]+)"?',
                        re.I)
+# a name the engine reserves, written bare (`FROM show` on DuckDB, `FROM user` on PostgreSQL)
+_SYNTAX_NEAR = re.compile(r'syntax error at or near "([^"]+)"', re.I)
 _TEXT_TYPES = ("VARCHAR", "TEXT", "CHAR", "CHARACTER", "STRING", "BPCHAR", "NVARCHAR", "NCHAR", "CLOB")
 MAX_LITERALS = 3
 MAX_SUGGESTIONS = 3
@@ -142,6 +145,18 @@ def missing_alias_hint(name: str, sql: str, schema: Schema, dialect: str = "sqli
     return hint + (f"; FROM has: {', '.join(named)}" if named else "")
 
 
+def reserved_name_hint(word: str, schema: Schema, dialect: str = "sqlite") -> str | None:
+    """When the word a parse stopped at is one of the schema's names: quote it (None for any other word)."""
+    from macsql.agents.prompting import engine_name
+
+    low = word.lower()
+    names = [t.name for t in schema.tables] + [c.name for t in schema.tables for c in t.columns]
+    name = next((n for n in names if n.lower() == low), None)
+    if name is None:
+        return None
+    return f"{name} is a reserved word in {engine_name(dialect)}: write the name in double quotes, {quote_name(name)}"
+
+
 def _literal_filters(sql: str, schema: Schema, dialect: str = "sqlite") -> list[tuple[str, str, str, bool]]:
     """(table, column, literal, is_like) for each `column = 'text'` / `column LIKE '...'` in the query."""
     from sqlglot import exp
@@ -216,6 +231,9 @@ def repair_hint(sql: str, result: ExecResult | None, schema: Schema, db_path: st
         m = _NO_QUALIFIED.search(result.error)
         if m:
             return missing_column_hint(f"{m.group(1)}.{m.group(2)}", schema, sql, dialect)
+        m = _SYNTAX_NEAR.search(result.error)
+        if m:
+            return reserved_name_hint(m.group(1), schema, dialect)
         m = _TEXT_ARGUMENT.search(result.error)
         if m:
             return text_argument_hint(next(g for g in m.groups() if g), sql, schema, dialect)

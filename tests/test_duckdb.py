@@ -397,6 +397,24 @@ def test_hints_for_what_duckdb_refuses_and_sqlite_runs(duck_file, sql, hint):
     assert hint in repair_hint(sql, result, introspect(db, cache=False), db)
 
 
+def test_a_reserved_name_written_bare_gets_its_quotes(tmp_path):
+    from macsql.agents.hints import repair_hint
+
+    path = tmp_path / "concerts.duckdb"
+    conn = duckdb.connect(str(path))
+    conn.execute('CREATE TABLE "show" (show_id INTEGER, attendance INTEGER); INSERT INTO "show" VALUES (1, 90)')
+    conn.close()
+    db = open_database(str(path))
+    schema = introspect(db, cache=False)
+    assert 'CREATE TABLE "show"' in render_schema(schema)  # the prompt quotes it, yet a model may not
+    result = db.execute("SELECT AVG(attendance) FROM show")
+    assert not result.ok and 'syntax error at or near "show"' in result.error
+    assert repair_hint("SELECT AVG(attendance) FROM show", result, schema, db) == (
+        'show is a reserved word in DuckDB: write the name in double quotes, "show"')
+    other = db.execute("SELECT FROM FROM show")  # a syntax error at a word that is no name: nothing to add
+    assert not other.ok and repair_hint("SELECT FROM FROM show", other, schema, db) is None
+
+
 def test_sqlite_prompts_still_say_sqlite(shop_db):
     llm = ScriptedLLM([fenced("SELECT COUNT(*) FROM customers")])
     Pipeline(llm, candidates=1).ask("How many customers?", shop_db)
