@@ -39,7 +39,7 @@ _NO_ALIAS = re.compile(r'Referenced table "?([^"\s]+?)"? not found|missing FROM-
                        re.I)
 # a name the engine reserves, written bare (`FROM show` on DuckDB, `FROM user` on PostgreSQL)
 _SYNTAX_NEAR = re.compile(r'syntax error at or near "([^"]+)"', re.I)
-_TEXT_TYPES = ("VARCHAR", "TEXT", "CHAR", "CHARACTER", "STRING", "BPCHAR", "NVARCHAR", "NCHAR", "CLOB")
+_TEXT_TYPES = ("VARCHAR", "TEXT", "CHAR", "STRING", "BPCHAR", "NVARCHAR", "NCHAR", "CLOB")
 MAX_LITERALS = 3
 MAX_SUGGESTIONS = 3
 
@@ -119,7 +119,7 @@ def text_argument_hint(function: str, sql: str, schema: Schema, dialect: str = "
         for col in call.find_all(exp.Column):
             owners = ([schema.table(aliases[col.table.lower()])] if col.table and col.table.lower() in aliases
                       else [t for t in in_query if t.column(col.name) is not None])
-            column = owners[0].column(col.name) if len(owners) == 1 and owners[0] else None
+            column = owners[0].column(col.name) if len(owners) == 1 else None
             if column is not None and column.type.upper().startswith(_TEXT_TYPES):
                 found.append((owners[0].name, column, col.sql(dialect=dialect)))
     if not found:
@@ -231,17 +231,13 @@ def repair_hint(sql: str, result: ExecResult | None, schema: Schema, db_path: st
         m = _NO_QUALIFIED.search(result.error)
         if m:
             return missing_column_hint(f"{m.group(1)}.{m.group(2)}", schema, sql, dialect)
-        m = _SYNTAX_NEAR.search(result.error)
-        if m:
-            return reserved_name_hint(m.group(1), schema, dialect)
-        m = _TEXT_ARGUMENT.search(result.error)
-        if m:
-            return text_argument_hint(next(g for g in m.groups() if g), sql, schema, dialect)
         for pattern, make in ((_NO_COLUMN, lambda n: missing_column_hint(n, schema, sql, dialect)),
                               (_NO_TABLE, lambda n: missing_table_hint(n, schema)),
                               (_AMBIGUOUS, lambda n: ambiguous_hint(n, schema, sql, dialect)),
                               (_NOT_GROUPED, lambda n: not_grouped_hint(n, sql, dialect)),
-                              (_NO_ALIAS, lambda n: missing_alias_hint(n, sql, schema, dialect))):
+                              (_NO_ALIAS, lambda n: missing_alias_hint(n, sql, schema, dialect)),
+                              (_TEXT_ARGUMENT, lambda n: text_argument_hint(n, sql, schema, dialect)),
+                              (_SYNTAX_NEAR, lambda n: reserved_name_hint(n, schema, dialect))):
             m = pattern.search(result.error)
             if m:
                 return make(next(g for g in m.groups() if g))
