@@ -232,7 +232,7 @@ def write_samples(question: str, schema_text: str, *, llm: LLM, n: int, evidence
 def _options(state, ctx) -> dict:
     return dict(evidence=state.get("evidence", ""), temperature=ctx.temperature, output_format=ctx.output_format,
                 style=ctx.decompose, max_new_tokens=ctx.max_new_tokens, history=state.get("history"),
-                knowledge=_kept(state.get("knowledge"), state.get("selection")), dialect=ctx.dialect)
+                knowledge=_kept(state.get("knowledge"), state.get("selection")), dialect=ctx.prompt_dialect)
 
 
 def _kept(knowledge: dict | None, selection: dict | None) -> dict | None:

@@ -137,7 +137,7 @@ def node(state, runtime) -> dict:
                                parse_error=cand.get("error"), hints=ctx.use_hints, dialect=ctx.dialect)
         out = refine(state["question"], state["schema_text"], cand["sql"], problem, llm=ctx.llm,
                      evidence=state.get("evidence", ""), round_=round_, output_format=ctx.output_format,
-                     max_new_tokens=ctx.max_new_tokens, dialect=ctx.dialect)
+                     max_new_tokens=ctx.max_new_tokens, dialect=ctx.prompt_dialect)
         entry = {**out.trace[0], "candidate": cand["id"]}
         repeated = next((t for t in tried if out.sql and same_sql(out.sql, t)), None)
         entry["repeated"] = repeated is not None

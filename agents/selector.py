@@ -163,5 +163,5 @@ def node(state, runtime) -> dict:
     out = select_schema(state["question"], state["schema"], llm=ctx.llm, evidence=state.get("evidence", ""),
                         matches=matches_map(update.get("matches")), history=state.get("history"),
                         max_new_tokens=min(256, ctx.max_new_tokens), above_tokens=ctx.prune_above_tokens,
-                        dialect=ctx.dialect)
+                        dialect=ctx.prompt_dialect)
     return {**update, "selection": out.selection, "trace": update.get("trace", []) + out.trace}

@@ -143,7 +143,7 @@ def test_ask_help_sections_in_order_and_ablations_only_with_the_agents():
     assert {"--no-selector", "--no-decomposer", "--no-refiner", "--no-values", "--all-samples"} <= shown
     for flag in (ablations | {"--no-selector", "--no-decomposer", "--no-refiner"}) & shown:
         assert where(sections, flag) == [AGENTS], flag
-    for generated in ("--confident-prob", "--budget", "--budget-x", "--prune-above-tokens"):
+    for generated in ("--confident-prob", "--budget", "--budget-x", "--prune-above-tokens", "--prompt-engine"):
         assert where(sections, generated) == [AGENTS], generated
     # every option once, hidden ones (the old names) never
     visible = [p for p in command("ask").params if isinstance(p, click.Option) and not p.hidden]

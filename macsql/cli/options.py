@@ -48,10 +48,12 @@ def settings_options(*names: str) -> list:
     out = []
     for name in names:
         f = meta[name]
-        kind = {"int": int, "float": float}[f.type]
-        low, high, open_low = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("min_open", False)
-        rng = (click.IntRange(low, high) if kind is int else click.FloatRange(low, high, min_open=open_low))
-        out.append(option(_OPTION_NAMES.get(name, "--" + name.replace("_", "-")), name, type=rng,
+        if f.metadata.get("choices"):
+            kind = click.Choice(f.metadata["choices"])
+        else:
+            low, high, open_low = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("min_open", False)
+            kind = (click.IntRange(low, high) if f.type == "int" else click.FloatRange(low, high, min_open=open_low))
+        out.append(option(_OPTION_NAMES.get(name, "--" + name.replace("_", "-")), name, type=kind,
                           default=f.default, show_default=True, help=f.metadata["help"], group=AGENTS_AND_ABLATIONS))
     return out
 
@@ -104,7 +106,7 @@ def model_options(f):
         agents("--all-samples", is_flag=True,
                help="Draw every sampled candidate, even when the direct and the decomposed query already "
                     "agree (by default the samples are drawn only when they do not)."),
-        *settings_options("confident_prob", "budget_s", "budget_x", "prune_above_tokens"),
+        *settings_options("confident_prob", "budget_s", "budget_x", "prune_above_tokens", "prompt_engine"),
         agents("--no-fix-first", is_flag=True,
                help="Ablation: a failing direct query gets the other candidates, not a repair first."),
         agents("--no-values", is_flag=True, help="Ablation: do not link question words to database values."),
