@@ -146,7 +146,7 @@ def scripted_build(engine: str):
     def build(**opts):
         return Pipeline(llm, max_rounds=opts["max_rounds"], timeout_s=opts["timeout_s"],
                         use_selector=not opts["no_selector"], use_decomposer=not opts["no_decomposer"],
-                        use_refiner=not opts["no_refiner"], candidates=1)
+                        use_refiner=not opts["no_refiner"], candidates=1, prompt_engine=opts["prompt_engine"])
     return build, llm
 
 
@@ -154,18 +154,21 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def _eval_on_copies(bird, tmp_path, monkeypatch, engine: str, where: list) -> Path:
+def _eval_on_copies(bird, tmp_path, monkeypatch, engine: str, where: list, prompt_engine: str = "sqlite") -> Path:
     """An eval answering on the copies: the model's SQL for the engine (ILIKE, DuckDB's //) is right there,
-    and the gold SQL is scored on SQLite."""
+    and the gold SQL is scored on SQLite. The prompts name SQLite, or with `--prompt-engine native` the
+    engine."""
     build, llm = scripted_build(engine)
     monkeypatch.setattr("macsql.cli.options.build_pipeline", build)
     out = tmp_path / f"run-{engine}"
-    r = run("eval", "--data", bird, "--db-id", "shop", "--engine", engine, *where, "--out", out, "-q")
+    r = run("eval", "--data", bird, "--db-id", "shop", "--engine", engine, *where, "--out", out, "-q",
+            "--prompt-engine", prompt_engine)
     assert r.exit_code == 0, r.output
     assert "n=5  EX(Spider) 100.0  EX(BIRD) 100.0" in r.output and "fails 0.0%" in r.output
     name = {"duckdb": "DuckDB", "postgres": "PostgreSQL"}[engine]
+    named, other = (name, "SQLite") if prompt_engine == "native" else ("SQLite", name)
     prompts = [m[-1]["content"] for agent, m in llm.calls if agent == "decomposer"]
-    assert len(prompts) == 5 and all(name in p and "SQLite" not in p for p in prompts)
+    assert len(prompts) == 5 and all(f"one {named} query" in p and other not in p for p in prompts), prompts[0]
     config = json.loads((out / "run.json").read_text())
     assert config["engine"] == engine and "secret" not in json.dumps(config)
     return out
@@ -243,7 +246,7 @@ def test_postgres_copy_agreement_and_eval(bird, tmp_path, monkeypatch):
         assert [(f.column, f.ref_table) for t in schema.tables for f in t.foreign_keys] == [
             ("customer_id", "customers"), ("order_id", "orders")]
         close_all()
-        _eval_on_copies(bird, tmp_path, monkeypatch, "postgres", ["--engine-url", reader])
+        _eval_on_copies(bird, tmp_path, monkeypatch, "postgres", ["--engine-url", reader], prompt_engine="native")
     finally:
         close_all()
         server.stop()
