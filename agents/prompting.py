@@ -9,8 +9,9 @@ from __future__ import annotations
 from macsql.backends.base import Generation, Messages
 
 SYSTEM = "You are an expert in SQLite. You answer questions about a database with correct SQLite queries."
-# The engine each sqlglot dialect names in the prompts (Database.dialect). The templates say "SQLite": the
-# models were trained on those exact prompts, so SQLite's stay byte for byte what they were.
+# The engine each sqlglot dialect names in the prompts when `prompt_engine` is native (by default they say
+# SQLite on every engine: state.Settings). The templates say "SQLite": the models were trained on those exact
+# prompts, so SQLite's stay byte for byte what they were.
 ENGINE_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB", "postgres": "PostgreSQL"}
 
 

@@ -31,6 +31,16 @@ def make_db(path: Path, sql: str) -> Path:
     return path
 
 
+def make_duckdb(path: Path, sql: str) -> Path:
+    """A DuckDB file built from SQL text (callers skip first when duckdb is not installed)."""
+    import duckdb
+
+    conn = duckdb.connect(str(path))
+    conn.execute(sql)
+    conn.close()
+    return path
+
+
 SHOP_SQL = """
 CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);
 CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(customer_id),

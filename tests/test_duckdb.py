@@ -20,7 +20,7 @@ from macsql.engines.sqlite import SQLiteDatabase  # noqa: E402
 from macsql.errors import DatabaseError  # noqa: E402
 from macsql.pipeline import Pipeline  # noqa: E402
 from macsql.schema import introspect, render_schema  # noqa: E402
-from tests.conftest import make_db  # noqa: E402
+from tests.conftest import make_db, make_duckdb  # noqa: E402
 from tests.test_hostile_sql import CORPUS, WRITE_WORDS  # noqa: E402
 
 SHOP_DUCKDB = """
@@ -51,11 +51,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def duck_file(tmp_path) -> Path:
     folder = tmp_path / "duck"
     folder.mkdir()
-    path = folder / "shop.duckdb"
-    conn = duckdb.connect(str(path))
-    conn.execute(SHOP_DUCKDB)
-    conn.close()
-    return path
+    return make_duckdb(folder / "shop.duckdb", SHOP_DUCKDB)
 
 
 @pytest.fixture
@@ -424,10 +420,8 @@ def test_hints_for_what_duckdb_refuses_and_sqlite_runs(duck_file, sql, hint):
 def test_a_reserved_name_written_bare_gets_its_quotes(tmp_path):
     from macsql.agents.hints import repair_hint
 
-    path = tmp_path / "concerts.duckdb"
-    conn = duckdb.connect(str(path))
-    conn.execute('CREATE TABLE "show" (show_id INTEGER, attendance INTEGER); INSERT INTO "show" VALUES (1, 90)')
-    conn.close()
+    path = make_duckdb(tmp_path / "concerts.duckdb",
+                       'CREATE TABLE "show" (show_id INTEGER, attendance INTEGER); INSERT INTO "show" VALUES (1, 90)')
     db = open_database(str(path))
     schema = introspect(db, cache=False)
     assert 'CREATE TABLE "show"' in render_schema(schema)  # the prompt quotes it, yet a model may not

@@ -6,8 +6,9 @@ import multiprocessing
 import pytest
 
 from macsql.engines import open_database
+from tests.conftest import make_duckdb
 
-duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed (pip install 'macsql[duckdb]')")
+pytest.importorskip("duckdb", reason="duckdb is not installed (pip install 'macsql[duckdb]')")
 
 
 def _in_child(path: str, queue) -> None:
@@ -16,10 +17,7 @@ def _in_child(path: str, queue) -> None:
 
 
 def test_a_forked_child_opens_its_own_database(tmp_path):
-    path = tmp_path / "shop.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE t AS SELECT * FROM range(3)")
-    con.close()
+    path = make_duckdb(tmp_path / "shop.duckdb", "CREATE TABLE t AS SELECT * FROM range(3)")
     parent = open_database(str(path))
     assert list(parent.execute("SELECT count(*) FROM t", timeout_s=5, max_rows=10).rows) == [(3,)]
     ctx = multiprocessing.get_context("fork")
